@@ -1,0 +1,105 @@
+"""Core results → napari layer-data tuples, with the scan's geometry.
+
+napari gets arrays transposed to (k, j, i), so the default view is an axial slice with a
+slider over k, and a matching affine (world axes z, y, x in mm). The file's own affine is
+kept in ``metadata["affine"]`` for writing back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .infer import Prediction
+from .io import Scan
+
+_REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+
+
+def napari_affine(affine: np.ndarray) -> np.ndarray:
+    """File affine (i, j, k → x, y, z) → napari affine ((k, j, i) → (z, y, x))."""
+    return _REVERSE @ np.asarray(affine, float) @ _REVERSE
+
+
+def to_display(volume: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
+
+
+def scan_layer(scan: Scan) -> tuple:
+    lo, hi = np.percentile(scan.array, [0.5, 99.5]) if scan.array.size else (0, 1)
+    meta = {
+        "affine": scan.affine.tolist(),
+        "path": str(scan.path) if scan.path else None,
+        "notes": scan.notes,
+    }
+    return (
+        to_display(scan.array),
+        {
+            "name": scan.name,
+            "affine": napari_affine(scan.affine),
+            "metadata": meta,
+            "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1],
+            "colormap": "gray",
+            "units": "mm",
+        },
+        "image",
+    )
+
+
+def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
+    heat = pred.source_heatmap()
+    top = float(np.percentile(heat[heat > 0], 99.9)) if np.any(heat > 0) else 1.0
+    meta = {
+        "affine": np.asarray(affine).tolist(),
+        "source": pred.scan,
+        "kind": "heatmap",
+        "count": pred.count,
+        "count_sd": pred.count_sd,
+    }
+    return (
+        to_display(heat),
+        {
+            "name": name,
+            "affine": napari_affine(affine),
+            "metadata": meta,
+            "colormap": "inferno",
+            "blending": "additive",
+            "contrast_limits": [0.0, top],
+            "opacity": 0.8,
+            "units": "mm",
+        },
+        "image",
+    )
+
+
+def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
+    dets = pred.result.detections if pred.result else []
+    ijk = np.array([pred.prepared.to_source_index(d.centre) for d in dets]).reshape(-1, 3)
+    features = {
+        "lesion": np.arange(1, len(dets) + 1),
+        "size": np.array([d.size for d in dets], int),
+        "score": np.array([d.score for d in dets], float),
+    }
+    meta = {
+        "affine": np.asarray(affine).tolist(),
+        "source": pred.scan,
+        "kind": "detections",
+        "count": pred.count,
+        "count_sd": pred.count_sd,
+        "threshold": pred.result.threshold if pred.result else None,
+    }
+    return (
+        ijk[:, ::-1].copy(),
+        {
+            "name": name,
+            "affine": napari_affine(affine),
+            "metadata": meta,
+            "features": features,
+            "size": 4,
+            "symbol": "ring",
+            "face_color": "transparent",
+            "border_color": "cyan",
+            "out_of_slice_display": True,
+            "units": "mm",
+        },
+        "points",
+    )

@@ -1,0 +1,26 @@
+"""npe2 reader: NIfTI files → Image layers with the scan's geometry (see ``_layers``)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+
+from ._layers import scan_layer
+from .io import is_nifti, read_scan
+
+
+def napari_get_reader(path):
+    """Return a reader for one NIfTI path (or a list of them), else None; never raises."""
+    paths = [path] if isinstance(path, str) else list(path) if isinstance(path, (list, tuple)) else []
+    if not paths or not all(isinstance(p, str) and is_nifti(p) for p in paths):
+        return None
+    try:
+        for p in paths:
+            nib.load(p)  # header only: a file nibabel cannot parse is not ours to claim
+    except Exception:
+        return None
+    return read_nifti
+
+
+def read_nifti(path):
+    paths = [path] if isinstance(path, str) else list(path)
+    return [scan_layer(read_scan(p)) for p in paths]

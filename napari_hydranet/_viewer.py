@@ -1,0 +1,41 @@
+"""Open napari with a scan and a model's overlays (used by ``hydranet demo``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+
+from ._layers import detections_layer, heatmap_layer, scan_layer
+from .infer import Prediction
+from .io import read_scan
+from .models import Model
+
+
+def add_prediction(viewer: napari.Viewer, scan_path: Path, pred: Prediction) -> list:
+    """Add the scan, its heatmap and its detections; returns the layers."""
+    scan = read_scan(scan_path)
+    layers = []
+    for data, kwargs, kind in (
+        scan_layer(scan),
+        heatmap_layer(pred, scan.affine, f"{scan.name} heatmap"),
+        detections_layer(pred, scan.affine, f"{scan.name} detections"),
+    ):
+        layers.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+    return layers
+
+
+def show_prediction(scan_path: Path, pred: Prediction, model: Model, run: bool = True) -> napari.Viewer:
+    viewer = napari.Viewer(title="napari-hydranet demo")
+    layers = add_prediction(viewer, scan_path, pred)
+    viewer.text_overlay.visible = True
+    viewer.text_overlay.text = (
+        f"{pred.scan}: {pred.count:.1f} ± {pred.count_sd:.1f} {model.label.get('unit', '')} "
+        f"({pred.n_detections} detections)"
+    )
+    points = layers[2]
+    if len(points.data):
+        viewer.dims.set_point(0, float(points.data_to_world(points.data[0])[0]))
+    if run:
+        napari.run()
+    return viewer

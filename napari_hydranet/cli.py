@@ -1,0 +1,283 @@
+"""The ``hydranet`` command: train, predict, evaluate, demo. Thin over the core modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import HydranetError
+
+
+def _progress(done: int, total: int, text: str) -> None:
+    width = 28
+    fill = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {text[:60]:<60}")
+    sys.stderr.flush()
+    if done >= total:
+        sys.stderr.write("\n")
+
+
+def _emit(event: dict, as_json: bool, tty: bool) -> None:
+    """Print a training event: JSON lines for programs, a bar and a line per epoch for people."""
+    if as_json:
+        print(json.dumps({k: v for k, v in event.items() if k != "prediction"}), flush=True)
+        return
+    kind = event["event"]
+    if kind == "start":
+        print(
+            f"training on {event['device']}: {event['train']} scans, {event['val']} for validation, "
+            f"{event['steps_per_epoch']} steps per epoch, epochs {event['start_epoch']}..{event['epochs']}"
+        )
+        for note in event["notes"]:
+            print(f"note: {note}")
+    elif kind == "step" and tty:
+        _progress(event["step"], event["steps"], f"epoch {event['epoch']} loss {event['loss']:.3g}")
+    elif kind == "epoch":
+        print(
+            f"epoch {event['epoch']:4d}  loss {event['loss']:9.4g}  val ICC(2,1) {event['val_icc21']:6.3f}  "
+            f"MAE {event['val_mae']:7.3f}  spread {event['val_pred_sd']:6.2f}  {event['seconds']:5.1f}s",
+            flush=True,
+        )
+    elif kind == "checkpoint":
+        print(f"  saved best model (epoch {event['epoch']}) to {event['path']}")
+    elif kind == "done":
+        best = event["best"] or {}
+        print(
+            f"done ({event['reason']}) after {event['epochs']} epochs, {event['seconds']:.0f} s; "
+            f"best epoch {best.get('epoch', '-')}, val ICC(2,1) {best.get('val_icc21', float('nan')):.3f}, "
+            f"model in {event['path']}"
+        )
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM: the loop stops after the current step."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            if self.event.is_set():
+                raise KeyboardInterrupt
+            self.event.set()
+            sys.stderr.write("\nstopping after this step (again to abort)…\n")
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    arch_args = json.loads(a.arch_args) if a.arch_args else {}
+    cfg = TrainConfig(
+        scans_dir=a.scans_dir,
+        labels=a.labels,
+        out=a.out,
+        arch=a.arch,
+        arch_args=arch_args,
+        heads=a.heads,
+        p_black=a.p_black,
+        sets_per_batch=a.sets_per_batch,
+        epochs=a.epochs,
+        val_fraction=a.val_fraction,
+        val_labels=a.val_labels,
+        masks_dir=a.masks,
+        init=a.init,
+        loss=a.loss,
+        optimizer=a.optimizer,
+        lr=a.lr,
+        seed=a.seed,
+        device=a.device,
+        augment=not a.no_augment,
+        patience=a.patience,
+        time_limit=a.time_limit,
+        scan_column=a.scan_column,
+        label_column=a.label_column,
+        label_name=a.label_name,
+        label_unit=a.unit,
+        crop_shape=tuple(a.crop) if a.crop else None,
+        density_dir=a.density,
+        density_weight=a.density_weight,
+    )
+    stop = _StopFlag()
+    stop.install()
+    tty = sys.stderr.isatty() and not a.json
+    for event in train(cfg, should_stop=stop, resume=a.resume):
+        _emit(event, a.json, tty)
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .device import select_device
+    from .infer import predict_files
+    from .io import find_scans
+    from .models import load_model
+
+    device = select_device(a.device)
+    model = load_model(a.model_dir, device)
+    paths = find_scans(a.inputs)
+    stop = _StopFlag()
+    stop.install()
+    tty = sys.stderr.isatty()
+    events = predict_files(
+        model,
+        paths,
+        device,
+        Path(a.out),
+        masks_dir=a.masks,
+        heatmaps_dir=a.heatmaps,
+        detections_csv=Path(a.detections) if a.detections else None,
+        should_stop=stop,
+        flips=a.flips,
+        intensity_weight=a.intensity_weight,
+        detect=True,
+    )
+    for ev in events:
+        if ev["event"] == "stopped":
+            print(f"stopped after {ev['done']} of {ev['total']} scans; the tables hold those")
+            return 130
+        for note in ev["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        if tty:
+            _progress(ev["done"], ev["total"], f"{ev['scan']}: {ev['count']:.1f}")
+    print(f"counts for {len(paths)} scans written to {a.out}")
+    if a.detections:
+        print(f"detections written to {a.detections}")
+    if a.heatmaps:
+        print(f"heatmaps written to {a.heatmaps}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate_tables
+
+    result = evaluate_tables(a.counts_csv, a.labels_csv, a.scan_column, a.label_column)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        for note in result.pop("notes"):
+            print(f"note: {note}")
+        print(f"n        {result['n']}")
+        print(f"ICC(2,1) {result['icc21']:.4f}   (absolute agreement)")
+        print(f"ICC(3,1) {result['icc31']:.4f}   (consistency)")
+        print(f"MAE      {result['mae']:.4f}")
+        print(f"MSE      {result['mse']:.4f}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(a.out), headless=a.headless, device=a.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hydranet", description=__doc__)
+    p.add_argument("--version", action="version", version=f"napari-hydranet {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a count model from globally labelled scans")
+    t.add_argument("scans_dir")
+    t.add_argument("--labels", required=True, help="CSV with a scan and a label column")
+    t.add_argument("--out", required=True, help="model folder to create")
+    t.add_argument("--arch", choices=["gpunet", "regressor"], default="gpunet")
+    t.add_argument("--arch-args", help="JSON of network arguments, e.g. '{\"features\": [8, 16, 32]}'")
+    t.add_argument("--heads", type=int, default=4, help="set size n (1 = plain regressor)")
+    t.add_argument("--p-black", type=float, default=0.1, help="probability of a black image per slot")
+    t.add_argument("--sets-per-batch", type=int, default=1, help="sets per optimiser step (batch = n × this)")
+    t.add_argument("--epochs", type=int, default=200)
+    v = t.add_mutually_exclusive_group()
+    v.add_argument("--val-fraction", type=float, default=0.2)
+    v.add_argument("--val-labels", help="CSV of validation scans (same folder)")
+    t.add_argument("--masks", help="folder of ROI masks named like the scans")
+    t.add_argument("--init", help="model folder to fine-tune, or 'default' for the bundled one")
+    t.add_argument("--loss", choices=["mse", "mae"], default="mse")
+    t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
+    t.add_argument("--lr", type=float, help="learning rate (adam 1e-3, adadelta 1.0)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    t.add_argument("--json", action="store_true", help="print events as JSON lines")
+    t.add_argument("--resume", action="store_true", help="continue the training in --out")
+    t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
+    t.add_argument("--time-limit", type=float, help="minutes; stop cleanly when reached")
+    t.add_argument("--no-augment", action="store_true", help="no flips/rotations/shifts")
+    t.add_argument(
+        "--crop",
+        type=int,
+        nargs=3,
+        default=[64, 52, 40],
+        metavar=("I", "J", "K"),
+        help="network input size around the ROI (voxels)",
+    )
+    t.add_argument(
+        "--density",
+        metavar="DIR",
+        help="lesion label masks named like the scans: pretraining on simulated data "
+        "(adds a voxel-wise density loss; users' data needs only the labels)",
+    )
+    t.add_argument("--density-weight", type=float, default=1000.0, help="weight of the density loss")
+    t.add_argument("--scan-column", default="scan")
+    t.add_argument("--label-column", default="label")
+    t.add_argument("--label-name", default="lesion count", help="what the label counts")
+    t.add_argument("--unit", default="lesions", help="unit of the label")
+    t.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("predict", help="counts, heatmaps and detections for scans")
+    q.add_argument("model_dir", help="model folder, or 'default' for the bundled one")
+    q.add_argument("inputs", nargs="+", help="NIfTI files and folders of them")
+    q.add_argument("--out", required=True, help="counts CSV to write")
+    q.add_argument("--heatmaps", help="folder for <scan>_heatmap.nii.gz")
+    q.add_argument("--detections", help="detections CSV to write")
+    q.add_argument("--masks", help="folder of ROI masks named like the scans")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--flips", type=int, default=8, help="test-time flips (1-8) for count and spread")
+    q.add_argument(
+        "--intensity-weight",
+        type=float,
+        default=0.0,
+        help="threshold (1-w)·heatmap + w·intensity for detections (004 method f)",
+    )
+    q.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="agreement of predicted counts with labels")
+    e.add_argument("counts_csv")
+    e.add_argument("labels_csv")
+    e.add_argument("--scan-column", default="scan")
+    e.add_argument("--label-column", default="label")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="the bundled model on the bundled sample scan")
+    d.add_argument("--out", default="hydranet-demo", help="folder for the outputs")
+    d.add_argument("--headless", action="store_true", help="never open a window")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return args.func(args)
+    except HydranetError as exc:
+        print(f"hydranet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hydranet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""A labelled cohort in memory: prepared volumes and their global labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import HydranetError
+from .io import find_mask, read_labels, read_scan
+from .preprocess import PreprocessConfig, crop_box, prepare
+
+
+@dataclass
+class Cohort:
+    names: list[str]
+    images: np.ndarray  # (N, I, J, K) float32
+    labels: np.ndarray  # (N,) float32
+    spacing: list[float] = field(default_factory=list)  # median voxel size, mm
+    notes: list[str] = field(default_factory=list)
+    densities: np.ndarray | None = None  # (N, I, J, K) lesion density targets, pretraining only
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, idx) -> Cohort:
+        idx = list(idx)
+        dens = self.densities[idx] if self.densities is not None else None
+        return Cohort(
+            [self.names[i] for i in idx], self.images[idx], self.labels[idx], self.spacing, [], dens
+        )
+
+
+def lesion_density(lesion_labels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """A density whose sum over each labelled lesion is 1 (blurred by ``sigma`` voxels)."""
+    lesion_labels = np.rint(lesion_labels).astype(np.int64)
+    ids, sizes = np.unique(lesion_labels[lesion_labels > 0], return_counts=True)
+    weight = np.zeros(int(lesion_labels.max()) + 1, np.float32)
+    weight[ids] = 1.0 / sizes
+    density = weight[lesion_labels]
+    return ndimage.gaussian_filter(density, sigma) if sigma > 0 else density
+
+
+def load_cohort(
+    scans_dir,
+    labels_csv,
+    pre: PreprocessConfig,
+    masks_dir=None,
+    scan_column="scan",
+    label_column="label",
+    density_dir=None,
+) -> Cohort:
+    """Read the labelled scans of a folder and prepare them for the network.
+
+    ``density_dir`` (pretraining on simulated data only) holds lesion label masks named
+    like the scans; each becomes a density target on the network's grid.
+    """
+    labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
+    names, images, values, spacings, densities = [], [], [], [], []
+    for name, value in labels.values.items():
+        path = Path(scans_dir) / name
+        scan = read_scan(path)
+        mask_path = find_mask(masks_dir, path) if masks_dir else None
+        prepared = prepare(scan, pre, read_scan(mask_path) if mask_path else None)
+        if images and prepared.array.shape != images[0].shape:
+            raise HydranetError(
+                f"{path}: prepared shape {prepared.array.shape} differs from {images[0].shape}; "
+                "scans of different sizes need a crop (masks and a crop shape)"
+            )
+        if density_dir is not None:
+            lesions = read_scan(find_mask(density_dir, path)).array
+            density = lesion_density(lesions)
+            densities.append(crop_box(density, None, prepared.array.shape, prepared.offset)[0])
+        names.append(name)
+        images.append(prepared.array)
+        values.append(value)
+        spacings.append(scan.spacing)
+    return Cohort(
+        names,
+        np.stack(images).astype(np.float32),
+        np.asarray(values, np.float32),
+        [float(s) for s in np.median(np.asarray(spacings), 0)],
+        labels.notes,
+        np.stack(densities).astype(np.float32) if densities else None,
+    )
+
+
+def split_validation(cohort: Cohort, fraction: float, seed: int) -> tuple[Cohort, Cohort]:
+    """Hold out about ``fraction`` of the scans, spread over the label range.
+
+    Scans are sorted by label and cut into strata of about 1/fraction; one random scan of
+    each stratum goes to validation, so small validation sets still span the counts.
+    """
+    n = len(cohort)
+    n_val = max(2, int(round(n * fraction)))
+    if n - n_val < 2:
+        raise HydranetError(f"{n} labelled scans are too few to hold out {n_val} for validation")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(cohort.labels + rng.random(n) * 1e-3, kind="stable")
+    strata = np.array_split(order, n_val)
+    val = sorted(int(rng.choice(s)) for s in strata)
+    train = [i for i in range(n) if i not in set(val)]
+    return cohort.subset(train), cohort.subset(val)

@@ -1,0 +1,26 @@
+"""Choosing where tensors live: CUDA, then Apple MPS, then the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import HydranetError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must be available."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HydranetError("--device cuda: no CUDA GPU is available here (use auto or cpu)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise HydranetError("--device mps: Apple MPS is not available here (use auto or cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise HydranetError(f"--device {name}: unknown device (auto, cpu, cuda, mps)") from None

@@ -1,0 +1,33 @@
+"""Agreement between a counts table (``hydranet predict``) and a labels table."""
+
+from __future__ import annotations
+
+from .errors import HydranetError
+from .io import read_labels, scan_stem
+from .metrics import agreement
+
+
+def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_column: str = "label") -> dict:
+    """ICC(2,1), ICC(3,1), MAE, MSE and n over the scans both tables hold.
+
+    Scans are matched by file name, or by name without .nii/.nii.gz when the tables
+    differ in suffixes; scans in only one table are listed in ``notes``.
+    """
+    counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True).values
+    labels = read_labels(labels_csv, None, scan_column, label_column).values
+    by_stem = {scan_stem(k): v for k, v in labels.items()}
+    pred, ref, notes = [], [], []
+    for scan, value in counts.items():
+        if scan in labels:
+            ref.append(labels[scan])
+        elif scan_stem(scan) in by_stem:
+            ref.append(by_stem[scan_stem(scan)])
+        else:
+            notes.append(f"{scan}: no label, left out")
+            continue
+        pred.append(value)
+    matched = {scan_stem(s) for s in counts}
+    notes += [f"{s}: labelled but not predicted" for s in labels if scan_stem(s) not in matched]
+    if len(pred) < 2:
+        raise HydranetError(f"{counts_csv} and {labels_csv} share {len(pred)} scans; need at least 2")
+    return {**agreement(pred, ref), "notes": notes}

@@ -1,0 +1,176 @@
+"""Inference: counts with test-time flips, heatmaps, detections, written as CSV and NIfTI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import flip_variants
+from .detect import DetectionResult, combine, count_consistent
+from .io import find_mask, read_scan, scan_stem, write_csv, write_volume
+from .models import Model
+from .preprocess import Prepared, prepare
+
+COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path"]
+DETECTION_COLUMNS = ["scan", "lesion", "i", "j", "k", "x", "y", "z", "size", "score", "size_mm3"]
+
+
+@dataclass
+class Prediction:
+    """What a model says about one scan.
+
+    ``heatmap`` is on the crop grid of ``prepared`` (None for models without one);
+    detections' centres are crop voxel coordinates, mapped to the source file on export.
+    """
+
+    scan: str
+    path: Path | None
+    count: float
+    count_sd: float
+    counts: list[float]
+    prepared: Prepared
+    heatmap: np.ndarray | None = None
+    result: DetectionResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_detections(self) -> int:
+        return len(self.result.detections) if self.result else 0
+
+    def source_heatmap(self) -> np.ndarray | None:
+        """The heatmap on the source file's grid."""
+        return None if self.heatmap is None else self.prepared.uncrop(self.heatmap)
+
+    def detection_rows(self, source_affine: np.ndarray) -> list[list]:
+        """Rows of the detections CSV: source voxel indices and world mm of each centre."""
+        if not self.result:
+            return []
+        voxel_mm3 = abs(float(np.linalg.det(source_affine[:3, :3])))
+        rows = []
+        for n, det in enumerate(self.result.detections, start=1):
+            ijk = self.prepared.to_source_index(det.centre)
+            xyz = source_affine[:3, :3] @ ijk + source_affine[:3, 3]
+            rows.append([self.scan, n, *ijk, *xyz, det.size, det.score, det.size * voxel_mm3])
+        return rows
+
+
+@torch.no_grad()
+def run_network(
+    model: Model, array: np.ndarray, device: torch.device, flips: int = 8
+) -> tuple[list[float], np.ndarray | None]:
+    """Counts for each flip of one prepared volume, and the mean heatmap (flipped back)."""
+    net = model.net
+    x = torch.from_numpy(array)[None, None].to(device)
+    variants = flip_variants(flips)
+    batch = torch.cat([torch.flip(x, [d + 2 for d in v]) if v else x for v in variants])
+    if getattr(net, "has_heatmap", False):
+        counts, heats = net.forward_both(batch)
+        back = [torch.flip(h, list(v)) if v else h for h, v in zip(heats, variants)]
+        heat = torch.stack(back).mean(0).float().cpu().numpy()
+    else:
+        counts, heat = net(batch), None
+    return [float(c) for c in counts.float().cpu()], heat
+
+
+def predict_prepared(
+    model: Model,
+    prepared: Prepared,
+    device: torch.device,
+    flips: int = 8,
+    detect: bool = True,
+    intensity_weight: float = 0.0,
+    path: Path | None = None,
+) -> Prediction:
+    counts, heat = run_network(model, prepared.array, device, flips)
+    pred = Prediction(
+        scan=path.name if path else prepared.name,
+        path=path,
+        count=float(np.mean(counts)),
+        count_sd=float(np.std(counts, ddof=1)) if len(counts) > 1 else 0.0,
+        counts=counts,
+        prepared=prepared,
+        heatmap=heat,
+        notes=list(prepared.notes),
+    )
+    if detect and heat is not None:
+        score = combine(heat, prepared.array, intensity_weight)
+        pred.result = count_consistent(score, pred.count)
+    return pred
+
+
+def predict_file(
+    model: Model,
+    path: Path,
+    device: torch.device,
+    masks_dir: Path | None = None,
+    mask_path: Path | None = None,
+    **kwargs,
+) -> tuple[Prediction, np.ndarray]:
+    """Read, prepare and predict one file; returns the prediction and the file's affine.
+
+    The ROI mask is ``mask_path`` if given, else the file named like the scan in ``masks_dir``.
+    """
+    scan = read_scan(path)
+    mask_path = mask_path or find_mask(masks_dir, path)
+    mask = read_scan(mask_path) if mask_path else None
+    prepared = prepare(scan, model.preprocess, mask)
+    return predict_prepared(model, prepared, device, path=path, **kwargs), scan.affine
+
+
+def predict_files(
+    model: Model,
+    paths: Sequence[Path],
+    device: torch.device,
+    out_csv: Path,
+    masks_dir: Path | None = None,
+    heatmaps_dir: Path | None = None,
+    detections_csv: Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    **kwargs,
+) -> Iterator[dict]:
+    """Predict every file and write the outputs; yields one progress event per scan.
+
+    The counts CSV (and detections CSV) are rewritten atomically after each scan, so a
+    cancelled run leaves complete tables of the scans done so far.
+    """
+    unit = model.label.get("unit", "")
+    count_rows, det_rows = [], []
+    inputs = {p.resolve() for p in paths}
+    for done, path in enumerate(paths, start=1):
+        if should_stop():
+            yield {"event": "stopped", "done": done - 1, "total": len(paths)}
+            return
+        pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
+        count_rows.append(
+            [
+                pred.scan,
+                pred.count,
+                pred.count_sd,
+                pred.n_detections,
+                pred.result.threshold if pred.result else "",
+                unit,
+                str(path),
+            ]
+        )
+        write_csv(out_csv, COUNT_COLUMNS, count_rows)
+        if detections_csv is not None:
+            det_rows.extend(pred.detection_rows(affine))
+            write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
+        if heatmaps_dir is not None and pred.heatmap is not None:
+            target = Path(heatmaps_dir) / f"{scan_stem(path)}_heatmap.nii.gz"
+            write_volume(target, pred.source_heatmap(), affine, protect=inputs)
+        yield {
+            "event": "scan",
+            "done": done,
+            "total": len(paths),
+            "scan": pred.scan,
+            "count": pred.count,
+            "count_sd": pred.count_sd,
+            "detections": pred.n_detections,
+            "notes": pred.notes,
+            "prediction": pred,
+        }

@@ -1,0 +1,290 @@
+"""Reading scans and labels, writing volumes and tables atomically.
+
+Geometry convention: arrays keep nibabel's voxel order ``(i, j, k)`` as stored on disk,
+never reoriented, and travel with their 4×4 ``affine`` mapping ``(i, j, k, 1)`` to world
+``(x, y, z, 1)`` in mm (RAS+, as NIfTI defines it). Every function that moves voxels
+returns the affine of its output, so any result can be written back on the source grid.
+The napari layer code (``_layers.py``) is the only place that transposes for display.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import HydranetError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class Scan:
+    """A 3D volume with its geometry.
+
+    Attributes
+    ----------
+    array : float32 array, shape (I, J, K), in the file's voxel order.
+    affine : (4, 4) voxel-to-world (mm) matrix of the file.
+    path : the source file, or None for data made in memory.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return scan_stem(self.path) if self.path is not None else "scan"
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along i, j, k."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def scan_stem(path: str | os.PathLike) -> str:
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_scan(path: str | os.PathLike) -> Scan:
+    """Read a NIfTI-1/2 file into a float32 ``Scan``.
+
+    Scaling (scl_slope/inter) is applied; a 4D file holding one volume is squeezed; NaN and
+    inf become 0 with a warning. Raises ``HydranetError`` naming the file for anything that
+    is not a readable 3D volume.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HydranetError(f"{path}: no such file")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise HydranetError(f"{path}: not a readable NIfTI file ({exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise HydranetError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    shape = img.shape
+    if len(shape) > 3:
+        extra = [s for s in shape[3:] if s != 1]
+        if extra:
+            raise HydranetError(
+                f"{path}: a {len(shape)}D volume of shape {tuple(shape)}; expected one 3D "
+                "volume (split the series first, e.g. with fslsplit)"
+            )
+    if len(shape) < 3:
+        raise HydranetError(f"{path}: a {len(shape)}D image of shape {tuple(shape)}; expected 3D")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise HydranetError(f"{path}: the voxel data cannot be read ({exc})") from None
+    data = data.reshape(shape[:3])
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
+    notes = []
+    bad = ~np.isfinite(data)
+    if bad.any():
+        msg = f"{path}: {int(bad.sum())} NaN/inf voxels set to 0"
+        warnings.warn(msg, stacklevel=2)
+        notes.append(msg)
+        data = np.where(bad, np.float32(0), data)
+    return Scan(np.ascontiguousarray(data), affine, path, notes)
+
+
+def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand a mix of NIfTI files and folders (not recursive) into a sorted file list."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.iterdir() if q.is_file() and is_nifti(q)))
+        elif p.is_file():
+            if not is_nifti(p):
+                raise HydranetError(f"{p}: not a NIfTI file (.nii or .nii.gz)")
+            found.append(p)
+        else:
+            raise HydranetError(f"{p}: no such file or folder")
+    if not found:
+        raise HydranetError("no NIfTI files (.nii, .nii.gz) found in the inputs")
+    return found
+
+
+def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | None:
+    """The mask in ``masks_dir`` with the scan's name (any NIfTI suffix), or None."""
+    if masks_dir is None:
+        return None
+    stem = scan_stem(scan_path)
+    for suffix in NIFTI_SUFFIXES:
+        cand = Path(masks_dir) / f"{stem}{suffix}"
+        if cand.is_file():
+            return cand
+    raise HydranetError(f"{scan_path.name}: no mask named {stem}.nii[.gz] in {masks_dir}")
+
+
+def _atomic_target(path: Path, suffix: str):
+    """A temporary file beside ``path`` (same file system, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    tmp = _atomic_target(path, ".tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_volume(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    affine: np.ndarray,
+    protect: Sequence[str | os.PathLike] = (),
+) -> Path:
+    """Write a 3D array as NIfTI with ``affine``, atomically; refuse to overwrite ``protect``."""
+    path = Path(path)
+    if not is_nifti(path):
+        raise HydranetError(f"{path}: output must end in .nii or .nii.gz")
+    for p in protect:
+        if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
+            raise HydranetError(f"{path}: refusing to overwrite an input scan")
+    img = nib.Nifti1Image(np.asarray(array, dtype=np.float32), np.asarray(affine, float))
+    img.header.set_xyzt_units("mm")
+    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
+    tmp = _atomic_target(path, suffix)
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Write a CSV atomically; floats are written with up to 6 significant digits."""
+    path = Path(path)
+    tmp = _atomic_target(path, ".csv")
+    try:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for row in rows:
+                w.writerow([_fmt(v) for v in row])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _fmt(v):
+    if isinstance(v, (float, np.floating)):
+        return "" if not math.isfinite(v) else f"{float(v):.6g}"
+    return v
+
+
+@dataclass
+class Labels:
+    """Global labels per scan, read from a CSV.
+
+    ``values`` maps the scan file (relative to the scans folder) to its label; ``notes``
+    lists scans left out (no label) so callers can report them.
+    """
+
+    values: dict[str, float]
+    source: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_labels(
+    path: str | os.PathLike,
+    scans_dir: str | os.PathLike | None = None,
+    scan_column: str = "scan",
+    label_column: str = "label",
+    allow_negative: bool = False,
+) -> Labels:
+    """Read a labels CSV, checking each row; errors name the file and row number.
+
+    Rows with an empty label are left out with a note. With ``scans_dir`` given, every
+    listed scan must exist there.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HydranetError(f"{path}: no such labels file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise HydranetError(f"{path}: not a readable CSV file ({exc})") from None
+    if not rows:
+        raise HydranetError(f"{path}: empty file")
+    header = [h.strip() for h in rows[0]]
+    for col in (scan_column, label_column):
+        if col not in header:
+            raise HydranetError(
+                f"{path}: no column '{col}' in the header {header} "
+                "(use --scan-column/--label-column to name yours)"
+            )
+    si, li = header.index(scan_column), header.index(label_column)
+    values: dict[str, float] = {}
+    notes: list[str] = []
+    errors: list[str] = []
+    for rownum, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) <= max(si, li):
+            errors.append(f"row {rownum}: {len(row)} fields, expected {len(header)}")
+            continue
+        scan, raw = row[si].strip(), row[li].strip()
+        if not scan:
+            errors.append(f"row {rownum}: empty scan name")
+            continue
+        if scan in values:
+            errors.append(f"row {rownum}: scan '{scan}' is listed twice")
+            continue
+        if raw == "":
+            notes.append(f"row {rownum}: '{scan}' has no label and is left out")
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            errors.append(f"row {rownum}: label '{raw}' of '{scan}' is not a number")
+            continue
+        if not math.isfinite(value) or (value < 0 and not allow_negative):
+            errors.append(f"row {rownum}: label {raw} of '{scan}' must be a number ≥ 0")
+            continue
+        if scans_dir is not None and not (Path(scans_dir) / scan).is_file():
+            errors.append(f"row {rownum}: scan '{scan}' not found in {scans_dir}")
+            continue
+        values[scan] = value
+    if errors:
+        shown = "; ".join(errors[:10]) + (f"; … {len(errors) - 10} more" if len(errors) > 10 else "")
+        raise HydranetError(f"{path}: {shown}")
+    if not values:
+        raise HydranetError(f"{path}: no labelled scans")
+    return Labels(values, path, notes)

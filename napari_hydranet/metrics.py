@@ -1,0 +1,134 @@
+"""Agreement (ICC, MAE, MSE) and detection (TPR, FP per scan, FDR, FROC) metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+def _mean_squares(ratings: np.ndarray):
+    y = np.asarray(ratings, dtype=float)
+    if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 2:
+        raise ValueError("ratings must be (targets ≥ 2, raters ≥ 2)")
+    n, k = y.shape
+    grand = y.mean()
+    ss_rows = k * ((y.mean(1) - grand) ** 2).sum()
+    ss_cols = n * ((y.mean(0) - grand) ** 2).sum()
+    ss_err = ((y - grand) ** 2).sum() - ss_rows - ss_cols
+    msr = ss_rows / (n - 1)
+    msc = ss_cols / (k - 1)
+    mse = ss_err / ((n - 1) * (k - 1))
+    msw = (ss_cols + ss_err) / (n * (k - 1))
+    return n, k, msr, msc, mse, msw
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den != 0 else float("nan")
+
+
+def icc(ratings: np.ndarray, kind: str = "2,1") -> float:
+    """Intraclass correlation of an (n targets × k raters) table (Shrout & Fleiss 1979).
+
+    kind: "1,1" (one-way), "2,1" (two-way random, absolute agreement) or "3,1" (two-way
+    mixed, consistency).
+    """
+    n, k, msr, msc, mse, msw = _mean_squares(ratings)
+    if kind == "1,1":
+        return _ratio(msr - msw, msr + (k - 1) * msw)
+    if kind == "2,1":
+        return _ratio(msr - mse, msr + (k - 1) * mse + k * (msc - mse) / n)
+    if kind == "3,1":
+        return _ratio(msr - mse, msr + (k - 1) * mse)
+    raise ValueError(f"unknown ICC kind {kind!r}")
+
+
+def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
+    """ICC(2,1), ICC(3,1), MAE, MSE and n of predictions against reference labels."""
+    p = np.asarray(predicted, float)
+    r = np.asarray(reference, float)
+    if p.shape != r.shape:
+        raise ValueError("predicted and reference differ in length")
+    out = {"n": int(p.size), "mae": float("nan"), "mse": float("nan")}
+    out["icc21"] = out["icc31"] = float("nan")
+    if p.size:
+        out["mae"] = float(np.abs(p - r).mean())
+        out["mse"] = float(((p - r) ** 2).mean())
+    if p.size >= 2:
+        table = np.stack([p, r], 1)
+        out["icc21"] = icc(table, "2,1")
+        out["icc31"] = icc(table, "3,1")
+    return out
+
+
+@dataclass
+class Matching:
+    """Detections matched one-to-one to true lesions within a radius."""
+
+    tp: int
+    fp: int
+    fn: int
+
+
+def match(detected: np.ndarray, truth: np.ndarray, radius: float = 3.0, spacing=(1.0, 1.0, 1.0)) -> Matching:
+    """Match detection centres to true centres (both (N, 3) voxel coords).
+
+    A true lesion is found when a detection lies within ``radius`` voxels of it (004 §3);
+    each detection and each lesion is used once (optimal assignment). ``spacing`` scales
+    the axes when distances should be measured in mm instead.
+    """
+    d = np.asarray(detected, float).reshape(-1, 3) * np.asarray(spacing)
+    t = np.asarray(truth, float).reshape(-1, 3) * np.asarray(spacing)
+    if len(d) == 0 or len(t) == 0:
+        return Matching(0, len(d), len(t))
+    dist = np.linalg.norm(d[:, None, :] - t[None, :, :], axis=2)
+    cost = np.where(dist <= radius, dist, 1e9)
+    rows, cols = linear_sum_assignment(cost)
+    tp = int((cost[rows, cols] < 1e9).sum())
+    return Matching(tp, len(d) - tp, len(t) - tp)
+
+
+def detection_scores(matches: Sequence[Matching]) -> dict[str, float]:
+    """TPR (sensitivity), average false positives per scan and FDR over scans."""
+    tp = sum(m.tp for m in matches)
+    fp = sum(m.fp for m in matches)
+    fn = sum(m.fn for m in matches)
+    return {
+        "tpr": _ratio(tp, tp + fn),
+        "fp_per_scan": _ratio(fp, len(matches)),
+        "fdr": _ratio(fp, tp + fp) if tp + fp else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "scans": len(matches),
+    }
+
+
+def froc(
+    detections: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    radius: float = 3.0,
+    thresholds: Sequence[float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Free-response ROC: sensitivity against FP per scan as the score threshold falls.
+
+    detections: per scan (centres (N, 3), scores (N,)); truths: per scan centres (M, 3).
+    """
+    all_scores = np.concatenate([np.asarray(s, float) for _, s in detections] or [np.zeros(0)])
+    if thresholds is None:
+        thresholds = np.unique(all_scores)[::-1]
+    tpr, fpav = [], []
+    for t in thresholds:
+        ms = [match(c[np.asarray(s) >= t], tr, radius) for (c, s), tr in zip(detections, truths)]
+        sc = detection_scores(ms)
+        tpr.append(sc["tpr"])
+        fpav.append(sc["fp_per_scan"])
+    return {"threshold": np.asarray(thresholds), "tpr": np.array(tpr), "fp_per_scan": np.array(fpav)}
+
+
+def sensitivity_at(curve: dict[str, np.ndarray], max_fp_per_scan: float) -> float:
+    """Highest sensitivity on an FROC curve with at most ``max_fp_per_scan``."""
+    ok = curve["fp_per_scan"] <= max_fp_per_scan
+    return float(curve["tpr"][ok].max()) if ok.any() else 0.0

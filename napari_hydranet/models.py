@@ -1,0 +1,146 @@
+"""Model folders: ``weights.safetensors`` + ``config.json``; loading never executes code."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from . import __version__
+from .errors import HydranetError
+from .io import atomic_write_bytes
+from .nets import ARCHITECTURES
+from .preprocess import PreprocessConfig
+
+FORMAT = "napari-hydranet-model"
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "weights.safetensors", "config.json"
+DEFAULT_NAME = "default"
+
+
+@dataclass
+class Model:
+    """A network with everything needed to use it on new scans."""
+
+    net: torch.nn.Module
+    config: dict
+    path: Path | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.config["architecture"]["name"]
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.config.get("preprocess", {}))
+
+    @property
+    def label(self) -> dict:
+        return self.config.get("label", {"name": "count", "unit": ""})
+
+    def card(self) -> str:
+        """A short human-readable description for the widget and the CLI."""
+        lab = self.label
+        val = self.config.get("validation") or {}
+        tr = self.config.get("training") or {}
+        lines = [
+            f"{self.config.get('name', self.path.name if self.path else 'model')}: "
+            f"{self.arch}, counts {lab.get('name', 'count')} ({lab.get('unit', '')})",
+            f"trained on: {tr.get('data', 'unknown data')}",
+        ]
+        if val.get("icc21") is not None:
+            lines.append(
+                f"validation: ICC(2,1) {val['icc21']:.2f}, MAE {val.get('mae', float('nan')):.2f} "
+                f"(n = {val.get('n', '?')})"
+            )
+        if self.config.get("notice"):
+            lines.append(self.config["notice"])
+        return "\n".join(lines)
+
+
+def build_net(arch: str, args: dict) -> torch.nn.Module:
+    if arch not in ARCHITECTURES:
+        raise HydranetError(f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+    try:
+        return ARCHITECTURES[arch](**args)
+    except TypeError as exc:
+        raise HydranetError(f"architecture '{arch}': bad arguments {args} ({exc})") from None
+
+
+def default_model_dir() -> Path:
+    """The model folder shipped inside the package."""
+    return Path(str(resources.files("napari_hydranet") / "data" / "default_model"))
+
+
+def resolve_model_dir(name: str | os.PathLike) -> Path:
+    """``default`` names the bundled model; anything else is a folder path."""
+    return default_model_dir() if str(name) == DEFAULT_NAME else Path(name)
+
+
+def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) -> Path:
+    """Write weights and config atomically (config last, so a folder is never half new)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = dict(config)
+    cfg.update(format=FORMAT, format_version=FORMAT_VERSION, package_version=__version__)
+    cfg.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    buffer = safetensors_bytes(tensors, {"format": FORMAT})
+    atomic_write_bytes(folder / WEIGHTS, buffer)
+    atomic_write_bytes(folder / CONFIG, json.dumps(cfg, indent=2).encode())
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    folder = resolve_model_dir(folder)
+    if not folder.is_dir():
+        raise HydranetError(f"{folder}: no such model folder")
+    missing = [f for f in (CONFIG, WEIGHTS) if not (folder / f).is_file()]
+    if missing:
+        raise HydranetError(f"{folder}: not a napari-hydranet model folder (missing {', '.join(missing)})")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HydranetError(f"{folder / CONFIG}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise HydranetError(f"{folder / CONFIG}: not a napari-hydranet model config")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise HydranetError(
+            f"{folder}: model format {config['format_version']} is newer than this "
+            f"napari-hydranet ({__version__}) reads; update the package"
+        )
+    return config
+
+
+def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") -> Model:
+    """Load a model folder; errors say what is missing or does not fit."""
+    folder = resolve_model_dir(folder)
+    config = read_config(folder)
+    arch = config.get("architecture", {})
+    net = build_net(arch.get("name", "?"), arch.get("args", {}))
+    try:
+        state = load_file(str(folder / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise HydranetError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from None
+    expected = net.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k}: shape {tuple(state[k].shape)} ≠ {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+        raise HydranetError(f"{folder}: weights do not fit a {arch.get('name')} network ({shown})")
+    net.load_state_dict(state)
+    net.to(device).eval()
+    return Model(net, config, folder)

@@ -1,0 +1,175 @@
+"""ROI masking and cropping (000 §3.2, 004 §2.1) and intensity scaling (004 §3).
+
+Every step keeps the geometry: a ``Prepared`` volume knows the voxel offset of its crop in
+the source file and the crop's own affine, so outputs can be mapped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import HydranetError
+from .io import Scan
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How scans become network inputs; stored in each model's config.json."""
+
+    crop_shape: tuple[int, int, int] | None = (64, 52, 40)
+    mask_dilation: int = 2  # voxels
+    mask_sigma: float = 2.0  # voxels, Gaussian smoothing of the mask border
+    trim_percentile: float = 99.0
+    use_mask: bool = True
+
+    def to_dict(self) -> dict:
+        return {
+            "crop_shape": list(self.crop_shape) if self.crop_shape else None,
+            "mask_dilation": self.mask_dilation,
+            "mask_sigma": self.mask_sigma,
+            "trim_percentile": self.trim_percentile,
+            "use_mask": self.use_mask,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        crop = d.get("crop_shape")
+        return cls(
+            crop_shape=tuple(int(c) for c in crop) if crop else None,
+            mask_dilation=int(d.get("mask_dilation", 2)),
+            mask_sigma=float(d.get("mask_sigma", 2.0)),
+            trim_percentile=float(d.get("trim_percentile", 99.0)),
+            use_mask=bool(d.get("use_mask", True)),
+        )
+
+
+@dataclass
+class Prepared:
+    """A network input cut from a source scan.
+
+    Attributes
+    ----------
+    array : float32 (I, J, K) in [0, 1], the masked, cropped, rescaled volume.
+    affine : voxel-to-world matrix of the crop.
+    offset : source voxel index of the crop's voxel (0, 0, 0); may be negative (zero-padded).
+    source_shape : shape of the source volume.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    offset: tuple[int, int, int]
+    source_shape: tuple[int, int, int]
+    name: str = "scan"
+    notes: list[str] = field(default_factory=list)
+
+    def to_source_index(self, ijk: np.ndarray) -> np.ndarray:
+        """Crop voxel coordinates (…, 3) → voxel coordinates of the source file."""
+        return np.asarray(ijk, float) + np.asarray(self.offset, float)
+
+    def uncrop(self, volume: np.ndarray) -> np.ndarray:
+        """Place a crop-shaped volume back on the source grid (zeros elsewhere)."""
+        out = np.zeros(self.source_shape, dtype=np.float32)
+        src, dst = _overlap(self.offset, volume.shape, self.source_shape)
+        out[src] = volume[dst]
+        return out
+
+
+def smooth_mask(mask: np.ndarray, dilation: int = 2, sigma: float = 2.0) -> np.ndarray:
+    """Dilate a binary ROI and blur its border: a weight map in [0, 1]."""
+    binary = mask > 0
+    if dilation > 0:
+        binary = ndimage.binary_dilation(binary, iterations=dilation)
+    weight = binary.astype(np.float32)
+    if sigma > 0:
+        weight = ndimage.gaussian_filter(weight, sigma)
+    return np.clip(weight, 0.0, 1.0)
+
+
+def rescale(array: np.ndarray, within: np.ndarray | None, percentile: float = 99.0) -> np.ndarray:
+    """Trim intensities above ``percentile`` and rescale to [0, 1].
+
+    The range is taken from the voxels where ``within`` is true (the ROI), or from the
+    non-zero voxels when no ROI is given.
+    """
+    sel = array[within] if within is not None else array[array != 0]
+    if sel.size == 0:
+        return np.zeros_like(array, dtype=np.float32)
+    lo = float(min(sel.min(), 0.0))
+    hi = float(np.percentile(sel, percentile))
+    if hi <= lo:
+        return np.zeros_like(array, dtype=np.float32)
+    return np.clip((array - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def crop_box(
+    array: np.ndarray, centre: np.ndarray | None, shape: tuple[int, int, int], offset=None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Cut ``shape`` around ``centre`` (voxel coords), or at ``offset``, zero-padding outside."""
+    if offset is None:
+        offset = tuple(int(round(c - s / 2)) for c, s in zip(centre, shape))
+    out = np.zeros(shape, dtype=array.dtype)
+    src, dst = _overlap(offset, shape, array.shape)
+    out[dst] = array[src]
+    return out, offset
+
+
+def _overlap(offset, crop_shape, source_shape):
+    """Slices (source, crop) of the region a crop at ``offset`` shares with the source."""
+    src, dst = [], []
+    for o, c, s in zip(offset, crop_shape, source_shape):
+        a, b = max(o, 0), min(o + c, s)
+        if b <= a:
+            a = b = max(min(o, s), 0)
+        src.append(slice(a, b))
+        dst.append(slice(a - o, b - o))
+    return tuple(src), tuple(dst)
+
+
+def shifted_affine(affine: np.ndarray, offset) -> np.ndarray:
+    """Affine of a sub-grid starting at voxel ``offset`` of ``affine``'s grid."""
+    shift = np.eye(4)
+    shift[:3, 3] = offset
+    return affine @ shift
+
+
+def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
+    """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
+    data = scan.array
+    notes = list(scan.notes)
+    if mask is not None:
+        if mask.array.shape != data.shape:
+            raise HydranetError(
+                f"{mask.path}: mask shape {mask.array.shape} differs from the scan's {data.shape}"
+            )
+        if not np.allclose(mask.affine, scan.affine, atol=1e-3):
+            raise HydranetError(f"{mask.path}: mask affine differs from the scan's {scan.path}")
+        roi = mask.array > 0
+        if not roi.any():
+            raise HydranetError(f"{mask.path}: the mask is empty")
+        weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
+        scaled = rescale(data, roi, cfg.trim_percentile) * weight
+        centre = np.array(ndimage.center_of_mass(roi))
+    else:
+        if cfg.use_mask:
+            notes.append(f"{scan.name}: no ROI mask given; the whole volume is used")
+        scaled = rescale(data, None, cfg.trim_percentile)
+        total = scaled.sum()
+        if total > 0:
+            centre = np.array(ndimage.center_of_mass(scaled))
+        else:
+            centre = (np.array(data.shape) - 1) / 2
+    if cfg.crop_shape is not None:
+        out, offset = crop_box(scaled, centre, cfg.crop_shape)
+    else:
+        out, offset = scaled, (0, 0, 0)
+    return Prepared(
+        array=np.ascontiguousarray(out, dtype=np.float32),
+        affine=shifted_affine(scan.affine, offset),
+        offset=offset,
+        source_shape=tuple(data.shape),
+        name=scan.name,
+        notes=notes,
+    )

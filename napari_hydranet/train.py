@@ -1,0 +1,425 @@
+"""The one training loop: set-sum augmentation over weight-sharing heads (000 §2–3).
+
+``train`` is a generator of event dicts (``start``, ``step``, ``epoch``, ``checkpoint``,
+``done``); the CLI prints them, the plugin's child process streams them as JSON lines.
+Stopping (``should_stop``), a time limit, early stopping and the end of the epochs all
+leave the best checkpoint in the output folder and a resumable state in ``resume/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from .augment import augment
+from .data import Cohort, load_cohort, split_validation
+from .device import select_device
+from .errors import HydranetError
+from .io import atomic_write_bytes, write_csv
+from .metrics import agreement
+from .models import WEIGHTS, build_net, load_model, resolve_model_dir, save_model
+from .preprocess import PreprocessConfig
+from .setsum import BLACK, epoch_batches, set_sum_loss
+
+# Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
+# ~800 that changes each layer's output by ~60 % at 1e-3 and the count explodes or dies;
+# 1e-4 with a short linear warm-up trains steadily (docs/benchmarks.md).
+OPTIMIZERS = {"adam": (torch.optim.Adam, 1e-4), "adadelta": (torch.optim.Adadelta, 1.0)}
+WARMUP_STEPS = 30
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved in the model's config.json."""
+
+    scans_dir: str
+    labels: str
+    out: str
+    arch: str = "gpunet"
+    arch_args: dict = field(default_factory=dict)
+    heads: int = 4
+    p_black: float = 0.1
+    sets_per_batch: int = 1
+    epochs: int = 200
+    val_fraction: float = 0.2
+    val_labels: str | None = None
+    masks_dir: str | None = None
+    init: str | None = None
+    loss: str = "mse"
+    optimizer: str = "adam"
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    augment: bool = True
+    patience: int | None = None
+    time_limit: float | None = None  # minutes
+    scan_column: str = "scan"
+    label_column: str = "label"
+    label_name: str = "lesion count"
+    label_unit: str = "lesions"
+    crop_shape: tuple[int, int, int] | None = (64, 52, 40)
+    density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
+    density_weight: float = 1000.0
+
+    def validate(self) -> None:
+        if self.heads < 1:
+            raise HydranetError("--heads must be ≥ 1")
+        if not 0 <= self.p_black < 1:
+            raise HydranetError("--p-black must be in [0, 1)")
+        if self.epochs < 1:
+            raise HydranetError("--epochs must be ≥ 1")
+        if self.loss not in ("mse", "mae"):
+            raise HydranetError("--loss must be mse or mae")
+        if self.optimizer not in OPTIMIZERS:
+            raise HydranetError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.val_labels is None and not 0 < self.val_fraction < 1:
+            raise HydranetError("--val-fraction must be in (0, 1), or give --val-labels")
+
+
+def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Ridge regression of y on features, its penalty chosen by generalised cross-validation."""
+    f = feats.double()
+    yc = y.double() - y.double().mean()
+    u, s, vt = torch.linalg.svd(f, full_matrices=False)
+    uty = u.T @ yc
+    best = None
+    for lam in np.logspace(-2, 4, 25) * len(y):
+        shrink = s**2 / (s**2 + lam)
+        resid = yc - u @ (shrink * uty)
+        gcv = float((resid**2).mean() / (1 - shrink.sum() / len(y)) ** 2)
+        if best is None or gcv < best[0]:
+            best = (gcv, vt.T @ (shrink / s * uty))
+    w = best[1].float()
+    return w, float(y.double().mean())
+
+
+def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, active: float = 0.02) -> None:
+    """Set the output layer from data so that training starts on the labels' scale.
+
+    Regressor: the pooled features are standardised over the training scans and the last
+    layer is the ridge regression of the labels on them (a linear probe), so the first
+    predictions already spread like the labels instead of being one constant.
+    Density head: w·f is scaled to unit spread inside the ROI and its sign chosen so the
+    first counts correlate positively with the labels; b puts the top ``active`` fraction
+    of voxels above zero; the fixed scale s makes the mean Σ s·ReLU(w·f + b) equal the mean
+    label. A wide active set keeps gradients flowing; a tiny one dies in the first steps.
+    Other heads: the bias is shifted by the gap between mean prediction and mean label.
+    """
+    bias = net.output_bias
+    mean_label = float(y.mean())
+    with torch.no_grad():
+        if hasattr(net, "pool_mean"):
+            net.pool_mean.zero_()
+            net.pool_scale.fill_(1.0)
+            feats = torch.cat([net.pooled(x[i : i + 4]) for i in range(0, len(x), 4)])
+            net.pool_mean.copy_(feats.mean(0))
+            net.pool_scale.copy_(feats.std(0).clamp_min(1e-6))
+            w, b = ridge_fit((feats - net.pool_mean) / net.pool_scale, y)
+            net.fc.weight.copy_(w[None])
+            bias.fill_(b)
+            return
+        if getattr(net, "head", None) != "density":
+            bias.add_(mean_label - net(x).mean().item())
+            return
+        z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
+        inside = z[x.expand_as(z) > 0] if (x > 0).any() else z.flatten()
+        spread = inside.float().std().item() or 1.0
+
+        def first_counts(sign: float) -> tuple[float, torch.Tensor]:
+            # b < 0 keeps zero input (outside the ROI, black images) at zero density
+            level = max(torch.quantile(sign * inside.float()[:1_000_000] / spread, 1 - active).item(), 1e-3)
+            return level, torch.relu(sign * z / spread - level).sum(dim=(1, 2, 3, 4))
+
+        sign = 1.0
+        level, counts = first_counts(sign)
+        if len(y) > 2 and y.std() > 0 and counts.std() > 0:
+            if torch.corrcoef(torch.stack([counts, y.to(counts)]))[0, 1] < 0:
+                sign = -1.0
+                level, counts = first_counts(sign)
+        net.last.weight.mul_(sign / spread)
+        bias.fill_(-level)
+        net.count_scale.fill_(max(mean_label, 0.1) / max(counts.mean().item(), 1e-8))
+
+
+def _save_resume(folder: Path, net, opt, state: dict, gen: torch.Generator) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    opt_state = opt.state_dict()
+    scalars = {}
+    for pid, pstate in opt_state["state"].items():
+        for k, v in pstate.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
+    tensors["rng.torch"] = gen.get_state()
+    atomic_write_bytes(folder / "state.safetensors", safetensors_bytes(tensors))
+    state = dict(state, opt_scalars=scalars, param_groups=opt_state["param_groups"])
+    atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1).encode())
+
+
+def _load_resume(folder: Path, net, opt, gen: torch.Generator) -> dict:
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        tensors = load_file(str(folder / "state.safetensors"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HydranetError(f"{folder}: cannot resume ({exc})") from None
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[name] = v
+    for key, v in state["opt_scalars"].items():
+        pid, name = key.split(".", 1)
+        opt_state["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(opt_state)
+    gen.set_state(tensors["rng.torch"])
+    return state
+
+
+def _batch(cohort: Cohort, sets: list[list[int]], device):
+    """Images (black where BLACK), labels, a real-image mask and density targets (or None)."""
+    flat = [i for s in sets for i in s]
+    real = torch.tensor([i != BLACK for i in flat])
+    zeros = np.zeros(cohort.shape, np.float32)
+
+    def stack(arrays):
+        return torch.from_numpy(np.stack([arrays[i] if i != BLACK else zeros for i in flat]))[:, None]
+
+    x = stack(cohort.images).to(device)
+    y = torch.tensor([float(cohort.labels[i]) if i != BLACK else 0.0 for i in flat]).to(device)
+    d = stack(cohort.densities).to(device) if cohort.densities is not None else None
+    return x, y, real.to(device), d
+
+
+@torch.no_grad()
+def evaluate_counts(net, images: torch.Tensor, device, batch: int = 4) -> np.ndarray:
+    net.eval()
+    out = [net(images[i : i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)]
+    net.train()
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def _score(metrics: dict) -> tuple[float, float]:
+    """Higher is better: ICC(2,1), then lower MAE."""
+    icc = metrics.get("icc21")
+    return (icc if icc is not None and math.isfinite(icc) else -1e9, -metrics.get("mae", 1e9))
+
+
+def train(
+    cfg: TrainConfig, should_stop: Callable[[], bool] = lambda: False, resume: bool = False
+) -> Iterator[dict]:
+    """Run a training; yields events. See the module docstring."""
+    cfg.validate()
+    t0 = time.monotonic()
+    out = Path(cfg.out)
+    resume_dir = out / "resume"
+    if (out / WEIGHTS).exists() and not resume:
+        raise HydranetError(
+            f"{out}: already holds a model; use --resume to continue it or choose another --out"
+        )
+    if resume and not (resume_dir / "state.json").exists():
+        raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
+    device = select_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    base = load_model(resolve_model_dir(cfg.init)) if cfg.init else None
+    if base is not None:
+        arch, arch_args, pre = base.arch, base.config["architecture"]["args"], base.preprocess
+    else:
+        arch, arch_args = cfg.arch, dict(cfg.arch_args)
+        pre = PreprocessConfig(crop_shape=cfg.crop_shape, use_mask=cfg.masks_dir is not None)
+
+    yield {"event": "status", "message": "loading scans"}
+    train_set, val_set, notes = _load_data(cfg, pre)
+    net = base.net if base is not None else build_net(arch, arch_args)
+    net.to(device).train()
+    opt_cls, default_lr = OPTIMIZERS[cfg.optimizer]
+    opt = opt_cls(net.parameters(), lr=cfg.lr or default_lr)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / WARMUP_STEPS))
+
+    history: list[dict] = []
+    best: dict | None = None
+    start_epoch = 1
+    if resume:
+        state = _load_resume(resume_dir, net, opt, gen)
+        rng.bit_generator.state = state["numpy_rng"]
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+    elif base is None:
+        calibrate_output(
+            net,
+            torch.from_numpy(train_set.images[:64, None]).to(device),
+            torch.from_numpy(train_set.labels[:64]).to(device),
+        )
+
+    steps_per_epoch = len(
+        epoch_batches(len(train_set), cfg.heads, cfg.p_black, cfg.sets_per_batch, np.random.default_rng(0))
+    )
+    meta = _model_meta(cfg, arch, arch_args, pre, train_set, val_set)
+    yield {
+        "event": "start",
+        "device": str(device),
+        "train": len(train_set),
+        "val": len(val_set),
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": cfg.epochs,
+        "start_epoch": start_epoch,
+        "notes": notes,
+        "label_mean": float(train_set.labels.mean()),
+    }
+    use_amp = device.type == "cuda"
+    reason, epoch, wait = "finished", start_epoch - 1, 0
+
+    def stopping() -> str | None:
+        if should_stop():
+            return "stopped"
+        if cfg.time_limit is not None and time.monotonic() - t0 > cfg.time_limit * 60:
+            return "time_limit"
+        return None
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        te = time.monotonic()
+        losses = []
+        batches = epoch_batches(len(train_set), cfg.heads, cfg.p_black, cfg.sets_per_batch, rng)
+        halt = None
+        for step, sets in enumerate(batches, start=1):
+            x, y, real, d = _batch(train_set, sets, device)
+            if cfg.augment and real.any():
+                if d is None:
+                    x[real] = augment(x[real], gen)
+                else:
+                    both = augment(torch.cat([x[real], d[real]], 1), gen)
+                    x[real], d[real] = both[:, :1], both[:, 1:]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                if d is None:
+                    pred = net(x)
+                else:
+                    pred, heat = net.forward_both(x)
+            loss = set_sum_loss(pred.float(), y, cfg.heads, cfg.loss)
+            if d is not None:
+                loss = loss + cfg.density_weight * ((heat.float() - d[:, 0]) ** 2).sum((1, 2, 3)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            warmup.step()
+            losses.append(float(loss.detach()))
+            yield {"event": "step", "epoch": epoch, "step": step, "steps": len(batches), "loss": losses[-1]}
+            halt = stopping()
+            if halt:
+                break
+        if halt and step < len(batches):
+            reason = halt
+            epoch -= 1
+            break
+        pred = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
+        metrics = agreement(pred, val_set.labels)
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "seconds": time.monotonic() - te,
+            "elapsed": time.monotonic() - t0,
+            "val_pred_sd": float(np.std(pred)),
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        history.append(record)
+        yield {"event": "epoch", **record}
+        if best is None or _score(metrics) > _score(
+            {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+        ):
+            best, wait = record, 0
+            save_model(
+                out, net, dict(meta, validation={**metrics, "epoch": epoch}, history_tail=history[-5:])
+            )
+            yield {
+                "event": "checkpoint",
+                "epoch": epoch,
+                "path": str(out),
+                "val_icc21": metrics["icc21"],
+                "val_mae": metrics["mae"],
+            }
+        else:
+            wait += 1
+        _save_resume(
+            resume_dir,
+            net,
+            opt,
+            {
+                "epoch": epoch,
+                "history": history,
+                "best": best,
+                "numpy_rng": rng.bit_generator.state,
+                "config": asdict(cfg),
+            },
+            gen,
+        )
+        _write_history(out, history)
+        if halt:
+            reason = halt
+            break
+        if cfg.patience is not None and wait >= cfg.patience:
+            reason = "early_stop"
+            break
+    yield {
+        "event": "done",
+        "reason": reason,
+        "epochs": epoch,
+        "best": best,
+        "path": str(out),
+        "seconds": time.monotonic() - t0,
+    }
+
+
+def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort, list[str]]:
+    cohort = load_cohort(
+        cfg.scans_dir, cfg.labels, pre, cfg.masks_dir, cfg.scan_column, cfg.label_column, cfg.density_dir
+    )
+    notes = list(cohort.notes)
+    if cfg.val_labels:
+        val = load_cohort(
+            cfg.scans_dir, cfg.val_labels, pre, cfg.masks_dir, cfg.scan_column, cfg.label_column
+        )
+        overlap = set(val.names) & set(cohort.names)
+        if overlap:
+            raise HydranetError(
+                f"{cfg.val_labels}: {len(overlap)} scans are also in the training labels, "
+                f"e.g. {sorted(overlap)[0]}"
+            )
+        return cohort, val, notes + val.notes
+    train_set, val_set = split_validation(cohort, cfg.val_fraction, cfg.seed)
+    return train_set, val_set, notes
+
+
+def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -> dict:
+    labels = train_set.labels
+    return {
+        "name": Path(cfg.out).name,
+        "architecture": {"name": arch, "args": arch_args},
+        "preprocess": pre.to_dict(),
+        "label": {"name": cfg.label_name, "unit": cfg.label_unit},
+        "training": {
+            "data": f"{len(train_set)} training and {len(val_set)} validation scans from {cfg.scans_dir}",
+            "labels_file": str(cfg.labels),
+            "label_range": [float(labels.min()), float(labels.max())],
+            "label_mean": float(labels.mean()),
+            "spacing_mm": train_set.spacing,
+            "settings": {k: v for k, v in asdict(cfg).items() if k not in ("scans_dir", "labels", "out")},
+        },
+        "notice": "Research use only; not for clinical use.",
+    }
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    keys = list(history[0].keys())
+    write_csv(out / "history.csv", keys, [[h.get(k) for k in keys] for h in history])

@@ -1,0 +1,117 @@
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import NIBABEL_DATA
+
+from napari_hydranet.errors import HydranetError
+from napari_hydranet.io import find_scans, read_labels, read_scan, write_csv, write_volume
+
+
+def test_reads_big_endian_and_keeps_affine():
+    scan = read_scan(NIBABEL_DATA / "anatomical.nii")
+    img = nib.load(NIBABEL_DATA / "anatomical.nii")
+    assert scan.array.dtype == np.float32 and scan.array.shape == img.shape
+    np.testing.assert_allclose(scan.affine, img.affine)
+    np.testing.assert_allclose(scan.array, img.get_fdata())
+
+
+@pytest.mark.parametrize("name", ["example4d.nii.gz", "example_nifti2.nii.gz", "functional.nii"])
+def test_true_4d_is_refused_with_file_and_shape(name):
+    with pytest.raises(HydranetError) as err:
+        read_scan(NIBABEL_DATA / name)
+    shape = nib.load(NIBABEL_DATA / name).shape
+    assert name in str(err.value) and str(tuple(shape)) in str(err.value)
+
+
+def test_single_volume_4d_is_squeezed_and_nifti2_read(tmp_path):
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4, 1)
+    nib.save(nib.Nifti2Image(data, np.eye(4)), tmp_path / "one.nii")
+    scan = read_scan(tmp_path / "one.nii")
+    assert scan.array.shape == (2, 3, 4)
+    assert scan.array[1, 2, 3] == 23
+
+
+def test_scaling_applied(tmp_path):
+    img = nib.Nifti1Image(np.full((3, 3, 3), 10, np.int16), np.eye(4))
+    img.header.set_slope_inter(0.5, 3.0)
+    nib.save(img, tmp_path / "s.nii.gz")
+    assert np.allclose(read_scan(tmp_path / "s.nii.gz").array, 8.0)
+
+
+def test_nans_become_zero_with_warning(tmp_path):
+    data = np.ones((4, 4, 4), np.float32)
+    data[1, 1, 1] = np.nan
+    data[2, 2, 2] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "n.nii.gz")
+    with pytest.warns(UserWarning, match="2 NaN/inf"):
+        scan = read_scan(tmp_path / "n.nii.gz")
+    assert scan.array[1, 1, 1] == 0 and scan.array[2, 2, 2] == 0 and scan.notes
+
+
+def test_corrupt_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti at all")
+    with pytest.raises(HydranetError, match="bad.nii.gz"):
+        read_scan(bad)
+    with pytest.raises(HydranetError, match="no such file"):
+        read_scan(tmp_path / "absent.nii")
+
+
+def test_find_scans_mixes_files_and_folders(tmp_path):
+    for n in ("b.nii.gz", "a.nii", "notes.txt"):
+        (tmp_path / n).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.nii.gz").write_bytes(b"")
+    found = find_scans([tmp_path, tmp_path / "sub" / "c.nii.gz"])
+    assert [p.name for p in found] == ["a.nii", "b.nii.gz", "c.nii.gz"]
+    with pytest.raises(HydranetError, match="not a NIfTI"):
+        find_scans([tmp_path / "notes.txt"])
+
+
+def test_write_volume_is_atomic_and_protects_inputs(tmp_path):
+    src = tmp_path / "scan.nii.gz"
+    write_volume(src, np.ones((2, 2, 2)), np.diag([2, 2, 2, 1]))
+    assert np.allclose(nib.load(src).affine, np.diag([2, 2, 2, 1]))
+    with pytest.raises(HydranetError, match="refusing to overwrite"):
+        write_volume(src, np.zeros((2, 2, 2)), np.eye(4), protect=[src])
+    assert np.allclose(nib.load(src).get_fdata(), 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["scan.nii.gz"]  # no temp files left
+
+
+def test_write_csv(tmp_path):
+    write_csv(tmp_path / "t.csv", ["a", "b"], [["x", 1.23456789], ["y", float("nan")]])
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "x,1.23457", "y,"]
+
+
+def _labels(tmp_path, text, **kw):
+    (tmp_path / "s1.nii.gz").write_bytes(b"")
+    (tmp_path / "s2.nii.gz").write_bytes(b"")
+    p = tmp_path / "labels.csv"
+    p.write_text(text)
+    return read_labels(p, tmp_path, **kw)
+
+
+def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
+    labels = _labels(tmp_path, "scan,label\ns1.nii.gz,3\ns2.nii.gz,\n")
+    assert labels.values == {"s1.nii.gz": 3.0}
+    assert "row 3" in labels.notes[0] and "s2.nii.gz" in labels.notes[0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("scan,label\ns1.nii.gz,3\ns3.nii.gz,1\n", "row 3: scan 's3.nii.gz' not found"),
+        ("scan,label\ns1.nii.gz,3\ns1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
+        ("scan,label\ns1.nii.gz,many\n", "row 2: label 'many'"),
+        ("scan,label\ns1.nii.gz,-2\n", "row 2: label -2"),
+        ("name,count\ns1.nii.gz,2\n", "no column 'scan'"),
+    ],
+)
+def test_labels_errors_name_the_row(tmp_path, text, message):
+    with pytest.raises(HydranetError, match=message):
+        _labels(tmp_path, text)
+
+
+def test_labels_custom_columns(tmp_path):
+    labels = _labels(tmp_path, "id,epvs\ns2.nii.gz,7\n", scan_column="id", label_column="epvs")
+    assert labels.values == {"s2.nii.gz": 7.0}

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from napari_hydranet.metrics import agreement, detection_scores, froc, icc, match, sensitivity_at
+
+# Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges, and their Table 4 results.
+SHROUT_FLEISS = np.array(
+    [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+)
+
+
+@pytest.mark.parametrize("kind, expected", [("1,1", 0.17), ("2,1", 0.29), ("3,1", 0.71)])
+def test_icc_matches_shrout_fleiss(kind, expected):
+    assert icc(SHROUT_FLEISS, kind) == pytest.approx(expected, abs=0.005)
+
+
+def test_agreement_absolute_vs_consistency():
+    ref = np.arange(10.0)
+    shifted = agreement(ref + 3, ref)
+    assert shifted["icc31"] == pytest.approx(1.0) and shifted["icc21"] < 0.9
+    assert shifted["mae"] == pytest.approx(3) and shifted["mse"] == pytest.approx(9)
+
+
+def test_match_one_to_one_within_radius():
+    truth = np.array([[0, 0, 0], [10, 10, 10]])
+    dets = np.array([[1, 0, 0], [0.5, 0, 0], [20, 20, 20]])
+    m = match(dets, truth, radius=3)
+    assert (m.tp, m.fp, m.fn) == (1, 2, 1)
+    s = detection_scores([m, match(np.zeros((0, 3)), truth)])
+    assert s["tpr"] == 0.25 and s["fp_per_scan"] == 1.0 and s["fdr"] == pytest.approx(2 / 3)
+
+
+def test_froc_rises_as_threshold_falls():
+    truth = [np.array([[0, 0, 0], [9, 9, 9]])]
+    dets = [(np.array([[0, 0, 1], [5, 5, 5], [9, 9, 8]]), np.array([0.9, 0.5, 0.3]))]
+    curve = froc(dets, truth)
+    assert list(curve["tpr"]) == [0.5, 0.5, 1.0]
+    assert list(curve["fp_per_scan"]) == [0, 1, 1]
+    assert sensitivity_at(curve, 0) == 0.5 and sensitivity_at(curve, 1) == 1.0

@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from napari_hydranet.errors import HydranetError
+from napari_hydranet.models import load_model, read_config, save_model
+from napari_hydranet.nets import GPUNet
+
+
+def _config(args):
+    return {"architecture": {"name": "gpunet", "args": args}, "label": {"name": "EPVS", "unit": "lesions"}}
+
+
+def test_round_trip(tmp_path):
+    net = GPUNet(features=(4, 8))
+    with torch.no_grad():
+        net.count_scale.fill_(0.25)
+    save_model(tmp_path, net, _config({"features": [4, 8]}))
+    model = load_model(tmp_path)
+    for a, b in zip(net.state_dict().values(), model.net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert model.config["format"] == "napari-hydranet-model" and "EPVS" in model.card()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "weights.safetensors"]
+
+
+def test_missing_files_and_foreign_folders(tmp_path):
+    with pytest.raises(HydranetError, match="missing config.json, weights.safetensors"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "weights.safetensors"))
+    with pytest.raises(HydranetError, match="not a napari-hydranet model config"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(HydranetError, match="not valid JSON"):
+        read_config(tmp_path)
+
+
+def test_other_architecture_and_mismatched_shapes(tmp_path):
+    save_model(tmp_path, GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["architecture"] = {"name": "vnet", "args": {}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HydranetError, match="unknown architecture 'vnet'"):
+        load_model(tmp_path)
+    cfg["architecture"] = {"name": "gpunet", "args": {"features": [4, 16]}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HydranetError, match="shape"):
+        load_model(tmp_path)
+
+
+def test_pickle_weights_are_not_loaded(tmp_path):
+    save_model(tmp_path, GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    torch.save(GPUNet(features=(4, 8)).state_dict(), tmp_path / "weights.safetensors")
+    with pytest.raises(HydranetError, match="unreadable weights"):
+        load_model(tmp_path)
+
+
+def test_bundled_default_model_loads():
+    model = load_model("default")
+    assert model.arch == "gpunet" and "not for clinical use" in model.card()

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from napari_hydranet.errors import HydranetError
+from napari_hydranet.io import Scan
+from napari_hydranet.preprocess import PreprocessConfig, crop_box, prepare, rescale, smooth_mask
+
+
+def _world(affine, ijk):
+    return affine[:3, :3] @ np.asarray(ijk, float) + affine[:3, 3]
+
+
+def test_crop_keeps_world_positions_and_uncrop_inverts():
+    rng = np.random.default_rng(0)
+    affine = np.array([[0.9, 0.1, 0, -40], [0, 1.1, 0.05, -30], [0, 0, 1.3, -20], [0, 0, 0, 1]])
+    arr = rng.random((50, 44, 30)).astype(np.float32) + 0.5
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[20:30, 15:25, 10:18] = 1
+    p = prepare(Scan(arr, affine), PreprocessConfig(crop_shape=(24, 20, 16)), Scan(mask, affine))
+    assert p.array.shape == (24, 20, 16)
+    c = np.array([5, 7, 9])
+    src = p.to_source_index(c)
+    np.testing.assert_allclose(_world(p.affine, c), _world(affine, src))
+    back = p.uncrop(p.array)
+    assert back.shape == arr.shape
+    np.testing.assert_array_equal(back[tuple(src.astype(int))], p.array[tuple(c)])
+
+
+def test_crop_beyond_border_is_zero_padded():
+    arr = np.ones((10, 10, 10), np.float32)
+    out, offset = crop_box(arr, np.array([1.0, 1.0, 1.0]), (8, 8, 8))
+    assert offset == (-3, -3, -3)
+    assert out[:3].sum() == 0 and out[3:, 3:, 3:].all()
+
+
+def test_mask_is_dilated_and_smoothed():
+    m = np.zeros((21, 21, 21), bool)
+    m[10, 10, 10] = True
+    w = smooth_mask(m, dilation=2, sigma=2.0)
+    assert 0 < w[10, 10, 10] <= 1 and w[10, 10, 14] > 0 and w.min() >= 0
+
+
+def test_rescale_trims_top_percent():
+    arr = np.linspace(0, 100, 1001).astype(np.float32)
+    out = rescale(arr, arr > 0, 99.0)
+    assert out.max() == 1.0 and (out == 1.0).sum() >= 10 and out.min() == 0.0
+
+
+def test_mask_grid_must_match():
+    arr = np.ones((8, 8, 8), np.float32)
+    with pytest.raises(HydranetError, match="shape"):
+        prepare(Scan(arr, np.eye(4)), PreprocessConfig(), Scan(np.ones((4, 4, 4)), np.eye(4)))
+    with pytest.raises(HydranetError, match="empty"):
+        prepare(Scan(arr, np.eye(4)), PreprocessConfig(), Scan(np.zeros((8, 8, 8)), np.eye(4)))

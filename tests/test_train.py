@@ -1,0 +1,84 @@
+"""Training on a small synthetic cohort (CPU, within CI's time)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_hydranet.errors import HydranetError
+from napari_hydranet.infer import predict_file
+from napari_hydranet.metrics import agreement
+from napari_hydranet.models import load_model
+from napari_hydranet.train import TrainConfig, train
+
+CROP = (40, 36, 28)
+
+
+def _cfg(cohort, out, **kw):
+    base = dict(
+        scans_dir=str(cohort / "scans"),
+        labels=str(cohort / "train.csv"),
+        out=str(out),
+        masks_dir=str(cohort / "masks"),
+        crop_shape=CROP,
+        arch="regressor",
+        arch_args={"width": 8},
+        epochs=12,
+        val_fraction=0.2,
+        seed=0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _held_out_icc(cohort, model_dir):
+    model = load_model(model_dir)
+    labels = dict(line.split(",") for line in (cohort / "test.csv").read_text().split()[1:])
+    preds = [
+        predict_file(model, cohort / "scans" / s, "cpu", cohort / "masks", flips=1)[0].count for s in labels
+    ]
+    return agreement(preds, [float(v) for v in labels.values()])
+
+
+@pytest.mark.parametrize("heads, p_black", [(4, 0.1), (1, 0.0)], ids=["set-sum", "base"])
+def test_training_learns_counts(cohort, tmp_path, heads, p_black):
+    events = list(train(_cfg(cohort, tmp_path / "m", heads=heads, p_black=p_black)))
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 12 and events[-1]["event"] == "done"
+    assert epochs[0]["val_pred_sd"] > 0.1  # not one constant from the start
+    result = _held_out_icc(cohort, tmp_path / "m")
+    print(f"held-out {heads} heads: {result}")
+    assert result["icc31"] > 0.5, result
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["training"]["settings"]["heads"] == heads and "validation" in cfg
+
+
+def test_stop_keeps_checkpoint_and_resume_continues(cohort, tmp_path):
+    out = tmp_path / "m"
+    seen = []
+
+    def stop():
+        return sum(e["event"] == "epoch" for e in seen) >= 2
+
+    for ev in train(_cfg(cohort, out, epochs=6), should_stop=stop):
+        seen.append(ev)
+    assert seen[-1]["reason"] == "stopped" and (out / "weights.safetensors").exists()
+    state = json.loads((out / "resume" / "state.json").read_text())
+    assert state["epoch"] == 2
+    with pytest.raises(HydranetError, match="already holds a model"):
+        list(train(_cfg(cohort, out, epochs=6)))
+    events = list(train(_cfg(cohort, out, epochs=4), resume=True))
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3, 4]
+
+
+def test_time_limit_stops_cleanly(cohort, tmp_path):
+    events = list(train(_cfg(cohort, tmp_path / "m", epochs=50, time_limit=0.001)))
+    assert events[-1]["reason"] == "time_limit"
+
+
+def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
+    list(train(_cfg(cohort, tmp_path / "a", arch="gpunet", arch_args={"features": [4, 8]}, epochs=1)))
+    events = list(train(_cfg(cohort, tmp_path / "b", init=str(tmp_path / "a"), epochs=1)))
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["architecture"]["name"] == "gpunet" and cfg["architecture"]["args"] == {"features": [4, 8]}
+    assert events[-1]["event"] == "done" and np.isfinite(events[-1]["best"]["val_mae"])
