@@ -1,0 +1,205 @@
+"""Small building blocks shared by the docks: path fields, layer and model choosers,
+layer → ``Scan`` conversion and error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import napari_affine
+from ..errors import HydranetError
+from ..io import Scan
+from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
+from ._registry import model_registry
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for the user: the message of a HydranetError, else type and message."""
+    if isinstance(exc, HydranetError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def layer_to_scan(layer) -> Scan:
+    """An Image/Labels layer (k, j, i) → ``Scan`` (i, j, k) with the file's affine.
+
+    Layers opened with our reader carry the true affine in ``metadata["affine"]``; for any
+    other 3D layer the affine is recovered from the layer's (permuted) napari affine.
+    """
+    data = np.asarray(layer.data)
+    if data.ndim != 3:
+        raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed")
+    meta = layer.metadata or {}
+    if meta.get("affine") is not None:
+        affine = np.asarray(meta["affine"], float)
+    else:  # the permutation is its own inverse
+        affine = napari_affine(layer.affine.affine_matrix)
+    path = Path(meta["path"]) if meta.get("path") else None
+    array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)), dtype=np.float32)
+    scan = Scan(array, affine, path)
+    return scan
+
+
+def scan_name(layer) -> str:
+    """The scan name used for our overlay layers: the source file's stem, else the layer name."""
+    from ..io import scan_stem
+
+    path = (layer.metadata or {}).get("path")
+    return scan_stem(path) if path else layer.name
+
+
+class PathPicker(QWidget):
+    """A line edit with a Browse… button for a folder, an existing file or a file to save."""
+
+    def __init__(self, mode: str = "dir", filter: str = "", placeholder: str = "", parent=None):
+        super().__init__(parent)
+        self.mode, self.filter = mode, filter
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        button = QPushButton("Browse…")
+        button.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit, 1)
+        row.addWidget(button)
+
+    def _browse(self) -> None:
+        start = self.edit.text() or str(Path.home())
+        if self.mode == "dir":
+            chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        elif self.mode == "save":
+            chosen, _ = QFileDialog.getSaveFileName(self, "Save as", start, self.filter)
+        else:
+            chosen, _ = QFileDialog.getOpenFileName(self, "Choose a file", start, self.filter)
+        if chosen:
+            self.edit.setText(chosen)
+
+    def path(self) -> Path | None:
+        text = self.edit.text().strip()
+        return Path(text).expanduser() if text else None
+
+    def set_path(self, path) -> None:
+        self.edit.setText("" if path is None else str(path))
+
+
+class LayerCombo(QComboBox):
+    """Chooses a layer of the given types by name; follows the viewer's layer list."""
+
+    def __init__(self, viewer, kinds: tuple, none_text: str | None = None, accept=None, parent=None):
+        super().__init__(parent)
+        self.viewer, self.kinds, self.none_text = viewer, kinds, none_text
+        self.accept = accept or (lambda layer: True)
+        self.viewer.layers.events.inserted.connect(self.refresh)
+        self.viewer.layers.events.removed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_) -> None:
+        current = self.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, self.kinds) and self.accept(ly)]
+        self.blockSignals(True)
+        self.clear()
+        if self.none_text is not None:
+            self.addItem(self.none_text)
+        self.addItems(names)
+        if current in names or current == self.none_text:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+
+    def layer(self):
+        name = self.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def set_layer(self, layer) -> None:
+        self.refresh()
+        self.setCurrentText(layer.name if layer is not None else (self.none_text or ""))
+
+    def disconnect_viewer(self) -> None:
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            emitter.disconnect(self.refresh)
+
+
+class ModelPicker(QWidget):
+    """The bundled model or any model folder (folder dialog), with the model's card shown."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.combo = QComboBox()
+        self.combo.setToolTip("'default' is the model shipped with the plugin")
+        browse = QPushButton("Folder…")
+        browse.clicked.connect(self._browse)
+        self.card = QLabel()
+        self.card.setWordWrap(True)
+        self.card.setStyleSheet("font-size: 11px;")
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.combo, 1)
+        row.addWidget(browse)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addLayout(row)
+        box.addWidget(self.card)
+        self.registry = model_registry()
+        self.registry.changed.connect(self.refresh)
+        self.combo.currentIndexChanged.connect(self._show_card)
+        self.refresh()
+
+    def refresh(self) -> None:
+        current = self.combo.currentData()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for key in self.registry.models():
+            shown = "default (bundled)" if key == DEFAULT_NAME else Path(key).name
+            self.combo.addItem(shown, key)
+            self.combo.setItemData(self.combo.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
+        if current is not None:
+            self.combo.setCurrentIndex(max(self.combo.findData(current), 0))
+        self.combo.blockSignals(False)
+        self._show_card()
+
+    def keys(self) -> list[str]:
+        """The model keys listed: "default" and absolute folder paths."""
+        return [self.combo.itemData(i) for i in range(self.combo.count())]
+
+    def _browse(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Choose a model folder", str(Path.home()))
+        if chosen:
+            self.select(chosen)
+
+    def select(self, folder) -> None:
+        """Register a model folder (or "default") and choose it."""
+        key = self.registry.add(folder)
+        self.refresh()
+        self.combo.setCurrentIndex(self.combo.findData(key))
+        self._show_card()
+
+    def model_dir(self) -> Path:
+        return resolve_model_dir(self.combo.currentData() or DEFAULT_NAME)
+
+    def _show_card(self, *_) -> None:
+        name = self.combo.currentData()
+        if not name:
+            self.card.setText("")
+            return
+        try:
+            folder = resolve_model_dir(name)
+            self.card.setText(Model(None, read_config(folder), folder).card())
+        except HydranetError as exc:
+            self.card.setText(f"⚠ {exc}")
+
+    def disconnect_registry(self) -> None:
+        try:
+            self.registry.changed.disconnect(self.refresh)
+        except (TypeError, RuntimeError):  # already disconnected
+            pass

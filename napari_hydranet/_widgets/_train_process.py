@@ -1,0 +1,76 @@
+"""``hydranet train --json`` as a child process: started, watched and stopped from the GUI.
+
+The process streams one JSON event per line on stdout (see ``train.py``); errors go to
+stderr as ``hydranet: error: …``. When it ends, its memory (GPU included) is freed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from qtpy.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+
+
+class TrainProcess(QObject):
+    """Runs ``python -m napari_hydranet.cli <args>``; emits each event and the end."""
+
+    received = Signal(dict)  # one training event
+    ended = Signal(int, str)  # exit code, the reason (last error line) when it failed
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.process: QProcess | None = None
+        self._buffer, self._stderr = b"", ""
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+
+    def start(self, args: list[str]) -> None:
+        self._buffer, self._stderr = b"", ""
+        self.process = proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.readyReadStandardOutput.connect(self._read_stdout)
+        proc.readyReadStandardError.connect(self._read_stderr)
+        proc.finished.connect(self._on_finished)
+        proc.start(sys.executable, ["-m", "napari_hydranet.cli", *args])
+
+    def terminate(self) -> None:
+        """SIGTERM: the CLI stops after the current step and keeps the best checkpoint."""
+        if self.is_running():
+            self.process.terminate()
+
+    def kill(self) -> None:
+        if self.is_running():
+            self.process.kill()
+
+    def shutdown(self, wait_ms: int = 15000) -> None:
+        """Stop and wait (closing the dock): terminate, then kill if it does not end."""
+        if self.is_running():
+            self.process.terminate()
+            if not self.process.waitForFinished(wait_ms):
+                self.process.kill()
+                self.process.waitForFinished(5000)
+
+    def _read_stdout(self) -> None:
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(ev, dict) and "event" in ev:
+                self.received.emit(ev)
+
+    def _read_stderr(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode(errors="replace")
+        self._stderr = (self._stderr + text)[-4000:]
+
+    def _on_finished(self, code: int, _status=None) -> None:
+        self._read_stdout()
+        lines = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
+        reason = next((ln for ln in reversed(lines) if ln.startswith("hydranet:")), None)
+        self.ended.emit(code, reason or (lines[-1] if lines else f"exit status {code}"))

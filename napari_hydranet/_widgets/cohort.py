@@ -1,0 +1,240 @@
+"""Cohort dock: predict a folder of scans, review them one by one, correct counts, export the
+table, send corrections to the Train dock, and see agreement with labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import detections_layer, heatmap_layer, scan_layer
+from ..device import select_device
+from ..errors import HydranetError
+from ..infer import predict_file
+from ..io import find_scans, read_labels, read_scan, write_csv
+from ..models import load_model
+from ._agreement import draw_agreement
+from ._cohort_table import COLUMNS, CohortTable
+from ._common import ModelPicker, PathPicker, error_text
+from ._plots import make_canvas
+
+EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected"]
+
+
+def _cohort_job(model_dir, scans_dir, masks_dir):
+    """Worker generator: yields ("total", n), then ("scan", path, pred, affine) or
+    ("error", name, reason) per scan; stops cleanly when the worker is quit."""
+    try:
+        device = select_device("auto")
+        model = load_model(model_dir, device)
+        paths = find_scans([scans_dir])
+    except Exception as exc:
+        yield ("fatal", error_text(exc))
+        return
+    yield ("total", len(paths))
+    for path in paths:
+        try:
+            pred, affine = predict_file(model, path, device, masks_dir=masks_dir)
+            yield ("scan", path, pred, affine)
+        except Exception as exc:  # one bad scan does not stop the cohort
+            yield ("error", path.name, error_text(exc))
+
+
+class CohortWidget(QWidget):
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.results: dict[str, tuple] = {}  # scan file name → (path, Prediction, affine)
+        self.labels: dict[str, float] = {}
+        self._shown: list = []  # layers this dock opened for the selected row
+
+        self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
+        self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
+        self.labels_csv = PathPicker("file", "CSV (*.csv)", "optional: labels to compare with")
+        self.model_picker = ModelPicker()
+        self.run_button, self.cancel_button = QPushButton("Predict all"), QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.table = CohortTable()
+        self.table.setMinimumHeight(160)
+        self.table.corrected.connect(self._draw)
+        self.send_button = QPushButton("Send corrected to Train")
+        self.export_button = QPushButton("Export table…")
+        self.stats = QLabel("")
+        self.canvas, self.axes = make_canvas(1, 2, height=2.6, width=4.4)
+
+        form = QFormLayout()
+        form.addRow("Scans", self.scans)
+        form.addRow("Masks", self.masks)
+        form.addRow("Labels", self.labels_csv)
+        form.addRow("Model", self.model_picker)
+        run = QHBoxLayout()
+        run.addWidget(self.run_button)
+        run.addWidget(self.cancel_button)
+        out = QHBoxLayout()
+        out.addWidget(self.send_button)
+        out.addWidget(self.export_button)
+        box = QVBoxLayout(self)
+        box.addLayout(form)
+        box.addLayout(run)
+        box.addWidget(self.progress)
+        box.addWidget(QLabel("Click a row to open the scan; type a count to correct it."))
+        box.addWidget(self.table, 1)
+        box.addLayout(out)
+        box.addWidget(self.stats)
+        box.addWidget(self.canvas)
+
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.labels_csv.edit.editingFinished.connect(self.load_labels)
+        self.table.cellClicked.connect(self._on_click)
+        self.send_button.clicked.connect(lambda: self.send_to_train())
+        self.export_button.clicked.connect(lambda: self.export())
+        self._draw()
+
+    # predicting -------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.scans.path() is None:
+            show_error("Cohort: choose a folder of scans")
+            return
+        self.results.clear()
+        self.table.setRowCount(0)
+        self.load_labels()
+        job = thread_worker(_cohort_job)
+        self.worker = job(self.model_picker.model_dir(), self.scans.path(), self.masks.path())
+        self.worker.yielded.connect(self._on_item)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()  # stops before the next scan; the table keeps those done
+
+    def _on_item(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "fatal":
+            show_error(f"Cohort: {item[1]}")
+        elif kind == "total":
+            self.progress.setRange(0, item[1])
+        elif kind == "error":
+            show_error(f"Cohort: {item[1]}: {item[2]}")
+            self.progress.setValue(self.progress.value() + 1)
+        else:
+            _, path, pred, affine = item
+            self.results[path.name] = (path, pred, affine)
+            self.table.add_row(path.name, pred, self.labels.get(path.name))
+            self.progress.setValue(self.progress.value() + 1)
+            self._draw()
+
+    def _on_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def load_labels(self) -> None:
+        csv = self.labels_csv.path()
+        if csv is None:
+            return
+        try:
+            self.labels = read_labels(csv, self.scans.path()).values
+        except HydranetError as exc:
+            show_error(f"Cohort: {exc}")
+            return
+        self.table.set_labels(self.labels)
+        self._draw()
+
+    # reviewing --------------------------------------------------------------------------
+    def _on_click(self, row: int, column: int) -> None:
+        if column == COLUMNS.index("count"):
+            return  # the user is correcting the count
+        self.show_scan(self.table.scan_at(row))
+
+    def show_scan(self, name: str) -> None:
+        """Open a scan with its heatmap and detections, replacing the previous row's layers."""
+        if name not in self.results:
+            return
+        path, pred, affine = self.results[name]
+        for layer in self._shown:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        scan = read_scan(path)
+        tuples = [scan_layer(scan)]
+        if pred.heatmap is not None:
+            tuples += [
+                heatmap_layer(pred, affine, f"{scan.name} heatmap"),
+                detections_layer(pred, affine, f"{scan.name} detections"),
+            ]
+        self._shown = [getattr(self.viewer, f"add_{kind}")(data, **kw) for data, kw, kind in tuples]
+        self.viewer.reset_view()
+
+    # outputs ----------------------------------------------------------------------------
+    def rows(self) -> list[list]:
+        """The table in the export format: scan,count,count_sd,detections,label,corrected."""
+        return self.table.export_rows()
+
+    def export(self, path=None) -> Path | None:
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export counts", "cohort_counts.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        write_csv(path, EXPORT_COLUMNS, self.rows())
+        show_info(f"Cohort: table written to {path}")
+        return Path(path)
+
+    def send_to_train(self, path=None):
+        """Write the corrected counts as a labels CSV and fill the Train dock with it."""
+        corrected = [(r[0], r[4]) for r in self.rows() if r[5]]
+        if not corrected:
+            show_error("Cohort: no corrected counts yet (type the right count in a row's count cell)")
+            return None
+        if path is None:
+            start = str(self.scans.path().parent / "corrected_labels.csv") if self.scans.path() else ""
+            path, _ = QFileDialog.getSaveFileName(self, "Save corrected labels", start, "CSV (*.csv)")
+            if not path:
+                return None
+        write_csv(path, ["scan", "label"], corrected)
+        trainer = self._train_widget()
+        if trainer is not None:
+            trainer.set_inputs(self.scans.path(), path, self.masks.path())
+        return trainer
+
+    def _train_widget(self):
+        from .train import TrainWidget
+
+        window = getattr(self.viewer, "window", None)
+        if window is None:
+            return None
+        for widget in window.dock_widgets.values():
+            if isinstance(widget, TrainWidget):
+                widget.parent().show()
+                widget.parent().raise_()
+                return widget
+        try:
+            return window.add_plugin_dock_widget("napari-hydranet", "Train")[1]
+        except Exception as exc:
+            show_error(f"Cohort: could not open the Train dock ({error_text(exc)})")
+            return None
+
+    def _draw(self, *_) -> None:
+        text = draw_agreement(self.axes, self.table.pairs())
+        self.stats.setText(text)
+        self.canvas.draw_idle()
+
+    def closeEvent(self, event) -> None:
+        self.model_picker.disconnect_registry()
+        self.cancel()
+        super().closeEvent(event)

@@ -1,0 +1,280 @@
+"""Predict dock: one scan layer + a model → count ± spread, heatmap and detections, with
+lesion-by-lesion inspection and a live detection threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import detections_layer, heatmap_layer
+from ..detect import at_threshold, combine, count_consistent
+from ..device import select_device
+from ..infer import Prediction, predict_prepared
+from ..models import load_model
+from ..preprocess import prepare
+from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scan_name
+
+INTENSITY_WEIGHT = 0.5
+SLIDER_STEPS = 1000  # the slider spans default / 100 … default × 100 on a log scale
+_STAGES = ("loading the model", "preparing the scan", "running the network (8 flips)")
+
+
+def _predict_job(model_dir, cache, scan, mask, weight):
+    """Generator run in a worker thread: yields stage names, returns a dict (never raises)."""
+    try:
+        yield _STAGES[0]
+        device = select_device("auto")
+        key = (str(model_dir), str(device))
+        model = cache[1] if cache and cache[0] == key else load_model(model_dir, device)
+        yield _STAGES[1]
+        prepared = prepare(scan, model.preprocess, mask)
+        yield _STAGES[2]
+        pred = predict_prepared(model, prepared, device, intensity_weight=weight, path=scan.path)
+        return {"model": (key, model), "pred": pred}
+    except Exception as exc:  # reported in the viewer, never as a traceback dialog
+        return {"error": error_text(exc)}
+
+
+@dataclass
+class _Run:
+    """What one scan's last prediction put in the viewer."""
+
+    name: str
+    pred: Prediction
+    affine: np.ndarray
+    heat: object = None
+    points: object = None
+    default_threshold: float = 0.0
+    index: int = -1
+
+
+class PredictWidget(QWidget):
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = None
+        self._model = None  # ((folder, device), Model) of the last run
+        self._runs: dict[str, _Run] = {}
+        self._current: _Run | None = None
+
+        def is_scan(layer):
+            return (layer.metadata or {}).get("kind") is None
+
+        self.image_combo = LayerCombo(self.viewer, (Image,), accept=is_scan)
+        self.mask_combo = LayerCombo(self.viewer, (Image, Labels), none_text="(no ROI mask)")
+        self.model_picker = ModelPicker()
+        self.combine_box = QCheckBox(f"heatmap + intensity (w = {INTENSITY_WEIGHT})")
+        self.combine_box.setToolTip("Detect lesions on (1 − w)·heatmap + w·intensity")
+        self.run_button = QPushButton("Predict")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, len(_STAGES))
+        self.progress.setVisible(False)
+        self.result_label = QLabel("No prediction yet.")
+        self.result_label.setWordWrap(True)
+        self.result_label.setStyleSheet("font-size: 14px; font-weight: bold;")
+
+        self.prev_button, self.next_button = QPushButton("◀ Previous"), QPushButton("Next ▶")
+        self.lesion_label = QLabel("")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, SLIDER_STEPS)
+        self.slider.setValue(SLIDER_STEPS // 2)
+        self.threshold_label = QLabel("")
+        self.reset_button = QPushButton("Count-consistent")
+        self.reset_button.setToolTip("Back to the threshold whose detections match the count")
+
+        form = QFormLayout()
+        form.addRow("Scan", self.image_combo)
+        form.addRow("ROI mask", self.mask_combo)
+        form.addRow("Model", self.model_picker)
+        nav = QHBoxLayout()
+        nav.addWidget(self.prev_button)
+        nav.addWidget(self.lesion_label, 1, Qt.AlignmentFlag.AlignCenter)
+        nav.addWidget(self.next_button)
+        thr = QHBoxLayout()
+        thr.addWidget(self.slider, 1)
+        thr.addWidget(self.reset_button)
+        box = QVBoxLayout(self)
+        box.addLayout(form)
+        box.addWidget(self.combine_box)
+        box.addWidget(self.run_button)
+        box.addWidget(self.progress)
+        box.addWidget(self.result_label)
+        box.addWidget(QLabel("Detections"))
+        box.addLayout(nav)
+        box.addLayout(thr)
+        box.addWidget(self.threshold_label)
+        box.addStretch(1)
+
+        self.run_button.clicked.connect(self.run)
+        self.prev_button.clicked.connect(lambda: self.go_to(-1))
+        self.next_button.clicked.connect(lambda: self.go_to(+1))
+        self.slider.valueChanged.connect(self._on_slider)
+        self.reset_button.clicked.connect(lambda: self.slider.setValue(SLIDER_STEPS // 2))
+        self.combine_box.toggled.connect(self._on_combine)
+        self._set_inspection_enabled(False)
+
+    # running ----------------------------------------------------------------------------
+    def run(self) -> None:
+        layer = self.image_combo.layer()
+        if layer is None:
+            show_error("Predict: open a scan first (File ▸ Open, or the sample data)")
+            return
+        try:
+            scan = layer_to_scan(layer)
+            mask_layer = self.mask_combo.layer()
+            mask = layer_to_scan(mask_layer) if mask_layer is not None else None
+            if mask is not None and not (mask_layer.metadata or {}).get("affine"):
+                mask.affine = scan.affine  # a layer drawn in napari lies on the scan's grid
+        except Exception as exc:
+            show_error(f"Predict: {error_text(exc)}")
+            return
+        weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
+        name = scan_name(layer)
+        self.worker = thread_worker(_predict_job)(
+            self.model_picker.model_dir(), self._model, scan, mask, weight
+        )
+        self.worker.yielded.connect(self._on_stage)
+        self.worker.returned.connect(lambda out: self._on_result(out, name, scan.affine))
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.progress.setVisible(True)
+        self.progress.setValue(0)
+        self.worker.start()
+
+    def _on_stage(self, stage: str) -> None:
+        self.progress.setValue(_STAGES.index(stage))
+        self.progress.setFormat(stage)
+
+    def _on_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.progress.setVisible(False)
+
+    def _on_result(self, out: dict, name: str, affine: np.ndarray) -> None:
+        if "error" in out:
+            show_error(f"Predict: {out['error']}")
+            return
+        self._model = out["model"]
+        pred: Prediction = out["pred"]
+        old = self._runs.get(name)
+        if old is not None:
+            for layer in (old.heat, old.points):
+                if layer is not None and layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        run = _Run(name, pred, np.asarray(affine, float))
+        if pred.heatmap is not None:
+            for data, kwargs, kind in (
+                heatmap_layer(pred, affine, f"{name} heatmap"),
+                detections_layer(pred, affine, f"{name} detections"),
+            ):
+                layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+                setattr(run, "heat" if kind == "image" else "points", layer)
+            run.default_threshold = pred.result.threshold if pred.result else 0.0
+        self._runs[name] = run
+        self._current = run
+        unit = self._model[1].label.get("unit", "")
+        self.result_label.setText(
+            f"{name}: {pred.count:.1f} ± {pred.count_sd:.1f} {unit}  ·  {pred.n_detections} detections"
+        )
+        for note in pred.notes:
+            self.result_label.setText(self.result_label.text() + f"\nnote: {note}")
+        self._set_inspection_enabled(run.points is not None)
+        self.slider.blockSignals(True)
+        self.slider.setValue(SLIDER_STEPS // 2)
+        self.slider.blockSignals(False)
+        self._show_threshold()
+
+    # inspection -------------------------------------------------------------------------
+    def _set_inspection_enabled(self, on: bool) -> None:
+        for w in (self.prev_button, self.next_button, self.slider, self.reset_button):
+            w.setEnabled(on)
+
+    def _live(self) -> _Run | None:
+        run = self._current
+        if run is None or run.points is None or run.points not in self.viewer.layers:
+            return None
+        return run
+
+    def go_to(self, step: int) -> None:
+        """Centre the view on the next (+1) or previous (−1) detection."""
+        run = self._live()
+        if run is None or len(run.points.data) == 0:
+            return
+        run.index = (run.index + step) % len(run.points.data)
+        world = np.asarray(run.points.data_to_world(run.points.data[run.index]), float)
+        self.viewer.dims.set_point(range(len(world)), world)
+        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        camera.center = tuple(world)
+        run.points.selected_data = {run.index}
+        score = run.points.features["score"].iloc[run.index]
+        self.lesion_label.setText(f"lesion {run.index + 1}/{len(run.points.data)} (score {score:.3g})")
+
+    def threshold(self) -> float:
+        run = self._current
+        base = run.default_threshold if run else 0.0
+        return base * 10 ** ((self.slider.value() - SLIDER_STEPS // 2) / (SLIDER_STEPS / 4))
+
+    def _score_map(self, run: _Run) -> np.ndarray:
+        weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
+        return combine(run.pred.heatmap, run.pred.prepared.array, weight)
+
+    def _on_slider(self, *_) -> None:
+        run = self._live()
+        if run is None:
+            return
+        self._apply(run, at_threshold(self._score_map(run), self.threshold()))
+
+    def _on_combine(self, *_) -> None:
+        run = self._live()
+        if run is None:
+            return
+        result = count_consistent(self._score_map(run), run.pred.count)
+        run.default_threshold = result.threshold
+        self.slider.blockSignals(True)
+        self.slider.setValue(SLIDER_STEPS // 2)
+        self.slider.blockSignals(False)
+        self._apply(run, result)
+
+    def _apply(self, run: _Run, result) -> None:
+        run.pred = replace(run.pred, result=result)
+        data, kwargs, _ = detections_layer(run.pred, run.affine, run.points.name)
+        run.points.selected_data = set()
+        run.points.data = data
+        run.points.features = kwargs["features"]
+        run.points.metadata["threshold"] = result.threshold
+        run.index = -1
+        self._show_threshold()
+
+    def _show_threshold(self) -> None:
+        run = self._current
+        if run is None or run.points is None:
+            self.threshold_label.setText("")
+            self.lesion_label.setText("")
+            return
+        self.lesion_label.setText(f"{len(run.points.data)} detections")
+        self.threshold_label.setText(
+            f"threshold {self.threshold():.3g} (count-consistent {run.default_threshold:.3g})"
+        )
+
+    def closeEvent(self, event) -> None:
+        self.image_combo.disconnect_viewer()
+        self.mask_combo.disconnect_viewer()
+        self.model_picker.disconnect_registry()
+        if self.worker is not None:
+            self.worker.quit()
+        super().closeEvent(event)

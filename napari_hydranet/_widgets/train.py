@@ -1,0 +1,315 @@
+"""Train dock: click-to-train in a child process (``hydranet train --json``) that the dock
+starts, watches (progress, curves, time) and can stop; GPU memory goes with the process."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import HydranetError
+from ..io import read_labels
+from ..models import WEIGHTS
+from ._common import PathPicker
+from ._plots import ACCENT, make_canvas, reset
+from ._registry import model_registry
+from ._train_process import TrainProcess
+
+START_FROM = ("default model", "a model folder", "scratch")
+
+
+def _spin(cls, lo, hi, value, step=None):
+    box = cls()
+    box.setRange(lo, hi)
+    if step is not None:
+        box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+def _hms(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class TrainWidget(QWidget):
+    model_ready = Signal(str)  # the model folder of a finished training
+
+    def __init__(self, napari_viewer=None, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.runner = TrainProcess(self)
+        self.runner.received.connect(self.handle_event)
+        self.runner.ended.connect(self._on_ended)
+        self.history: list[dict] = []
+        self.last_event: dict | None = None
+        self._plan = (1, 1, 1)  # start epoch, last epoch, steps per epoch
+        self._t0 = 0.0
+
+        self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
+        self.labels = PathPicker("file", "CSV (*.csv)", "CSV with scan,label columns")
+        self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
+        self.problems = QListWidget()
+        self.problems.setMaximumHeight(80)
+        self.arch = QComboBox()
+        self.arch.addItems(["gpunet", "regressor"])
+        self.heads = _spin(QSpinBox, 1, 16, 4)
+        self.p_black = _spin(QDoubleSpinBox, 0.0, 0.9, 0.1, 0.05)
+        self.epochs = _spin(QSpinBox, 1, 10000, 100)
+        self.lr = QLineEdit()
+        self.val_fraction = _spin(QDoubleSpinBox, 0.05, 0.5, 0.2, 0.05)
+        self.start_from = QComboBox()
+        self.start_from.addItems(START_FROM)
+        self.init = PathPicker("dir", placeholder="model folder to fine-tune")
+        self.out = PathPicker("dir", placeholder="new model folder")
+        self.time_limit = _spin(QDoubleSpinBox, 0, 100000, 0, 5)
+        self.time_limit.setSuffix(" min")
+        self.time_limit.setSpecialValueText("none")
+        self.lr.setPlaceholderText("default")
+        self.arch_args, self.crop = QLineEdit(), QLineEdit()
+        self.arch_args.setPlaceholderText('network arguments, e.g. {"width": 16}')
+        self.crop.setPlaceholderText("input size I J K (default 64 52 40)")
+        self.start_button, self.stop_button = QPushButton("Start"), QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.time_label, self.status = QLabel(""), QLabel("")
+        self.status.setWordWrap(True)
+        self.canvas, self.axes = make_canvas(3, height=4.2)
+
+        data = QFormLayout()
+        data.addRow("Scans", self.scans)
+        data.addRow("Labels", self.labels)
+        data.addRow("Masks", self.masks)
+        data.addRow(self.problems)
+        settings = QFormLayout()
+        settings.addRow("Start from", self.start_from)
+        settings.addRow("Model folder", self.init)
+        settings.addRow("Architecture", self.arch)
+        settings.addRow("Heads n", self.heads)
+        settings.addRow("p black", self.p_black)
+        settings.addRow("Epochs", self.epochs)
+        settings.addRow("Learning rate", self.lr)
+        settings.addRow("Validation", self.val_fraction)
+        settings.addRow("Time limit", self.time_limit)
+        settings.addRow("Output", self.out)
+        advanced = QGroupBox("Advanced (training from scratch)")
+        adv = QFormLayout(advanced)
+        adv.addRow("Network", self.arch_args)
+        adv.addRow("Crop", self.crop)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        box = QVBoxLayout(self)
+        box.addLayout(data)
+        box.addLayout(settings)
+        box.addWidget(advanced)
+        box.addLayout(buttons)
+        box.addWidget(self.progress)
+        box.addWidget(self.time_label)
+        box.addWidget(self.status)
+        box.addWidget(self.canvas)
+
+        for picker in (self.scans, self.labels):
+            picker.edit.editingFinished.connect(self.check_labels)
+        self.start_from.currentIndexChanged.connect(self._update_enabled)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self._update_enabled()
+        self._draw()
+
+    # inputs -----------------------------------------------------------------------------
+    def set_inputs(self, scans_dir, labels_csv, masks_dir=None) -> bool:
+        """Fill the data fields (the Cohort dock's "Send corrected to Train") and check them."""
+        self.scans.set_path(scans_dir)
+        self.labels.set_path(labels_csv)
+        self.masks.set_path(masks_dir)
+        return self.check_labels()
+
+    def check_labels(self) -> bool:
+        """Validate the labels CSV against the scans folder; list problems row by row."""
+        self.problems.clear()
+        scans, labels = self.scans.path(), self.labels.path()
+        if labels is None or scans is None:
+            return False
+        try:
+            found = read_labels(labels, scans)
+        except HydranetError as exc:
+            text = str(exc)
+            text = text[len(f"{labels}: ") :] if text.startswith(f"{labels}: ") else text
+            self.problems.addItems([f"✗ {p}" for p in text.split("; ")])
+            return False
+        self.problems.addItem(f"✓ {len(found.values)} labelled scans")
+        self.problems.addItems([f"note: {n}" for n in found.notes])
+        return True
+
+    def _update_enabled(self) -> None:
+        choice = self.start_from.currentText()
+        self.init.setEnabled(choice == "a model folder")
+        for w in (self.arch, self.arch_args, self.crop):
+            w.setEnabled(choice == "scratch")
+
+    def build_args(self) -> list[str]:
+        """The ``hydranet train`` arguments for the current settings (HydranetError if wrong)."""
+        scans, labels, out = self.scans.path(), self.labels.path(), self.out.path()
+        if scans is None or labels is None or out is None:
+            raise HydranetError("choose the scans folder, the labels CSV and an output folder")
+        args = ["train", str(scans.resolve()), "--labels", str(labels.resolve())]
+        args += ["--out", str(out.resolve()), "--json", "--heads", str(self.heads.value())]
+        args += ["--p-black", f"{self.p_black.value():g}", "--epochs", str(self.epochs.value())]
+        args += ["--val-fraction", f"{self.val_fraction.value():g}"]
+        if self.masks.path() is not None:
+            args += ["--masks", str(self.masks.path().resolve())]
+        choice = self.start_from.currentText()
+        if choice == "default model":
+            args += ["--init", "default"]
+        elif choice == "a model folder":
+            if self.init.path() is None:
+                raise HydranetError("choose the model folder to start from")
+            args += ["--init", str(self.init.path().resolve())]
+        else:
+            args += ["--arch", self.arch.currentText()]
+            if self.arch_args.text().strip():
+                try:
+                    json.loads(self.arch_args.text())
+                except json.JSONDecodeError as exc:
+                    raise HydranetError(f"network arguments: not valid JSON ({exc})") from None
+                args += ["--arch-args", self.arch_args.text().strip()]
+            if self.crop.text().strip():
+                crop = self.crop.text().replace(",", " ").split()
+                if len(crop) != 3 or not all(c.isdigit() for c in crop):
+                    raise HydranetError("crop: three whole numbers, e.g. 64 52 40")
+                args += ["--crop", *crop]
+        if self.lr.text().strip():
+            try:
+                args += ["--lr", f"{float(self.lr.text()):g}"]
+            except ValueError:
+                raise HydranetError(f"learning rate '{self.lr.text()}' is not a number") from None
+        if self.time_limit.value() > 0:
+            args += ["--time-limit", f"{self.time_limit.value():g}"]
+        return args
+
+    # the child process ------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.runner.is_running()
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        try:
+            args = self.build_args()
+        except HydranetError as exc:
+            show_error(f"Train: {exc}")
+            return
+        if not self.check_labels():
+            show_error("Train: the labels CSV has problems (listed in the dock)")
+            return
+        self.history, self.last_event = [], None
+        self._draw()
+        self._t0 = time.monotonic()
+        self.status.setText("starting…")
+        self.progress.setRange(0, 0)
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self.stop_button.setText("Stop")
+        self.runner.start(args)
+
+    def stop(self) -> None:
+        """First press: SIGTERM (stops after the current step, keeps the best model); then kill."""
+        if not self.is_running():
+            return
+        if self.stop_button.text() == "Stop":
+            self.runner.terminate()
+            self.status.setText("stopping after the current step…")
+            self.stop_button.setText("Kill")
+        else:
+            self.runner.kill()
+
+    def handle_event(self, ev: dict) -> None:
+        kind = ev["event"]
+        self.last_event = ev
+        if kind == "status":
+            self.status.setText(ev["message"])
+        elif kind == "start":
+            self._plan = (ev["start_epoch"], ev["epochs"], ev["steps_per_epoch"])
+            self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
+            self.progress.setValue(0)
+            notes = "".join(f"\nnote: {n}" for n in ev["notes"][:5])
+            self.status.setText(
+                f"training on {ev['device']}: {ev['train']} scans, {ev['val']} for validation{notes}"
+            )
+        elif kind == "step":
+            first, _, per = self._plan
+            self.progress.setValue((ev["epoch"] - first) * per + ev["step"])
+            self.progress.setFormat(f"epoch {ev['epoch']}  step {ev['step']}/{ev['steps']}")
+            self._show_time()
+        elif kind == "epoch":
+            self.history.append(ev)
+            self._draw()
+        elif kind == "checkpoint":
+            self.status.setText(
+                f"best so far: epoch {ev['epoch']} (val ICC(2,1) {ev['val_icc21']:.2f}, "
+                f"MAE {ev['val_mae']:.2f}) saved in {ev['path']}"
+            )
+        elif kind == "done":
+            saved = (Path(ev["path"]) / WEIGHTS).is_file()
+            best = ev.get("best") or {}
+            where = f"best epoch {best.get('epoch')} in {ev['path']}" if saved else "no model saved"
+            self.status.setText(f"done ({ev['reason']}) after {ev['epochs']} epochs; {where}")
+            if saved:
+                model_registry().add(ev["path"])
+                self.model_ready.emit(ev["path"])
+
+    def _show_time(self) -> None:
+        elapsed = time.monotonic() - self._t0
+        total, done = self.progress.maximum(), self.progress.value()
+        text = f"elapsed {_hms(elapsed)}"
+        if done > 0 and total > 0:
+            remaining = elapsed * (total - done) / done
+            if self.time_limit.value() > 0:
+                remaining = min(remaining, self.time_limit.value() * 60 - elapsed)
+            text += f"  ·  remaining ~{_hms(remaining)}"
+        self.time_label.setText(text)
+
+    def _on_ended(self, code: int, reason: str) -> None:
+        self.start_button.setEnabled(True)
+        self.stop_button.setEnabled(False)
+        self.progress.setRange(0, max(self.progress.maximum(), 1))
+        if self.last_event is not None and self.last_event["event"] == "done":
+            show_info(f"Train: {self.status.text()}")
+            return
+        self.status.setText(f"training ended: {reason}")
+        if code not in (0, 130):
+            show_error(f"Train: {reason}")
+
+    def _draw(self) -> None:
+        epochs = [h["epoch"] for h in self.history]
+        for ax, key, title in zip(
+            self.axes, ("loss", "val_icc21", "val_mae"), ("training loss", "val ICC(2,1)", "val MAE")
+        ):
+            reset(ax, ylabel=title)
+            if epochs:
+                ax.plot(epochs, [h[key] for h in self.history], "o-", color=ACCENT, ms=3, lw=1.2)
+        self.axes[-1].set_xlabel("epoch")
+        self.canvas.draw_idle()
+
+    def closeEvent(self, event) -> None:
+        self.runner.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,80 @@
+"""npe2 writers: Image/Labels layers → NIfTI on the source scan's grid, Points → detections CSV.
+
+Layers made by this plugin hold arrays in (k, j, i) order and the file's true affine in
+``metadata["affine"]`` (see ``_layers``). Writing transposes back to (i, j, k) and uses that
+affine, so the files open aligned with the scan in ITK-SNAP, 3D Slicer or FSLeyes. Other
+layers fall back to their napari affine, un-permuted the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._layers import napari_affine
+from .errors import HydranetError
+from .infer import DETECTION_COLUMNS
+from .io import is_nifti, write_csv, write_volume
+
+
+def _file_affine(meta: dict) -> np.ndarray:
+    """The voxel (i, j, k) → world (x, y, z) matrix of the layer's source file."""
+    true = (meta.get("metadata") or {}).get("affine")
+    if true is not None:
+        return np.asarray(true, float)
+    shown = meta.get("affine")
+    if shown is None:
+        return np.eye(4)
+    shown = np.asarray(getattr(shown, "affine_matrix", shown), float)
+    if shown.shape != (4, 4):
+        raise HydranetError(f"layer '{meta.get('name')}': not a 3D layer; cannot write it as NIfTI")
+    return napari_affine(shown)  # the (k, j, i) ↔ (i, j, k) permutation is its own inverse
+
+
+def write_volume_layer(path: str, data, meta: dict) -> list[str]:
+    """Write one Image or Labels layer (3D) as NIfTI; returns the written path."""
+    if not is_nifti(path):
+        path = f"{path}.nii.gz"
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise HydranetError(f"layer '{meta.get('name')}': {array.ndim}D data; only 3D layers are written")
+    write_volume(path, np.transpose(array, (2, 1, 0)), _file_affine(meta))
+    return [str(path)]
+
+
+def detection_rows(data, meta: dict) -> list[list]:
+    """Rows in the engine's detections format from Points data (k, j, i) and features."""
+    affine = _file_affine(meta)
+    md = meta.get("metadata") or {}
+    scan = md.get("source") or meta.get("name") or "scan"
+    points = np.asarray(data, float).reshape(-1, 3)
+    features = meta.get("features")
+    n = len(points)
+
+    def column(name, default):
+        if features is not None and name in getattr(features, "columns", ()):
+            return list(features[name])
+        return [default(i) for i in range(n)]
+
+    lesions = column("lesion", lambda i: i + 1)
+    sizes = column("size", lambda i: "")
+    scores = column("score", lambda i: "")
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    rows = []
+    for p, lesion, size, score in zip(points, lesions, sizes, scores):
+        ijk = p[::-1]
+        xyz = affine[:3, :3] @ ijk + affine[:3, 3]
+        size_mm3 = float(size) * voxel_mm3 if size != "" else ""
+        size = int(size) if size != "" else ""
+        score = float(score) if score != "" else ""
+        rows.append([scan, int(lesion), *ijk, *xyz, size, score, size_mm3])
+    return rows
+
+
+def write_points_layer(path: str, data, meta: dict) -> list[str]:
+    """Write one Points layer as a detections CSV (scan,lesion,i,j,k,x,y,z,size,score,size_mm3)."""
+    if not str(path).lower().endswith(".csv"):
+        path = f"{path}.csv"
+    write_csv(Path(path), DETECTION_COLUMNS, detection_rows(data, meta))
+    return [str(path)]

@@ -1,0 +1,125 @@
+"""Reader geometry in a real viewer, and writers that round-trip the file's affine."""
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import NIBABEL_DATA
+
+from napari_hydranet._reader import napari_get_reader
+from napari_hydranet.infer import DETECTION_COLUMNS
+
+# napari warns that it shows oblique volumes without the out-of-slice rotation: expected
+# (the true affine is kept in the layer's metadata), see GUIDE §5.
+pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")]
+
+
+def _oblique_affine() -> np.ndarray:
+    a, b = np.deg2rad(17), np.deg2rad(-9)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([0.9, 1.1, 1.6])
+    affine[:3, 3] = [-30.5, 12.25, -7.0]
+    return affine
+
+
+def _volume(shape, peak, seed=0) -> np.ndarray:
+    data = np.random.default_rng(seed).uniform(0, 100, shape).astype(np.float32)
+    data[peak] = 1000.0  # one unique brightest voxel
+    return data
+
+
+@pytest.fixture(scope="module")
+def made_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("geometry")
+    nifti2 = folder / "nifti2.nii"
+    img = nib.Nifti2Image(_volume((12, 9, 7), (10, 2, 5)), np.diag([-2.0, 1.5, 3.0, 1.0]))
+    nib.save(img, str(nifti2))
+    oblique = folder / "oblique.nii.gz"
+    nib.save(nib.Nifti1Image(_volume((11, 13, 6), (3, 11, 4), 1), _oblique_affine()), str(oblique))
+    return {"nifti2": nifti2, "oblique": oblique}
+
+
+@pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "nifti2", "oblique"])
+def test_brightest_voxel_at_its_world_position(make_napari_viewer, made_files, name):
+    path = made_files.get(name) or NIBABEL_DATA / name
+    img = nib.load(str(path))
+    assert img.ndim == 3
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="napari-hydranet")
+    index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (k, j, i)
+    ijk = np.array(index[::-1], float)
+    data = np.asarray(img.dataobj)
+    assert data[tuple(ijk.astype(int))] == data.max()
+    world_xyz = np.asarray(layer.data_to_world(index), float)[::-1]
+    expected = (img.affine @ np.append(ijk, 1.0))[:3]
+    np.testing.assert_allclose(world_xyz, expected, atol=1e-4)
+    np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
+    assert [str(u) for u in layer.units] == ["millimeter"] * 3
+
+
+def test_reader_declines_other_files(tmp_path):
+    other = tmp_path / "table.csv"
+    other.write_text("a,b\n1,2\n")
+    assert napari_get_reader(str(other)) is None
+    broken = tmp_path / "broken.nii"
+    broken.write_bytes(b"not a nifti file at all")
+    assert napari_get_reader(str(broken)) is None
+
+
+def test_image_and_labels_writers_keep_the_affine(make_napari_viewer, made_files, tmp_path):
+    import napari
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    heat = viewer.add_image(
+        scan.data * 0.5, affine=scan.affine, metadata={"affine": scan.metadata["affine"]}, name="heat"
+    )
+    labels = viewer.add_labels(
+        (scan.data > 500).astype(np.uint8), affine=scan.affine, metadata=dict(scan.metadata), name="roi"
+    )
+    source = nib.load(str(made_files["oblique"]))
+    for layer, target in ((heat, tmp_path / "heat.nii.gz"), (labels, tmp_path / "roi.nii")):
+        written = napari.save_layers(str(target), [layer], plugin="napari-hydranet")
+        assert written == [str(target)]
+        back = nib.load(str(target))
+        np.testing.assert_allclose(back.affine, source.affine, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(back.dataobj), np.transpose(layer.data, (2, 1, 0)))
+    # a layer without our metadata falls back to its napari affine
+    plain = viewer.add_image(scan.data, affine=scan.affine, name="plain")
+    napari.save_layers(str(tmp_path / "plain.nii.gz"), [plain], plugin="napari-hydranet")
+    np.testing.assert_allclose(nib.load(str(tmp_path / "plain.nii.gz")).affine, source.affine, atol=1e-5)
+
+
+def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files, tmp_path):
+    import napari
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    affine = np.asarray(scan.metadata["affine"])
+    ijk = np.array([[3.0, 11.0, 4.0], [5.5, 2.25, 1.0]])
+    points = viewer.add_points(
+        ijk[:, ::-1],
+        affine=scan.affine,
+        features={"lesion": [1, 2], "size": [7, 3], "score": [0.9, 0.4]},
+        metadata={"affine": affine.tolist(), "source": "oblique.nii.gz"},
+        name="dets",
+    )
+    target = tmp_path / "dets.csv"
+    napari.save_layers(str(target), [points], plugin="napari-hydranet")
+    with open(target, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == DETECTION_COLUMNS
+    for row, p in zip(rows, ijk):
+        assert row["scan"] == "oblique.nii.gz"
+        np.testing.assert_allclose([float(row[c]) for c in "ijk"], p, atol=1e-5)
+        xyz = (affine @ np.append(p, 1))[:3]
+        np.testing.assert_allclose([float(row[c]) for c in "xyz"], xyz, rtol=1e-5, atol=1e-4)
+        # the world position napari shows for the point is the one written
+        shown = np.asarray(points.data_to_world(p[::-1]))[::-1]
+        np.testing.assert_allclose(shown, xyz, atol=1e-4)
+    voxel = abs(np.linalg.det(affine[:3, :3]))
+    assert float(rows[0]["size_mm3"]) == pytest.approx(7 * voxel, rel=1e-5)
+    assert float(rows[1]["score"]) == pytest.approx(0.4)

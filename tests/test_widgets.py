@@ -1,0 +1,282 @@
+"""The Predict, Train and Cohort docks with a real viewer (pytest-xvfb provides the display)."""
+
+import csv
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from synth import make_cohort
+
+from napari_hydranet import _writer
+from napari_hydranet.infer import DETECTION_COLUMNS, predict_file
+from napari_hydranet.io import read_scan
+from napari_hydranet.models import WEIGHTS, build_net, load_model, save_model
+from napari_hydranet.preprocess import PreprocessConfig, prepare
+from napari_hydranet.sample import load_sample
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000  # ms; the CPU is shared
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small GP-UNet whose count on the sample is about 6 (random weights, scaled)."""
+    torch.manual_seed(0)
+    args = {"features": [4, 8, 16]}
+    net = build_net("gpunet", args)
+    pre = PreprocessConfig(crop_shape=(32, 32, 24))
+    sample = load_sample()
+    prepared = prepare(read_scan(sample.scan), pre, read_scan(sample.mask))
+    with torch.no_grad():
+        raw = float(net(torch.from_numpy(prepared.array)[None, None]))
+    net.count_scale.fill_(6.0 / raw)
+    config = {
+        "name": "tiny test model",
+        "architecture": {"name": "gpunet", "args": args},
+        "preprocess": pre.to_dict(),
+        "label": {"name": "lesion count", "unit": "lesions"},
+        "training": {"data": "nothing (random weights)"},
+    }
+    return save_model(tmp_path_factory.mktemp("models") / "tiny", net, config)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the docks show with show_error."""
+    shown = []
+    for module in ("predict", "train", "cohort", "_cohort_table"):
+        monkeypatch.setattr(f"napari_hydranet._widgets.{module}.show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def sample_viewer(make_napari_viewer):
+    sample = load_sample()
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(sample.scan), plugin="napari-hydranet")
+    (mask,) = viewer.open(str(sample.mask), plugin="napari-hydranet")
+    return viewer, scan, mask
+
+
+def _wait_worker(qtbot, widget):
+    qtbot.waitUntil(lambda: widget.worker is not None and widget.run_button.isEnabled(), timeout=TIMEOUT)
+
+
+def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_model, errors, tmp_path):
+    from napari_hydranet._widgets import PredictWidget
+
+    viewer, scan, mask = sample_viewer
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_picker.select(tiny_model)
+    assert "tiny test model" in widget.model_picker.card.text()
+    widget.image_combo.set_layer(scan)
+    widget.mask_combo.set_layer(mask)
+    foreign = viewer.add_image(np.zeros(scan.data.shape), name="sample heatmap", units="mm")  # not ours
+
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    heat, points = viewer.layers["sample heatmap [1]"], viewer.layers["sample detections"]
+    assert heat.data.shape == scan.data.shape
+    np.testing.assert_allclose(heat.affine.affine_matrix, scan.affine.affine_matrix)
+    np.testing.assert_allclose(heat.metadata["affine"], scan.metadata["affine"])
+    expected, affine = predict_file(
+        load_model(tiny_model), load_sample().scan, torch.device("cpu"), mask_path=load_sample().mask
+    )
+    assert len(points.data) == expected.n_detections > 0
+    assert f"{expected.count:.1f} ± {expected.count_sd:.1f}" in widget.result_label.text()
+
+    # the detections layer saves in the engine's format, with the engine's numbers
+    _writer.write_points_layer(str(tmp_path / "d.csv"), points.data, points.as_layer_data_tuple()[1])
+    with open(tmp_path / "d.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == DETECTION_COLUMNS
+    np.testing.assert_allclose(
+        np.array([r[2:8] for r in rows[1:]], float),
+        np.array([r[2:8] for r in expected.detection_rows(affine)], float),
+        rtol=1e-4,
+        atol=1e-3,
+    )
+
+    # next/previous centre the view on a detection, in world coordinates
+    widget.go_to(+1)
+    widget.go_to(+1)
+    target = np.asarray(points.data_to_world(points.data[1]))
+    half_step = np.array([r.step for r in viewer.dims.range]) / 2  # the slider snaps to slices
+    assert np.all(np.abs(np.asarray(viewer.dims.point) - target) <= half_step + 1e-6)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    np.testing.assert_allclose(camera.center[-2:], target[-2:], atol=1e-6)
+    assert points.selected_data == {1}
+    widget.go_to(-1)
+    first = np.asarray(points.data_to_world(points.data[0]))
+    assert np.all(np.abs(np.asarray(viewer.dims.point) - first) <= half_step + 1e-6)
+
+    # the threshold slider recomputes detections live; back to the count-consistent default
+    n0 = len(points.data)
+    widget.slider.setValue(widget.slider.maximum())
+    assert len(points.data) < n0
+    widget.slider.setValue(widget.slider.minimum())
+    assert len(points.data) > 0
+    widget.reset_button.click()
+    assert len(points.data) == n0
+    widget.combine_box.setChecked(True)
+    assert points.metadata["threshold"] != pytest.approx(expected.result.threshold)
+
+    # a second run replaces this dock's layers for this scan only
+    n_layers = len(viewer.layers)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+    assert heat not in viewer.layers and points not in viewer.layers
+    assert foreign in viewer.layers and scan in viewer.layers and mask in viewer.layers
+    assert [ly.name for ly in viewer.layers].count("sample detections") == 1
+
+
+def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_model, errors):
+    from napari_hydranet._widgets import PredictWidget
+
+    viewer, scan, _ = sample_viewer
+    bad_mask = viewer.add_labels(np.zeros((5, 5, 5), np.uint8), name="wrong grid")
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(scan)
+    widget.mask_combo.set_layer(bad_mask)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert len(errors) == 1 and "mask shape" in errors[0]
+    assert "sample detections" not in viewer.layers
+    widget.close()
+
+
+def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_path, errors):
+    from napari_hydranet._widgets import PredictWidget, TrainWidget
+
+    data = make_cohort(tmp_path / "cohort", n=8, shape=(24, 24, 16))
+    viewer = make_napari_viewer()
+    predict = PredictWidget(viewer)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+
+    # problems in the labels CSV are listed row by row, before anything starts
+    bad = tmp_path / "bad.csv"
+    bad.write_text("scan,label\nsub-000.nii.gz,3\nmissing.nii.gz,2\nsub-001.nii.gz,many\n")
+    assert not widget.set_inputs(data / "scans", bad, data / "masks")
+    problems = [widget.problems.item(i).text() for i in range(widget.problems.count())]
+    assert any("row 3" in p and "missing.nii.gz" in p for p in problems)
+    assert any("row 4" in p and "many" in p for p in problems)
+
+    assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
+    widget.start_from.setCurrentText("scratch")
+    widget.arch.setCurrentText("regressor")
+    widget.arch_args.setText(json.dumps({"width": 4}))
+    widget.crop.setText("24 24 16")
+    widget.epochs.setValue(50)
+    widget.heads.setValue(2)
+    out = tmp_path / "model"
+    widget.out.set_path(out)
+    args = widget.build_args()
+    assert args[:2] == ["train", str((data / "scans").resolve())] and "--json" in args
+    assert args[args.index("--crop") + 1 : args.index("--crop") + 4] == ["24", "24", "16"]
+
+    with qtbot.waitSignal(widget.model_ready, timeout=TIMEOUT) as ready:
+        widget.start()
+        qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
+        assert widget.progress.value() > 0
+        assert len(widget.axes[0].lines) == 1  # the loss curve is drawn
+        widget.stop()
+    qtbot.waitUntil(lambda: not widget.is_running(), timeout=TIMEOUT)
+    assert ready.args == [str(out.resolve())]
+    assert widget.last_event["event"] == "done" and widget.last_event["reason"] == "stopped"
+    assert (out / WEIGHTS).is_file()
+    assert load_model(out).arch == "regressor"
+    assert str(out.resolve()) in predict.model_picker.keys()
+    assert errors == []
+    predict.close()
+
+
+def _small_cohort(folder):
+    """Three scans on the sample's grid (the sample, flipped, dimmer) with masks and labels."""
+    sample = load_sample()
+    img, roi = nib.load(str(sample.scan)), nib.load(str(sample.mask))
+    data = np.asarray(img.dataobj, np.float32)
+    (folder / "scans").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    variants = {"a.nii.gz": data, "b.nii.gz": data[::-1].copy(), "c.nii.gz": data * 0.5 + 20}
+    for name, vol in variants.items():
+        nib.save(nib.Nifti1Image(vol, img.affine), str(folder / "scans" / name))
+        shutil.copy(sample.mask, folder / "masks" / name)
+        if name == "b.nii.gz":
+            nib.save(
+                nib.Nifti1Image(np.asarray(roi.dataobj)[::-1].copy(), img.affine),
+                str(folder / "masks" / name),
+            )
+    (folder / "labels.csv").write_text("scan,label\na.nii.gz,6\nb.nii.gz,5\nc.nii.gz,\n")
+    return folder
+
+
+def test_cohort_predicts_exports_and_sends_corrections(
+    qtbot, make_napari_viewer, tiny_model, tmp_path, errors
+):
+    from napari_hydranet._widgets import CohortWidget, TrainWidget
+
+    folder = _small_cohort(tmp_path / "cohort")
+    viewer = make_napari_viewer()
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train")
+    widget = CohortWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.scans.set_path(folder / "scans")
+    widget.masks.set_path(folder / "masks")
+    widget.labels_csv.set_path(folder / "labels.csv")
+    widget.model_picker.select(tiny_model)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    assert widget.table.rowCount() == 3
+    assert "n = 2" in widget.stats.text() and "ICC(2,1)" in widget.stats.text()
+
+    exported = widget.export(tmp_path / "table.csv")
+    with open(exported, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["scan", "count", "count_sd", "detections", "label", "corrected"]
+    model = load_model(tiny_model)
+    for row in rows:
+        pred, _ = predict_file(model, folder / "scans" / row["scan"], torch.device("cpu"), folder / "masks")
+        assert float(row["count"]) == pytest.approx(pred.count, rel=1e-4)
+        assert float(row["count_sd"]) == pytest.approx(pred.count_sd, rel=1e-3, abs=1e-5)
+        assert int(row["detections"]) == pred.n_detections
+        assert row["corrected"] == "0"
+    assert [r["label"] for r in rows] == ["6", "5", ""]
+
+    # sorting by count keeps rows whole
+    widget.table.sortItems(1)
+    counts = [float(widget.table.item(r, 1).text()) for r in range(3)]
+    assert counts == sorted(counts)
+
+    # clicking rows opens that scan with its overlays, replacing the previous row's
+    row_c = next(r for r in range(3) if widget.table.scan_at(r) == "c.nii.gz")
+    widget.table.cellClicked.emit(row_c, 0)
+    assert [ly.name for ly in viewer.layers] == ["c", "c heatmap", "c detections"]
+    row_a = next(r for r in range(3) if widget.table.scan_at(r) == "a.nii.gz")
+    widget.table.cellClicked.emit(row_a, 0)
+    assert [ly.name for ly in viewer.layers] == ["a", "a heatmap", "a detections"]
+
+    # typing a count corrects the row: it becomes the label
+    widget.table.item(row_c, 1).setText("4")
+    assert widget.table.records["c.nii.gz"]["label"] == 4.0
+    assert widget.table.records["c.nii.gz"]["corrected"]
+    assert float(widget.table.item(row_c, 1).text()) == pytest.approx(
+        widget.table.records["c.nii.gz"]["count"], abs=0.05
+    )
+    assert "n = 3" in widget.stats.text()
+
+    sent = widget.send_to_train(tmp_path / "corrected.csv")
+    assert sent is train
+    assert (tmp_path / "corrected.csv").read_text().splitlines() == ["scan,label", "c.nii.gz,4"]
+    assert train.labels.path() == tmp_path / "corrected.csv"
+    assert train.scans.path() == folder / "scans" and train.masks.path() == folder / "masks"
+    assert "✓ 1 labelled scans" in train.problems.item(0).text()
