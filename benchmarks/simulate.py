@@ -294,9 +294,7 @@ class Grid:
         return Grid(BOX_CENTRE - (np.array(shape) - 1) * voxel / 2, voxel, shape)
 
     def refined(self) -> Grid:
-        return Grid(
-            self.origin - self.spacing / 4, self.spacing / 2, tuple(2 * n for n in self.shape)
-        )
+        return Grid(self.origin - self.spacing / 4, self.spacing / 2, tuple(2 * n for n in self.shape))
 
     @property
     def axes(self):
@@ -353,9 +351,7 @@ def _tube_fraction(offsets, axis, radius, length, softness):
     along = dx * axis[0] + dy * axis[1] + dz * axis[2]
     half = max(length / 2 - radius, 0.0)
     core = np.clip(along, -half, half)
-    dist = np.sqrt(
-        (dx - core * axis[0]) ** 2 + (dy - core * axis[1]) ** 2 + (dz - core * axis[2]) ** 2
-    )
+    dist = np.sqrt((dx - core * axis[0]) ** 2 + (dy - core * axis[1]) ** 2 + (dz - core * axis[2]) ** 2)
     return np.clip((radius - dist) / softness + 0.5, 0.0, 1.0)
 
 
@@ -381,9 +377,7 @@ def _epvs_lesions(rng, anatomy, s: Settings, burden, subject):
     length = np.maximum(rng.uniform(s.length_min, s.length_max, n), 2.5 * radius)
     tilt = np.radians(rng.uniform(0, s.tilt_deg, n))
     azimuth = rng.uniform(0, 2 * np.pi, n)
-    axes = np.stack(
-        [np.sin(tilt) * np.cos(azimuth), np.sin(tilt) * np.sin(azimuth), np.cos(tilt)], 1
-    )
+    axes = np.stack([np.sin(tilt) * np.cos(azimuth), np.sin(tilt) * np.sin(azimuth), np.cos(tilt)], 1)
     contrast = s.contrast_min + (s.contrast_max - s.contrast_min) * rng.beta(1.0, 1.5, n)
     along = centres[:, None] + np.linspace(-0.5, 0.5, 7)[None, :, None] * (
         length[:, None, None] * axes[:, None]
@@ -391,9 +385,7 @@ def _epvs_lesions(rng, anatomy, s: Settings, burden, subject):
     keep = []
     for i in range(n):  # drop tubes that would touch an earlier one
         gaps = [
-            np.linalg.norm(along[i][:, None] - along[j][None], axis=-1).min()
-            - radius[i]
-            - radius[j]
+            np.linalg.norm(along[i][:, None] - along[j][None], axis=-1).min() - radius[i] - radius[j]
             for j in keep
         ]
         if min(gaps, default=np.inf) >= 0.5:
@@ -635,9 +627,7 @@ def simulate_cohort(
     else:
         results = [_simulate_and_write(job) for job in jobs]
     _merge_csv(out / "labels.csv", results, ["scan", "label"])
-    _merge_csv(
-        out / "expert.csv", [{**r, "label": r["expert"]} for r in results], ["scan", "label"]
-    )
+    _merge_csv(out / "expert.csv", [{**r, "label": r["expert"]} for r in results], ["scan", "label"])
     params = [r["params"] for r in results]
     _merge_csv(out / "subjects.csv", params, list(params[0]) if params else ["scan"])
     if task == "epvs":

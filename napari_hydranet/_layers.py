@@ -98,7 +98,7 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
             "symbol": "ring",
             "face_color": "transparent",
             "border_color": "cyan",
-            "out_of_slice_display": True,
+            "projection_mode": "all",
             "units": "mm",
         },
         "points",

@@ -28,6 +28,7 @@ def add_prediction(viewer: napari.Viewer, scan_path: Path, pred: Prediction) -> 
 def show_prediction(scan_path: Path, pred: Prediction, model: Model, run: bool = True) -> napari.Viewer:
     viewer = napari.Viewer(title="napari-hydranet demo")
     layers = add_prediction(viewer, scan_path, pred)
+    viewer.camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
     viewer.text_overlay.visible = True
     viewer.text_overlay.text = (
         f"{pred.scan}: {pred.count:.1f} ± {pred.count_sd:.1f} {model.label.get('unit', '')} "

@@ -107,7 +107,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         label_unit=a.unit,
         crop_shape=tuple(a.crop) if a.crop else None,
         density_dir=a.density,
-        density_weight=a.density_weight,
+        count_weight=a.count_weight,
     )
     stop = _StopFlag()
     stop.install()
@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="lesion label masks named like the scans: pretraining on simulated data "
         "(adds a voxel-wise density loss; users' data needs only the labels)",
     )
-    t.add_argument("--density-weight", type=float, default=1000.0, help="weight of the density loss")
+    t.add_argument("--count-weight", type=float, default=0.0,
+                   help="with --density: weight of the count loss beside the lesion-voxel loss")
     t.add_argument("--scan-column", default="scan")
     t.add_argument("--label-column", default="label")
     t.add_argument("--label-name", default="lesion count", help="what the label counts")

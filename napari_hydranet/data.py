@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import HydranetError
 from .io import find_mask, read_labels, read_scan
@@ -20,7 +19,7 @@ class Cohort:
     labels: np.ndarray  # (N,) float32
     spacing: list[float] = field(default_factory=list)  # median voxel size, mm
     notes: list[str] = field(default_factory=list)
-    densities: np.ndarray | None = None  # (N, I, J, K) lesion density targets, pretraining only
+    densities: np.ndarray | None = None  # (N, I, J, K) lesion voxels (0/1), pretraining only
 
     def __len__(self) -> int:
         return len(self.names)
@@ -37,14 +36,9 @@ class Cohort:
         )
 
 
-def lesion_density(lesion_labels: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """A density whose sum over each labelled lesion is 1 (blurred by ``sigma`` voxels)."""
-    lesion_labels = np.rint(lesion_labels).astype(np.int64)
-    ids, sizes = np.unique(lesion_labels[lesion_labels > 0], return_counts=True)
-    weight = np.zeros(int(lesion_labels.max()) + 1, np.float32)
-    weight[ids] = 1.0 / sizes
-    density = weight[lesion_labels]
-    return ndimage.gaussian_filter(density, sigma) if sigma > 0 else density
+def lesion_voxels(lesion_labels: np.ndarray) -> np.ndarray:
+    """Binary map of the labelled (counted) lesions, the pretraining target."""
+    return (np.rint(lesion_labels) > 0).astype(np.float32)
 
 
 def load_cohort(
@@ -59,7 +53,7 @@ def load_cohort(
     """Read the labelled scans of a folder and prepare them for the network.
 
     ``density_dir`` (pretraining on simulated data only) holds lesion label masks named
-    like the scans; each becomes a density target on the network's grid.
+    like the scans; each becomes a lesion-voxel target on the network's grid.
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     names, images, values, spacings, densities = [], [], [], [], []
@@ -74,9 +68,8 @@ def load_cohort(
                 "scans of different sizes need a crop (masks and a crop shape)"
             )
         if density_dir is not None:
-            lesions = read_scan(find_mask(density_dir, path)).array
-            density = lesion_density(lesions)
-            densities.append(crop_box(density, None, prepared.array.shape, prepared.offset)[0])
+            lesions = lesion_voxels(read_scan(find_mask(density_dir, path)).array)
+            densities.append(crop_box(lesions, None, prepared.array.shape, prepared.offset)[0])
         names.append(name)
         images.append(prepared.array)
         values.append(value)

@@ -49,7 +49,7 @@ def _candidate_thresholds(score_map: np.ndarray, target: int, limit: int = 400) 
         return np.array([floor])
     lower = np.append(peaks[1:], floor)
     levels = (peaks + lower) / 2
-    start = max(target - 1, 0)
+    start = min(max(target - 1, 0), len(levels) - 1)  # fewer peaks than the count: the lowest
     return levels[start : start + limit]
 
 

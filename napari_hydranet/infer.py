@@ -118,7 +118,23 @@ def predict_file(
     mask_path = mask_path or find_mask(masks_dir, path)
     mask = read_scan(mask_path) if mask_path else None
     prepared = prepare(scan, model.preprocess, mask)
-    return predict_prepared(model, prepared, device, path=path, **kwargs), scan.affine
+    pred = predict_prepared(model, prepared, device, path=path, **kwargs)
+    pred.notes += spacing_notes(model, scan)
+    return pred, scan.affine
+
+
+def spacing_notes(model: Model, scan) -> list[str]:
+    """A note when the scan's voxels differ by over 30 % from those the model was trained on."""
+    trained = (model.config.get("training") or {}).get("spacing_mm")
+    if not trained:
+        return []
+    ratio = np.asarray(scan.spacing) / np.asarray(trained, float)
+    if np.all(np.abs(ratio - 1) <= 0.3):
+        return []
+    return [
+        f"{scan.name}: voxel size {tuple(round(s, 2) for s in scan.spacing)} mm differs from the "
+        f"model's training data ({tuple(round(s, 2) for s in trained)} mm); counts may be off"
+    ]
 
 
 def predict_files(

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .augment import augment
+from .calibrate import calibrate_output
 from .data import Cohort, load_cohort, split_validation
 from .device import select_device
 from .errors import HydranetError
@@ -68,7 +69,7 @@ class TrainConfig:
     label_unit: str = "lesions"
     crop_shape: tuple[int, int, int] | None = (64, 52, 40)
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
-    density_weight: float = 1000.0
+    count_weight: float = 0.0  # weight of the count loss when pretraining on lesion masks
 
     def validate(self) -> None:
         if self.heads < 1:
@@ -85,69 +86,15 @@ class TrainConfig:
             raise HydranetError("--val-fraction must be in (0, 1), or give --val-labels")
 
 
-def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Ridge regression of y on features, its penalty chosen by generalised cross-validation."""
-    f = feats.double()
-    yc = y.double() - y.double().mean()
-    u, s, vt = torch.linalg.svd(f, full_matrices=False)
-    uty = u.T @ yc
-    best = None
-    for lam in np.logspace(-2, 4, 25) * len(y):
-        shrink = s**2 / (s**2 + lam)
-        resid = yc - u @ (shrink * uty)
-        gcv = float((resid**2).mean() / (1 - shrink.sum() / len(y)) ** 2)
-        if best is None or gcv < best[0]:
-            best = (gcv, vt.T @ (shrink / s * uty))
-    w = best[1].float()
-    return w, float(y.double().mean())
+def lesion_map_loss(u: torch.Tensor, lesions: torch.Tensor, pos_weight: float = 20.0) -> torch.Tensor:
+    """Voxel-wise MSE of the unscaled density ReLU(w·f + b) against lesion voxels (0/1).
 
-
-def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, active: float = 0.02) -> None:
-    """Set the output layer from data so that training starts on the labels' scale.
-
-    Regressor: the pooled features are standardised over the training scans and the last
-    layer is the ridge regression of the labels on them (a linear probe), so the first
-    predictions already spread like the labels instead of being one constant.
-    Density head: w·f is scaled to unit spread inside the ROI and its sign chosen so the
-    first counts correlate positively with the labels; b puts the top ``active`` fraction
-    of voxels above zero; the fixed scale s makes the mean Σ s·ReLU(w·f + b) equal the mean
-    label. A wide active set keeps gradients flowing; a tiny one dies in the first steps.
-    Other heads: the bias is shifted by the gap between mean prediction and mean label.
+    Pretraining only. Targets of order one keep this a well-conditioned dense regression;
+    the fixed count scale (lesions per lesion voxel) turns the map into counts. Lesion
+    voxels, ~0.2 % of the crop, weigh ``pos_weight`` times more.
     """
-    bias = net.output_bias
-    mean_label = float(y.mean())
-    with torch.no_grad():
-        if hasattr(net, "pool_mean"):
-            net.pool_mean.zero_()
-            net.pool_scale.fill_(1.0)
-            feats = torch.cat([net.pooled(x[i : i + 4]) for i in range(0, len(x), 4)])
-            net.pool_mean.copy_(feats.mean(0))
-            net.pool_scale.copy_(feats.std(0).clamp_min(1e-6))
-            w, b = ridge_fit((feats - net.pool_mean) / net.pool_scale, y)
-            net.fc.weight.copy_(w[None])
-            bias.fill_(b)
-            return
-        if getattr(net, "head", None) != "density":
-            bias.add_(mean_label - net(x).mean().item())
-            return
-        z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
-        inside = z[x.expand_as(z) > 0] if (x > 0).any() else z.flatten()
-        spread = inside.float().std().item() or 1.0
-
-        def first_counts(sign: float) -> tuple[float, torch.Tensor]:
-            # b < 0 keeps zero input (outside the ROI, black images) at zero density
-            level = max(torch.quantile(sign * inside.float()[:1_000_000] / spread, 1 - active).item(), 1e-3)
-            return level, torch.relu(sign * z / spread - level).sum(dim=(1, 2, 3, 4))
-
-        sign = 1.0
-        level, counts = first_counts(sign)
-        if len(y) > 2 and y.std() > 0 and counts.std() > 0:
-            if torch.corrcoef(torch.stack([counts, y.to(counts)]))[0, 1] < 0:
-                sign = -1.0
-                level, counts = first_counts(sign)
-        net.last.weight.mul_(sign / spread)
-        bias.fill_(-level)
-        net.count_scale.fill_(max(mean_label, 0.1) / max(counts.mean().item(), 1e-8))
+    weight = 1 + (pos_weight - 1) * lesions
+    return (weight * (u - lesions) ** 2).mean()
 
 
 def _save_resume(folder: Path, net, opt, state: dict, gen: torch.Generator) -> None:
@@ -257,6 +204,11 @@ def train(
         state = _load_resume(resume_dir, net, opt, gen)
         rng.bit_generator.state = state["numpy_rng"]
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+    elif base is None and train_set.densities is not None:
+        with torch.no_grad():  # count units per lesion voxel, from the training masks
+            voxels = float(train_set.densities.sum())
+            net.count_scale.fill_(float(train_set.labels.sum()) / max(voxels, 1.0))
+            net.output_bias.fill_(0.0)
     elif base is None:
         calibrate_output(
             net,
@@ -308,8 +260,8 @@ def train(
                 else:
                     pred, heat = net.forward_both(x)
             loss = set_sum_loss(pred.float(), y, cfg.heads, cfg.loss)
-            if d is not None:
-                loss = loss + cfg.density_weight * ((heat.float() - d[:, 0]) ** 2).sum((1, 2, 3)).mean()
+            if d is not None:  # pretraining: lesion voxels, a voxel-wise weighted MSE
+                loss = cfg.count_weight * loss + lesion_map_loss(heat.float() / net.count_scale, d[:, 0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

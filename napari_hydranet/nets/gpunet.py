@@ -9,6 +9,17 @@ from torch.nn import functional as F
 from .blocks import conv3, crop_to, init_weights, pad_to_multiple
 
 
+def soft_gradient_relu(u: torch.Tensor) -> torch.Tensor:
+    """ReLU in value, with the softplus derivative sigmoid(u) in the backward pass.
+
+    The background stays exactly zero (no count from it, black images give 0), but voxels
+    below the threshold still receive gradient, so a density that was pushed under zero
+    everywhere can come back instead of dying for good.
+    """
+    soft = F.softplus(u)
+    return soft - (soft - F.relu(u)).detach()
+
+
 class GPUNet(nn.Module):
     """3D FCN trained on counts that gives a full-size heatmap at test time.
 
@@ -26,7 +37,8 @@ class GPUNet(nn.Module):
     the last features, pooled by a sum instead of a mean, with a ReLU that keeps the
     background at exactly zero (it then adds neither count nor gradient). The convolutions
     have no bias, so an all-zero (black) image gives a count of exactly 0, as set-sum
-    augmentation assumes (000 Eq. 2). ``calibrate`` sets b from data before training.
+    augmentation assumes (000 Eq. 2). The ReLU passes a softplus gradient, so it cannot
+    die. ``train.calibrate_output`` sets b and s from data before training.
 
     ``decoder=False`` drops the upsampling path (the CAM-like regression network, 004
     baseline d); its heatmap is upsampled to the input size.
@@ -95,7 +107,7 @@ class GPUNet(nn.Module):
         f = self.features(xp)
         z = F.conv3d(f, self.last.weight)  # Σ wᵢ fᵢ, without bias
         if self.head == "density":
-            z = self.count_scale * F.relu(z + self.last.bias.view(1, -1, 1, 1, 1))
+            z = self.count_scale * soft_gradient_relu(z + self.last.bias.view(1, -1, 1, 1, 1))
         if not self.decoder:
             cells = (xp.shape[-3] * xp.shape[-2] * xp.shape[-1]) / z[0, 0].numel()
             z = F.interpolate(z, size=xp.shape[-3:], mode="trilinear", align_corners=False)

@@ -1,0 +1,101 @@
+"""Data-dependent settings of a network's output layer: where training starts, and the
+count-only recalibration (scale and offset) of a trained density model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Ridge regression of y on features, its penalty chosen by generalised cross-validation."""
+    f = feats.double()
+    yc = y.double() - y.double().mean()
+    u, s, vt = torch.linalg.svd(f, full_matrices=False)
+    uty = u.T @ yc
+    best = None
+    for lam in np.logspace(-2, 4, 25) * len(y):
+        shrink = s**2 / (s**2 + lam)
+        resid = yc - u @ (shrink * uty)
+        gcv = float((resid**2).mean() / (1 - shrink.sum() / len(y)) ** 2)
+        if best is None or gcv < best[0]:
+            best = (gcv, vt.T @ (shrink / s * uty))
+    w = best[1].float()
+    return w, float(y.double().mean())
+
+
+def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, active: float = 0.02) -> None:
+    """Set the output layer from data so that training starts on the labels' scale.
+
+    Regressor: the pooled features are standardised over the training scans and the last
+    layer is the ridge regression of the labels on them (a linear probe), so the first
+    predictions already spread like the labels instead of being one constant.
+    Density head: w·f is scaled to unit spread inside the ROI and its sign chosen so the
+    first counts correlate positively with the labels; b puts the top ``active`` fraction
+    of voxels above zero; the fixed scale s makes the mean Σ s·ReLU(w·f + b) equal the mean
+    label. A wide active set keeps gradients flowing; a tiny one dies in the first steps.
+    Other heads: the bias is shifted by the gap between mean prediction and mean label.
+    """
+    bias = net.output_bias
+    mean_label = float(y.mean())
+    with torch.no_grad():
+        if hasattr(net, "pool_mean"):
+            net.pool_mean.zero_()
+            net.pool_scale.fill_(1.0)
+            feats = torch.cat([net.pooled(x[i : i + 4]) for i in range(0, len(x), 4)])
+            net.pool_mean.copy_(feats.mean(0))
+            net.pool_scale.copy_(feats.std(0).clamp_min(1e-6))
+            w, b = ridge_fit((feats - net.pool_mean) / net.pool_scale, y)
+            net.fc.weight.copy_(w[None])
+            bias.fill_(b)
+            return
+        if getattr(net, "head", None) != "density":
+            bias.add_(mean_label - net(x).mean().item())
+            return
+        z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
+        inside = z[x.expand_as(z) > 0] if (x > 0).any() else z.flatten()
+        spread = inside.float().std().item() or 1.0
+
+        def first_counts(sign: float) -> tuple[float, torch.Tensor]:
+            # b < 0 keeps zero input (outside the ROI, black images) at zero density
+            level = max(torch.quantile(sign * inside.float()[:1_000_000] / spread, 1 - active).item(), 1e-3)
+            return level, torch.relu(sign * z / spread - level).sum(dim=(1, 2, 3, 4))
+
+        sign = 1.0
+        level, counts = first_counts(sign)
+        if len(y) > 2 and y.std() > 0 and counts.std() > 0:
+            if torch.corrcoef(torch.stack([counts, y.to(counts)]))[0, 1] < 0:
+                sign = -1.0
+                level, counts = first_counts(sign)
+        net.last.weight.mul_(sign / spread)
+        bias.fill_(-level)
+        net.count_scale.fill_(max(mean_label, 0.1) / max(counts.mean().item(), 1e-8))
+
+
+@torch.no_grad()
+def recalibrate_density(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4) -> dict:
+    """Refit a density model's threshold b and count scale s to labelled scans.
+
+    The heatmap's shape (w·f) is kept; b is chosen on a grid of levels and s by least
+    squares so that Σ s·ReLU(w·f + b) matches the labels. Returns the fit's MSE before
+    and after. A fast first step on a new cohort: it moves only two numbers.
+    """
+    net.eval()
+    z = torch.cat([torch.nn.functional.conv3d(net.features(x[i : i + batch]), net.last.weight)
+                   for i in range(0, len(x), batch)])
+    z = z[..., : x.shape[-3], : x.shape[-2], : x.shape[-1]]
+    yd = y.double()
+
+    def fit(b: float) -> tuple[float, float]:
+        total = torch.relu(z + b).sum(dim=(1, 2, 3, 4)).double()
+        scale = float((total * yd).sum() / (total * total).sum().clamp_min(1e-12))
+        return float(((scale * total - yd) ** 2).mean()), scale
+
+    before = float(((net(x).double() - yd) ** 2).mean()) if len(x) <= 64 else float("nan")
+    inside = z[x.expand_as(z) > 0].float()[:2_000_000]
+    levels = torch.quantile(inside, torch.linspace(0.9, 0.9999, 40).to(inside)).tolist()
+    candidates = [float(net.last.bias)] + [-v for v in levels]
+    best = min(((*fit(b), b) for b in candidates), key=lambda t: t[0])
+    net.last.bias.fill_(best[2])
+    net.count_scale.fill_(best[1])
+    return {"mse_before": before, "mse_after": best[0], "bias": best[2], "scale": best[1]}
