@@ -68,7 +68,8 @@ def main() -> None:
             if shape[0] < 100:
                 e = epoch_seconds(make().train(), shape)
                 print(
-                    f"{name:15s} {shape}: train {e:6.1f} s/epoch (25 scans, n=4), peak RSS {peak_mb():6.0f} MB",
+                    f"{name:15s} {shape}: train {e:6.1f} s/epoch (25 scans, n=4), "
+                    f"peak RSS {peak_mb():6.0f} MB",
                     flush=True,
                 )
 
