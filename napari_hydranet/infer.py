@@ -65,15 +65,19 @@ def run_network(
     """Counts for each flip of one prepared volume, and the mean heatmap (flipped back)."""
     net = model.net
     x = torch.from_numpy(array)[None, None].to(device)
-    variants = flip_variants(flips)
-    batch = torch.cat([torch.flip(x, [d + 2 for d in v]) if v else x for v in variants])
-    if getattr(net, "has_heatmap", False):
-        counts, heats = net.forward_both(batch)
-        back = [torch.flip(h, list(v)) if v else h for h, v in zip(heats, variants)]
-        heat = torch.stack(back).mean(0).float().cpu().numpy()
-    else:
-        counts, heat = net(batch), None
-    return [float(c) for c in counts.float().cpu()], heat
+    counts, heat = [], None
+    for dims in flip_variants(flips):  # one flip at a time: memory stays that of one pass
+        flipped = torch.flip(x, [d + 2 for d in dims]) if dims else x
+        if getattr(net, "has_heatmap", False):
+            count, h = net.forward_both(flipped)
+            h = torch.flip(h[0], list(dims)) if dims else h[0]
+            heat = h if heat is None else heat + h
+        else:
+            count = net(flipped)
+        counts.append(float(count.float().cpu()[0]))
+    if heat is not None:
+        heat = (heat / len(counts)).float().cpu().numpy()
+    return counts, heat
 
 
 def predict_prepared(
