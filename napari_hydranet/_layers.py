@@ -7,6 +7,7 @@ kept in ``metadata["affine"]`` for writing back.
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 
 from .infer import Prediction
@@ -22,6 +23,24 @@ def napari_affine(affine: np.ndarray) -> np.ndarray:
 
 def to_display(volume: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
+
+
+def series_layer(path, name: str) -> tuple:
+    """A 4D NIfTI (i, j, k, t) as one layer (t, k, j, i), for viewing only: counting needs
+    one 3D volume, and the engine refuses series with a message naming the file."""
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:4])
+    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    affine = np.eye(5)
+    affine[1:, 1:] = napari_affine(img.affine)
+    lo, hi = np.percentile(data, [0.5, 99.5])
+    meta = {"affine": np.asarray(img.affine).tolist(), "path": str(path), "series": True}
+    return (
+        np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))),
+        {"name": name, "affine": affine, "metadata": meta, "colormap": "gray",
+         "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1]},
+        "image",
+    )
 
 
 def scan_layer(scan: Scan) -> tuple:

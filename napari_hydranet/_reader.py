@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import nibabel as nib
 
-from ._layers import scan_layer
-from .io import is_nifti, read_scan
+from ._layers import scan_layer, series_layer
+from .io import is_nifti, read_scan, scan_stem
 
 
 def napari_get_reader(path):
@@ -23,4 +23,11 @@ def napari_get_reader(path):
 
 def read_nifti(path):
     paths = [path] if isinstance(path, str) else list(path)
-    return [scan_layer(read_scan(p)) for p in paths]
+    layers = []
+    for p in paths:
+        shape = nib.load(p).shape
+        if len(shape) == 4 and shape[3] > 1:  # a series: shown, not counted
+            layers.append(series_layer(p, scan_stem(p)))
+        else:
+            layers.append(scan_layer(read_scan(p)))
+    return layers

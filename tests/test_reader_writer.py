@@ -42,6 +42,22 @@ def made_files(tmp_path_factory):
     return {"nifti2": nifti2, "oblique": oblique}
 
 
+@pytest.mark.parametrize("name", ["example4d.nii.gz", "example_nifti2.nii.gz"])
+def test_series_brightest_voxel_at_its_world_position(make_napari_viewer, name):
+    """nibabel's oblique 4D file and its NIfTI-2 file open as (t, k, j, i) series."""
+    img = nib.load(str(NIBABEL_DATA / name))
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(NIBABEL_DATA / name), plugin="napari-hydranet")
+    assert layer.data.shape == (img.shape[3], *img.shape[2::-1])
+    index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (t, k, j, i)
+    ijk = np.array(index[:0:-1], float)
+    data = np.asarray(img.dataobj)
+    assert data[(*ijk.astype(int), index[0])] == data.max()
+    world_xyz = np.asarray(layer.data_to_world(index), float)[1:][::-1]
+    np.testing.assert_allclose(world_xyz, (img.affine @ np.append(ijk, 1.0))[:3], atol=1e-4)
+    np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "nifti2", "oblique"])
 def test_brightest_voxel_at_its_world_position(make_napari_viewer, made_files, name):
     path = made_files.get(name) or NIBABEL_DATA / name

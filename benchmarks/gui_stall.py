@@ -1,0 +1,99 @@
+"""Longest stall of the Qt event loop while the docks work (target: under 100 ms).
+
+    xvfb-run -a .venv/bin/python benchmarks/gui_stall.py
+
+A 5 ms QTimer runs in the viewer's event loop; the longest gap between two of its ticks is
+the longest time the viewer could not repaint or react. Measured while Predict runs the
+bundled model on the sample scan, and while Train fine-tunes the bundled model on a small
+simulated cohort (tests/synth.py) in its child process, from Start until the first two
+epochs are done.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from synth import make_cohort  # noqa: E402
+
+from napari_hydranet._widgets import PredictWidget, TrainWidget  # noqa: E402
+from napari_hydranet.sample import load_sample  # noqa: E402
+
+
+class StallMeter:
+    def __init__(self, interval_ms: int = 5):
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.worst = 0.0
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.worst = max(self.worst, now - self.last)
+        self.last = now
+
+    def start(self):
+        self.last, self.worst = None, 0.0
+        self.timer.start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return self.worst * 1000
+
+
+def run_until(condition, timeout: float = 600.0) -> None:
+    app, t0 = QApplication.instance(), time.monotonic()
+    while not condition():
+        app.processEvents()
+        time.sleep(0.001)
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError
+
+
+def main() -> None:
+    viewer = napari.Viewer(show=True)
+    sample = load_sample()
+    (scan,) = viewer.open(str(sample.scan), plugin="napari-hydranet")
+    (mask,) = viewer.open(str(sample.mask), plugin="napari-hydranet")
+    meter = StallMeter()
+
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict)
+    predict.image_combo.set_layer(scan)
+    predict.mask_combo.set_layer(mask)
+    run_until(lambda: True)
+    meter.start()
+    t0 = time.perf_counter()
+    predict.run()
+    run_until(lambda: predict.worker is not None and predict.run_button.isEnabled())
+    print(f"Predict (bundled model, sample, 8 flips): {time.perf_counter() - t0:.1f} s, "
+          f"longest event-loop stall {meter.stop():.0f} ms")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_cohort(Path(tmp) / "cohort", 12, seed=3, shape=(40, 36, 28))
+        train = TrainWidget(viewer)
+        viewer.window.add_dock_widget(train)
+        train.set_inputs(data / "scans", data / "labels.csv", data / "masks")
+        train.epochs.setValue(2)
+        train.out.set_path(Path(tmp) / "model")
+        meter.start()
+        t0 = time.perf_counter()
+        train.start()
+        run_until(lambda: not train.is_running() and train.last_event is not None)
+        print(f"Train (fine-tune bundled model, 12 scans, 2 epochs, child process): "
+              f"{time.perf_counter() - t0:.1f} s, longest event-loop stall {meter.stop():.0f} ms")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
