@@ -76,8 +76,10 @@ def main() -> None:
     t0 = time.perf_counter()
     predict.run()
     run_until(lambda: predict.worker is not None and predict.run_button.isEnabled())
-    print(f"Predict (bundled model, sample, 8 flips): {time.perf_counter() - t0:.1f} s, "
-          f"longest event-loop stall {meter.stop():.0f} ms")
+    print(
+        f"Predict (bundled model, sample, 8 flips): {time.perf_counter() - t0:.1f} s, "
+        f"longest event-loop stall {meter.stop():.0f} ms"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_cohort(Path(tmp) / "cohort", 12, seed=3, shape=(40, 36, 28))
@@ -90,8 +92,10 @@ def main() -> None:
         t0 = time.perf_counter()
         train.start()
         run_until(lambda: not train.is_running() and train.last_event is not None)
-        print(f"Train (fine-tune bundled model, 12 scans, 2 epochs, child process): "
-              f"{time.perf_counter() - t0:.1f} s, longest event-loop stall {meter.stop():.0f} ms")
+        print(
+            f"Train (fine-tune bundled model, 12 scans, 2 epochs, child process): "
+            f"{time.perf_counter() - t0:.1f} s, longest event-loop stall {meter.stop():.0f} ms"
+        )
     viewer.close()
 
 

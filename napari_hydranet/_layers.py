@@ -37,8 +37,13 @@ def series_layer(path, name: str) -> tuple:
     meta = {"affine": np.asarray(img.affine).tolist(), "path": str(path), "series": True}
     return (
         np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))),
-        {"name": name, "affine": affine, "metadata": meta, "colormap": "gray",
-         "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1]},
+        {
+            "name": name,
+            "affine": affine,
+            "metadata": meta,
+            "colormap": "gray",
+            "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1],
+        },
         "image",
     )
 

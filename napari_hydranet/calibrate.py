@@ -81,8 +81,12 @@ def recalibrate_density(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     and after. A fast first step on a new cohort: it moves only two numbers.
     """
     net.eval()
-    z = torch.cat([torch.nn.functional.conv3d(net.features(x[i : i + batch]), net.last.weight)
-                   for i in range(0, len(x), batch)])
+    z = torch.cat(
+        [
+            torch.nn.functional.conv3d(net.features(x[i : i + batch]), net.last.weight)
+            for i in range(0, len(x), batch)
+        ]
+    )
     z = z[..., : x.shape[-3], : x.shape[-2], : x.shape[-1]]
     yd = y.double()
 

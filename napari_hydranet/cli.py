@@ -225,8 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lesion label masks named like the scans: pretraining on simulated data "
         "(adds a voxel-wise density loss; users' data needs only the labels)",
     )
-    t.add_argument("--count-weight", type=float, default=0.0,
-                   help="with --density: weight of the count loss beside the lesion-voxel loss")
+    t.add_argument(
+        "--count-weight",
+        type=float,
+        default=0.0,
+        help="with --density: weight of the count loss beside the lesion-voxel loss",
+    )
     t.add_argument("--scan-column", default="scan")
     t.add_argument("--label-column", default="label")
     t.add_argument("--label-name", default="lesion count", help="what the label counts")
