@@ -30,6 +30,7 @@ def show_prediction(scan_path: Path, pred: Prediction, model: Model, run: bool =
     layers = add_prediction(viewer, scan_path, pred)
     viewer.camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
     viewer.text_overlay.visible = True
+    viewer.text_overlay.position = "top_left"
     viewer.text_overlay.text = (
         f"{pred.scan}: {pred.count:.1f} ± {pred.count_sd:.1f} {model.label.get('unit', '')} "
         f"({pred.n_detections} detections)"
