@@ -220,6 +220,11 @@ def train(
         epoch_batches(len(train_set), cfg.heads, cfg.p_black, cfg.sets_per_batch, np.random.default_rng(0))
     )
     meta = _model_meta(cfg, arch, arch_args, pre, train_set, val_set)
+    defaults = TrainConfig.__dataclass_fields__
+    if base is not None and (cfg.label_name, cfg.label_unit) == (
+        defaults["label_name"].default, defaults["label_unit"].default
+    ):  # a fine-tune counts what its base counted unless told otherwise
+        meta["label"] = dict(base.label)
     yield {
         "event": "start",
         "device": str(device),
