@@ -127,3 +127,12 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
         },
         "points",
     )
+
+
+def prediction_layers(scan: Scan, pred: Prediction) -> list[tuple]:
+    """The scan, its heatmap and its detections, named after the scan."""
+    return [
+        scan_layer(scan),
+        heatmap_layer(pred, scan.affine, f"{scan.name} heatmap"),
+        detections_layer(pred, scan.affine, f"{scan.name} detections"),
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._layers import detections_layer, heatmap_layer, scan_layer
+from ._layers import prediction_layers
 from .device import select_device
 from .infer import predict_file
 from .io import read_scan
@@ -14,9 +14,5 @@ def sample_scan():
     sample = load_sample()
     scan = read_scan(sample.scan)
     device = select_device("auto")
-    pred, affine = predict_file(load_model("default", device), sample.scan, device, mask_path=sample.mask)
-    return [
-        scan_layer(scan),
-        heatmap_layer(pred, affine, f"{scan.name} heatmap"),
-        detections_layer(pred, affine, f"{scan.name} detections"),
-    ]
+    pred, _ = predict_file(load_model("default", device), sample.scan, device, mask_path=sample.mask)
+    return prediction_layers(scan, pred)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import napari
 
-from ._layers import detections_layer, heatmap_layer, scan_layer
+from ._layers import prediction_layers
 from .infer import Prediction
 from .io import read_scan
 from .models import Model
@@ -16,11 +16,7 @@ def add_prediction(viewer: napari.Viewer, scan_path: Path, pred: Prediction) -> 
     """Add the scan, its heatmap and its detections; returns the layers."""
     scan = read_scan(scan_path)
     layers = []
-    for data, kwargs, kind in (
-        scan_layer(scan),
-        heatmap_layer(pred, scan.affine, f"{scan.name} heatmap"),
-        detections_layer(pred, scan.affine, f"{scan.name} detections"),
-    ):
+    for data, kwargs, kind in prediction_layers(scan, pred):
         layers.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
     return layers
 

@@ -28,21 +28,7 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
     pred, affine = predict_file(model, sample.scan, dev, mask_path=sample.mask)
     out.mkdir(parents=True, exist_ok=True)
     unit = model.label.get("unit", "")
-    write_csv(
-        out / "counts.csv",
-        COUNT_COLUMNS,
-        [
-            [
-                pred.scan,
-                pred.count,
-                pred.count_sd,
-                pred.n_detections,
-                pred.result.threshold,
-                unit,
-                str(sample.scan),
-            ]
-        ],
-    )
+    write_csv(out / "counts.csv", COUNT_COLUMNS, [pred.count_row(unit)])
     write_csv(out / "detections.csv", DETECTION_COLUMNS, pred.detection_rows(affine))
     write_volume(out / "sample_heatmap.nii.gz", pred.source_heatmap(), affine)
     centres = [pred.prepared.to_source_index(d.centre) for d in pred.result.detections]

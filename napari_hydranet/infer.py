@@ -41,6 +41,19 @@ class Prediction:
     def n_detections(self) -> int:
         return len(self.result.detections) if self.result else 0
 
+    def count_row(self, unit: str) -> list:
+        """The row of the counts CSV (``COUNT_COLUMNS``)."""
+        threshold = self.result.threshold if self.result else ""
+        return [
+            self.scan,
+            self.count,
+            self.count_sd,
+            self.n_detections,
+            threshold,
+            unit,
+            str(self.path) if self.path else "",
+        ]
+
     def source_heatmap(self) -> np.ndarray | None:
         """The heatmap on the source file's grid."""
         return None if self.heatmap is None else self.prepared.uncrop(self.heatmap)
@@ -165,17 +178,7 @@ def predict_files(
             yield {"event": "stopped", "done": done - 1, "total": len(paths)}
             return
         pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
-        count_rows.append(
-            [
-                pred.scan,
-                pred.count,
-                pred.count_sd,
-                pred.n_detections,
-                pred.result.threshold if pred.result else "",
-                unit,
-                str(path),
-            ]
-        )
+        count_rows.append(pred.count_row(unit))
         write_csv(out_csv, COUNT_COLUMNS, count_rows)
         if detections_csv is not None:
             det_rows.extend(pred.detection_rows(affine))

@@ -222,7 +222,8 @@ def train(
     meta = _model_meta(cfg, arch, arch_args, pre, train_set, val_set)
     defaults = TrainConfig.__dataclass_fields__
     if base is not None and (cfg.label_name, cfg.label_unit) == (
-        defaults["label_name"].default, defaults["label_unit"].default
+        defaults["label_name"].default,
+        defaults["label_unit"].default,
     ):  # a fine-tune counts what its base counted unless told otherwise
         meta["label"] = dict(base.label)
     yield {
