@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -109,6 +110,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         density_dir=a.density,
         count_weight=a.count_weight,
     )
+    if a.low_priority and hasattr(os, "nice"):
+        os.nice(10)  # the scheduler serves the interactive viewer first
     stop = _StopFlag()
     stop.install()
     tty = sys.stderr.isatty() and not a.json
@@ -208,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--json", action="store_true", help="print events as JSON lines")
     t.add_argument("--resume", action="store_true", help="continue the training in --out")
+    t.add_argument(
+        "--low-priority",
+        action="store_true",
+        help="run at a lower CPU priority (nice 10), as the Train dock does",
+    )
     t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
     t.add_argument("--time-limit", type=float, help="minutes; stop cleanly when reached")
     t.add_argument("--no-augment", action="store_true", help="no flips/rotations/shifts")

@@ -126,12 +126,19 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     widget.combine_box.setChecked(True)
     assert points.metadata["threshold"] != pytest.approx(expected.result.threshold)
 
-    # a second run replaces this dock's layers for this scan only
+    # a second run refills this dock's layers for this scan, and only those
     n_layers = len(viewer.layers)
+    heat.data = np.zeros_like(heat.data)
     widget.run()
     _wait_worker(qtbot, widget)
     assert len(viewer.layers) == n_layers
-    assert heat not in viewer.layers and points not in viewer.layers
+    assert viewer.layers["sample heatmap [1]"] is heat and viewer.layers["sample detections"] is points
+    assert heat.data.max() > 0 and points.metadata["threshold"] == widget._current.default_threshold
+    # a deleted overlay comes back on the next run
+    viewer.layers.remove(points)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert len(viewer.layers) == n_layers and viewer.layers["sample detections"] is not points
     assert foreign in viewer.layers and scan in viewer.layers and mask in viewer.layers
     assert [ly.name for ly in viewer.layers].count("sample detections") == 1
 
@@ -186,7 +193,8 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
         widget.start()
         qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
         assert widget.progress.value() > 0
-        assert len(widget.axes[0].lines) == 1  # the loss curve is drawn
+        assert widget.curves.ys[0][: len(widget.history)] == [h["loss"] for h in widget.history]
+        assert not widget.curves.grab().isNull()  # the curves paint
         widget.stop()
     qtbot.waitUntil(lambda: not widget.is_running(), timeout=TIMEOUT)
     assert ready.args == [str(out.resolve())]
@@ -280,3 +288,13 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert train.labels.path() == tmp_path / "corrected.csv"
     assert train.scans.path() == folder / "scans" and train.masks.path() == folder / "masks"
     assert "✓ 1 labelled scans" in train.problems.item(0).text()
+
+
+def test_curve_ticks_are_round_and_cover_the_range():
+    from napari_hydranet._widgets._curves import nice_ticks
+
+    assert nice_ticks(0.0, 1.0, 4) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert nice_ticks(3.2, 47.0, 4) == [10.0, 20.0, 30.0, 40.0]
+    flat = nice_ticks(5.0, 5.0, 3)  # a flat series still gets an axis around it
+    assert len(flat) >= 2 and flat[0] < 5.0 < flat[-1]
+    assert nice_ticks(float("nan"), 1.0) == []

@@ -51,6 +51,19 @@ def _predict_job(model_dir, cache, scan, mask, weight):
         return {"error": error_text(exc)}
 
 
+def _refill(layer, data, kwargs: dict) -> None:
+    """Put a new result into an existing overlay layer of the same scan."""
+    layer.affine = kwargs["affine"]
+    layer.metadata = kwargs["metadata"]
+    if "features" in kwargs:
+        layer.selected_data = set()
+        layer.data = data
+        layer.features = kwargs["features"]
+    else:
+        layer.data = data
+        layer.contrast_limits = kwargs["contrast_limits"]
+
+
 @dataclass
 class _Run:
     """What one scan's last prediction put in the viewer."""
@@ -172,19 +185,25 @@ class PredictWidget(QWidget):
         self._model = out["model"]
         pred: Prediction = out["pred"]
         old = self._runs.get(name)
-        if old is not None:
-            for layer in (old.heat, old.points):
-                if layer is not None and layer in self.viewer.layers:
-                    self.viewer.layers.remove(layer)
         run = _Run(name, pred, np.asarray(affine, float))
         if pred.heatmap is not None:
             for data, kwargs, kind in (
                 heatmap_layer(pred, affine, f"{name} heatmap"),
                 detections_layer(pred, affine, f"{name} detections"),
             ):
-                layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-                setattr(run, "heat" if kind == "image" else "points", layer)
+                slot = "heat" if kind == "image" else "points"
+                layer = getattr(old, slot) if old is not None else None
+                if layer is not None and layer in self.viewer.layers:
+                    _refill(layer, data, kwargs)  # much cheaper than remove + add
+                else:
+                    layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+                setattr(run, slot, layer)
             run.default_threshold = pred.result.threshold if pred.result else 0.0
+        if old is not None:  # a model without a heatmap: drop the previous overlays
+            for slot in ("heat", "points"):
+                layer = getattr(old, slot)
+                if layer is not None and getattr(run, slot) is not layer and layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
         self._runs[name] = run
         self._current = run
         unit = self._model[1].label.get("unit", "")

@@ -29,7 +29,7 @@ from ..errors import HydranetError
 from ..io import read_labels
 from ..models import WEIGHTS
 from ._common import PathPicker
-from ._plots import ACCENT, make_canvas, reset
+from ._curves import CurvePanels
 from ._registry import model_registry
 from ._train_process import TrainProcess
 
@@ -92,7 +92,7 @@ class TrainWidget(QWidget):
         self.progress = QProgressBar()
         self.time_label, self.status = QLabel(""), QLabel("")
         self.status.setWordWrap(True)
-        self.canvas, self.axes = make_canvas(3, height=4.2)
+        self.curves = CurvePanels(["training loss", "val ICC(2,1)", "val MAE"])
 
         data = QFormLayout()
         data.addRow("Scans", self.scans)
@@ -125,7 +125,7 @@ class TrainWidget(QWidget):
         box.addWidget(self.progress)
         box.addWidget(self.time_label)
         box.addWidget(self.status)
-        box.addWidget(self.canvas)
+        box.addWidget(self.curves, 1)
 
         for picker in (self.scans, self.labels):
             picker.edit.editingFinished.connect(self.check_labels)
@@ -172,7 +172,7 @@ class TrainWidget(QWidget):
         if scans is None or labels is None or out is None:
             raise HydranetError("choose the scans folder, the labels CSV and an output folder")
         args = ["train", str(scans.resolve()), "--labels", str(labels.resolve())]
-        args += ["--out", str(out.resolve()), "--json", "--heads", str(self.heads.value())]
+        args += ["--out", str(out.resolve()), "--json", "--low-priority", "--heads", str(self.heads.value())]
         args += ["--p-black", f"{self.p_black.value():g}", "--epochs", str(self.epochs.value())]
         args += ["--val-fraction", f"{self.val_fraction.value():g}"]
         if self.masks.path() is not None:
@@ -300,15 +300,10 @@ class TrainWidget(QWidget):
             show_error(f"Train: {reason}")
 
     def _draw(self) -> None:
-        epochs = [h["epoch"] for h in self.history]
-        for ax, key, title in zip(
-            self.axes, ("loss", "val_icc21", "val_mae"), ("training loss", "val ICC(2,1)", "val MAE")
-        ):
-            reset(ax, ylabel=title)
-            if epochs:
-                ax.plot(epochs, [h[key] for h in self.history], "o-", color=ACCENT, ms=3, lw=1.2)
-        self.axes[-1].set_xlabel("epoch")
-        self.canvas.draw_idle()
+        keys = ("loss", "val_icc21", "val_mae")
+        self.curves.set_series(
+            [h["epoch"] for h in self.history], [[h[k] for h in self.history] for k in keys]
+        )
 
     def closeEvent(self, event) -> None:
         self.runner.shutdown()
