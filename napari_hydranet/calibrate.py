@@ -103,3 +103,31 @@ def recalibrate_density(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     net.last.bias.fill_(best[2])
     net.count_scale.fill_(best[1])
     return {"mse_before": before, "mse_after": best[0], "bias": best[2], "scale": best[1]}
+
+
+@torch.no_grad()
+def recalibrate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4) -> dict:
+    """Refit only the count's level and scale to labelled scans; the heatmap's shape stays.
+
+    Density heads refit their threshold and scale (``recalibrate_density``); other heads
+    get the least-squares line count → a·count + c folded into their last layer. Returns
+    the training MSE before and after.
+    """
+    if getattr(net, "head", None) == "density":
+        return recalibrate_density(net, x, y, batch)
+    net.eval()
+    pred = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).double()
+    yd = y.double()
+    a, c = (
+        np.polyfit(pred.numpy(), yd.numpy(), 1) if float(pred.std()) > 0 else (1.0, float((yd - pred).mean()))
+    )
+    last = net.fc if hasattr(net, "fc") else net.last
+    last.weight.mul_(float(a))
+    last.bias.mul_(float(a)).add_(float(c))
+    after = pred * float(a) + float(c)
+    return {
+        "mse_before": float(((pred - yd) ** 2).mean()),
+        "mse_after": float(((after - yd) ** 2).mean()),
+        "scale": float(a),
+        "offset": float(c),
+    }

@@ -109,6 +109,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         crop_shape=tuple(a.crop) if a.crop else None,
         density_dir=a.density,
         count_weight=a.count_weight,
+        recalibrate=not a.no_recalibrate,
+        recalibrate_only=a.recalibrate_only,
     )
     if a.low_priority and hasattr(os, "nice"):
         os.nice(10)  # the scheduler serves the interactive viewer first
@@ -211,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--json", action="store_true", help="print events as JSON lines")
     t.add_argument("--resume", action="store_true", help="continue the training in --out")
+    t.add_argument(
+        "--recalibrate-only",
+        action="store_true",
+        help="with --init: only refit the count's scale and offset to the labels (seconds)",
+    )
+    t.add_argument(
+        "--no-recalibrate", action="store_true", help="with --init: skip that refit before fine-tuning"
+    )
     t.add_argument(
         "--low-priority",
         action="store_true",

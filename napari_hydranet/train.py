@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .augment import augment
-from .calibrate import calibrate_output
+from .calibrate import calibrate_output, recalibrate
 from .data import Cohort, load_cohort, split_validation
 from .device import select_device
 from .errors import HydranetError
@@ -70,6 +70,8 @@ class TrainConfig:
     crop_shape: tuple[int, int, int] | None = (64, 52, 40)
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
     count_weight: float = 0.0  # weight of the count loss when pretraining on lesion masks
+    recalibrate: bool = True  # fine-tunes: refit the count's level and scale first
+    recalibrate_only: bool = False  # fine-tunes: only that (seconds), no gradient steps
 
     def validate(self) -> None:
         if self.heads < 1:
@@ -84,6 +86,8 @@ class TrainConfig:
             raise HydranetError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.val_labels is None and not 0 < self.val_fraction < 1:
             raise HydranetError("--val-fraction must be in (0, 1), or give --val-labels")
+        if self.recalibrate_only and not self.init:
+            raise HydranetError("--recalibrate-only needs a model to start from (--init)")
 
 
 def lesion_map_loss(u: torch.Tensor, lesions: torch.Tensor, pos_weight: float = 20.0) -> torch.Tensor:
@@ -240,6 +244,56 @@ def train(
     use_amp = device.type == "cuda"
     reason, epoch, wait = "finished", start_epoch - 1, 0
 
+    def finish_epoch(epoch: int, loss: float, te: float) -> Iterator[dict]:
+        """Validate; keep the model when it is the best so far."""
+        nonlocal best
+        pred = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
+        metrics = agreement(pred, val_set.labels)
+        record = {
+            "epoch": epoch,
+            "loss": loss,
+            "seconds": time.monotonic() - te,
+            "elapsed": time.monotonic() - t0,
+            "val_pred_sd": float(np.std(pred)),
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        history.append(record)
+        yield {"event": "epoch", **record}
+        if best is None or _score(metrics) > _score(
+            {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+        ):
+            best = record
+            save_model(
+                out, net, dict(meta, validation={**metrics, "epoch": epoch}, history_tail=history[-5:])
+            )
+            yield {
+                "event": "checkpoint",
+                "epoch": epoch,
+                "path": str(out),
+                "val_icc21": metrics["icc21"],
+                "val_mae": metrics["mae"],
+            }
+
+    if base is not None and not resume:  # epoch 0: the starting model, (re)calibrated
+        te = time.monotonic()
+        if cfg.recalibrate or cfg.recalibrate_only:
+            fit = recalibrate(
+                net,
+                torch.from_numpy(train_set.images[:, None]).to(device),
+                torch.from_numpy(train_set.labels).to(device),
+            )
+            meta["training"]["recalibration"] = fit
+            yield {
+                "event": "status",
+                "message": f"count recalibrated on {len(train_set)} scans: training MSE "
+                f"{fit['mse_before']:.3g} → {fit['mse_after']:.3g}",
+            }
+        net.train()
+        yield from finish_epoch(0, float("nan"), te)
+        _write_history(out, history)
+        if cfg.recalibrate_only:
+            start_epoch, reason = cfg.epochs + 1, "recalibrated"
+
     def stopping() -> str | None:
         if should_stop():
             return "stopped"
@@ -281,34 +335,8 @@ def train(
             reason = halt
             epoch -= 1
             break
-        pred = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
-        metrics = agreement(pred, val_set.labels)
-        record = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "seconds": time.monotonic() - te,
-            "elapsed": time.monotonic() - t0,
-            "val_pred_sd": float(np.std(pred)),
-            **{f"val_{k}": v for k, v in metrics.items()},
-        }
-        history.append(record)
-        yield {"event": "epoch", **record}
-        if best is None or _score(metrics) > _score(
-            {k[4:]: v for k, v in best.items() if k.startswith("val_")}
-        ):
-            best, wait = record, 0
-            save_model(
-                out, net, dict(meta, validation={**metrics, "epoch": epoch}, history_tail=history[-5:])
-            )
-            yield {
-                "event": "checkpoint",
-                "epoch": epoch,
-                "path": str(out),
-                "val_icc21": metrics["icc21"],
-                "val_mae": metrics["mae"],
-            }
-        else:
-            wait += 1
+        yield from finish_epoch(epoch, float(np.mean(losses)), te)
+        wait = 0 if best["epoch"] == epoch else wait + 1
         _save_resume(
             resume_dir,
             net,

@@ -82,3 +82,33 @@ def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     assert cfg["architecture"]["name"] == "gpunet" and cfg["architecture"]["args"] == {"features": [4, 8]}
     assert events[-1]["event"] == "done" and np.isfinite(events[-1]["best"]["val_mae"])
+    assert (
+        events[-1]["epochs"] == 1
+        and cfg["training"]["recalibration"]["mse_after"] <= (cfg["training"]["recalibration"]["mse_before"])
+    )
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [0, 1]  # 0: the start, refit
+
+
+def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, tmp_path):
+    list(train(_cfg(cohort, tmp_path / "a", epochs=1)))
+    lines = (cohort / "train.csv").read_text().split()
+    shifted = tmp_path / "shifted.csv"  # another rater: twice the count, plus three
+    shifted.write_text(
+        "\n".join([lines[0]] + [f"{s},{2 * float(v) + 3}" for s, v in (ln.split(",") for ln in lines[1:])])
+    )
+    events = list(
+        train(
+            _cfg(cohort, tmp_path / "b", labels=str(shifted), init=str(tmp_path / "a"), recalibrate_only=True)
+        )
+    )
+    assert events[-1]["reason"] == "recalibrated" and events[-1]["epochs"] == 0
+    assert not any(e["event"] == "step" for e in events)
+    a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
+    scans = [cohort / "scans" / s for s in (ln.split(",")[0] for ln in lines[1:6])]
+    before = np.array([predict_file(a, s, "cpu", cohort / "masks", flips=1)[0].count for s in scans])
+    after = np.array([predict_file(b, s, "cpu", cohort / "masks", flips=1)[0].count for s in scans])
+    fit = json.loads((tmp_path / "b" / "config.json").read_text())["training"]["recalibration"]
+    np.testing.assert_allclose(after, fit["scale"] * before + fit["offset"], rtol=1e-4, atol=1e-4)
+    assert fit["mse_after"] < fit["mse_before"]
+    with pytest.raises(HydranetError, match="--init"):
+        list(train(_cfg(cohort, tmp_path / "c", recalibrate_only=True)))

@@ -177,7 +177,12 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert any("row 4" in p and "many" in p for p in problems)
 
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
+    widget.out.set_path(tmp_path / "model")
+    widget.recal_only.setChecked(True)  # the quick first step on a new cohort
+    args = widget.build_args()
+    assert args[args.index("--init") + 1] == "default" and "--recalibrate-only" in args
     widget.start_from.setCurrentText("scratch")
+    assert not widget.recal_only.isEnabled() and "--recalibrate-only" not in widget.build_args()
     widget.arch.setCurrentText("regressor")
     widget.arch_args.setText(json.dumps({"width": 4}))
     widget.crop.setText("24 24 16")

@@ -10,6 +10,7 @@ from pathlib import Path
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -79,6 +80,11 @@ class TrainWidget(QWidget):
         self.start_from = QComboBox()
         self.start_from.addItems(START_FROM)
         self.init = PathPicker("dir", placeholder="model folder to fine-tune")
+        self.recal_only = QCheckBox("only refit the count's scale and offset (seconds)")
+        self.recal_only.setToolTip(
+            "A fast first step on a new cohort: the heatmap stays, the count's level and scale "
+            "are fitted to your labels. Without it, the fine-tune does this and then trains."
+        )
         self.out = PathPicker("dir", placeholder="new model folder")
         self.time_limit = _spin(QDoubleSpinBox, 0, 100000, 0, 5)
         self.time_limit.setSuffix(" min")
@@ -102,6 +108,7 @@ class TrainWidget(QWidget):
         settings = QFormLayout()
         settings.addRow("Start from", self.start_from)
         settings.addRow("Model folder", self.init)
+        settings.addRow("", self.recal_only)
         settings.addRow("Architecture", self.arch)
         settings.addRow("Heads n", self.heads)
         settings.addRow("p black", self.p_black)
@@ -165,6 +172,7 @@ class TrainWidget(QWidget):
         self.init.setEnabled(choice == "a model folder")
         for w in (self.arch, self.arch_args, self.crop):
             w.setEnabled(choice == "scratch")
+        self.recal_only.setEnabled(choice != "scratch")
 
     def build_args(self) -> list[str]:
         """The ``hydranet train`` arguments for the current settings (HydranetError if wrong)."""
@@ -184,7 +192,9 @@ class TrainWidget(QWidget):
             if self.init.path() is None:
                 raise HydranetError("choose the model folder to start from")
             args += ["--init", str(self.init.path().resolve())]
-        else:
+        if choice != "scratch" and self.recal_only.isChecked():
+            args += ["--recalibrate-only"]
+        if choice == "scratch":
             args += ["--arch", self.arch.currentText()]
             if self.arch_args.text().strip():
                 try:
