@@ -76,7 +76,7 @@ def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, act
 def recalibrate_density(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4) -> dict:
     """Refit a density model's threshold b and count scale s to labelled scans.
 
-    The heatmap's shape (w·f) is kept; b is chosen on a grid of levels and s by least
+    The heatmap's shape (w·f) is kept; b ≤ 0 is chosen on a grid of levels and s by least
     squares so that Σ s·ReLU(w·f + b) matches the labels. Returns the fit's MSE before
     and after. A fast first step on a new cohort: it moves only two numbers.
     """
@@ -98,7 +98,9 @@ def recalibrate_density(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     before = float(((net(x).double() - yd) ** 2).mean()) if len(x) <= 64 else float("nan")
     inside = z[x.expand_as(z) > 0].float()[:2_000_000]
     levels = torch.quantile(inside, torch.linspace(0.9, 0.9999, 40).to(inside)).tolist()
-    candidates = [float(net.last.bias)] + [-v for v in levels]
+    # b ≤ 0 keeps a black image at exactly 0 (bias-free convolutions give z = 0 there): a
+    # positive b would count every voxel a little, and set-sum's black slots would explode
+    candidates = [b for b in [float(net.last.bias)] + [-v for v in levels] if b <= 0] or [0.0]
     best = min(((*fit(b), b) for b in candidates), key=lambda t: t[0])
     net.last.bias.fill_(best[2])
     net.count_scale.fill_(best[1])

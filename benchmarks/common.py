@@ -1,0 +1,167 @@
+"""Shared pieces of the comparison benchmarks: a simulated cohort split into a training
+pool and a test set, its prepared network inputs (cached), and evaluation of a model's
+counts and detections against the simulation's truth.
+
+A cohort folder is what ``benchmarks/simulate.py`` writes. Training labels are the rater's
+(``labels.csv``); test scores are against the expert count (``expert.csv``) and the centres
+of the visible lesions (``lesions.csv``), in voxel indices of the source files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_hydranet.detect import combine, count_consistent
+from napari_hydranet.infer import run_network
+from napari_hydranet.io import read_scan, write_csv
+from napari_hydranet.metrics import agreement, detection_scores, froc, match, sensitivity_at
+from napari_hydranet.preprocess import PreprocessConfig, prepare
+
+RADIUS = 3.0  # voxels: a detection within this distance of a lesion centre finds it (004 §3)
+
+
+def _table(path: Path, column: str = "label") -> dict[str, float]:
+    with open(path, newline="") as fh:
+        return {r["scan"]: float(r[column]) for r in csv.DictReader(fh)}
+
+
+@dataclass
+class SimCohort:
+    """A simulated cohort: names, rater and expert labels, lesion centres, prepared inputs."""
+
+    root: Path
+    names: list[str]
+    rater: np.ndarray
+    expert: np.ndarray
+    centres: list[np.ndarray]  # visible lesions, source voxel indices (i, j, k)
+    images: np.ndarray  # (N, I, J, K) network inputs (default preprocessing)
+    offsets: np.ndarray  # (N, 3) crop offsets: source index = crop index + offset
+    spacing: np.ndarray  # (N, 3) voxel sizes, mm
+
+    def index(self, names) -> np.ndarray:
+        where = {n: i for i, n in enumerate(self.names)}
+        return np.array([where[n] for n in names])
+
+
+def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
+    """Read a simulated cohort and prepare every scan once (cached in ``root/prepared.npz``)."""
+    root = Path(root)
+    pre = pre or PreprocessConfig()
+    rater, expert = _table(root / "labels.csv"), _table(root / "expert.csv")
+    names = sorted(expert)
+    centres: dict[str, list] = {n: [] for n in names}
+    with open(root / "lesions.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["visible"].strip() == "1":
+                centres[r["scan"]].append([float(r[k]) for k in "ijk"])
+    cache = root / "prepared.npz"
+    key = json.dumps(pre.to_dict(), sort_keys=True)
+    if cache.exists() and str(np.load(cache)["key"]) == key:
+        z = np.load(cache)
+        images, offsets, spacing = z["images"], z["offsets"], z["spacing"]
+    else:
+        images, offsets, spacing = [], [], []
+        for n in names:
+            scan = read_scan(root / "scans" / n)
+            p = prepare(scan, pre, read_scan(root / "masks" / n))
+            images.append(p.array)
+            offsets.append(p.offset)
+            spacing.append(np.sqrt((scan.affine[:3, :3] ** 2).sum(0)))
+        images, offsets, spacing = np.stack(images), np.array(offsets), np.array(spacing)
+        np.savez(cache, images=images, offsets=offsets, spacing=spacing, key=key)
+    return SimCohort(
+        root,
+        names,
+        np.array([rater[n] for n in names]),
+        np.array([expert[n] for n in names]),
+        [np.array(centres[n], float).reshape(-1, 3) for n in names],
+        images,
+        offsets,
+        spacing,
+    )
+
+
+def splits(cohort: SimCohort, n_test: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, test set) indices: the last ``n_test`` scans are the test set."""
+    n = len(cohort.names)
+    if n <= n_test:
+        raise SystemExit(f"{cohort.root}: {n} scans; need more than {n_test}")
+    return np.arange(n - n_test), np.arange(n - n_test, n)
+
+
+def draw_training(pool: np.ndarray, size: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
+
+
+def write_labels(cohort: SimCohort, idx: np.ndarray, path: Path) -> Path:
+    """A training labels CSV (rater labels) for the scans ``idx``."""
+    write_csv(path, ["scan", "label"], [[cohort.names[i], cohort.rater[i]] for i in idx])
+    return path
+
+
+def model_outputs(model, cohort: SimCohort, idx: np.ndarray, flips: int = 1) -> tuple[np.ndarray, list]:
+    """Counts and heatmaps (None for models without one) of ``model`` on scans ``idx``."""
+    counts, heats = [], []
+    for i in idx:
+        c, h = run_network(model, cohort.images[i], torch.device("cpu"), flips)
+        counts.append(float(np.mean(c)))
+        heats.append(h)
+    return np.array(counts), heats
+
+
+def count_scores(pred: np.ndarray, cohort: SimCohort, idx: np.ndarray) -> dict:
+    """Agreement with the expert count: ICC(2,1), ICC(3,1), MAE, MSE."""
+    return agreement(pred, cohort.expert[idx])
+
+
+def detect_scores(
+    maps: list[np.ndarray], counts: np.ndarray, cohort: SimCohort, idx: np.ndarray, fp_limit: float = 1.5
+) -> dict:
+    """Count-consistent detections on each score map (004 §2.2) against the lesion centres;
+    plus an FROC from the components' peak scores at a lower threshold (3× the count + 10
+    components), and the sensitivity at ≤ ``fp_limit`` false positives per scan."""
+    matches, candidates, truths = [], [], []
+    for m, c, i in zip(maps, counts, idx):
+        truth = cohort.centres[i]
+        found = count_consistent(m, c).detections
+        matches.append(
+            match(np.array([d.centre for d in found]).reshape(-1, 3) + cohort.offsets[i], truth, RADIUS)
+        )
+        more = count_consistent(m, 3 * max(c, 0) + 10).detections
+        candidates.append(
+            (
+                np.array([d.centre for d in more]).reshape(-1, 3) + cohort.offsets[i],
+                np.array([d.score for d in more], float),
+            )
+        )
+        truths.append(truth)
+    scores = np.concatenate([s for _, s in candidates] or [np.zeros(1)])
+    levels = np.unique(np.quantile(scores, np.linspace(0, 1, 80)))[::-1]
+    curve = froc(candidates, truths, RADIUS, levels)
+    return {
+        **detection_scores(matches),
+        "tpr_at_fp": sensitivity_at(curve, fp_limit),
+        "fp_limit": fp_limit,
+        "froc": {k: v.tolist() for k, v in curve.items()},
+    }
+
+
+def intensity_map(cohort: SimCohort, i: int) -> np.ndarray:
+    """004 (a): the network input itself (ROI-weighted, rescaled intensities)."""
+    return cohort.images[i]
+
+
+def combined_map(heat: np.ndarray, cohort: SimCohort, i: int, weight: float = 0.5) -> np.ndarray:
+    """004 (f): heatmap and intensities, weighted."""
+    return combine(heat, cohort.images[i], weight)
+
+
+def save_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=float))

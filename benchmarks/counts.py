@@ -1,0 +1,194 @@
+"""Counts on a simulated cohort: the networks against what a user could do without them.
+
+For each training-set size and seed, the same rater-labelled training scans (drawn from the
+cohort's pool) go to every method; all are scored on the same held-out test scans against
+the expert count (ICC(2,1), MAE, MSE). Methods:
+
+- ``intensity``, ``frangi``: thresholded components in a size window, fitted on the labels
+  (benchmarks/baselines.py);
+- ``default``: the bundled model as shipped (no training);
+- ``recalibrated``: its count scale and offset refitted on the labels (``--recalibrate-only``);
+- ``finetune``: fine-tuned from it with set-sum (n = 4, p = 0.1), time-limited;
+- ``setsum``, ``base``: HydraRegressor from scratch, set-sum (n = 4, p = 0.1) vs the base
+  regressor (n = 1, p = 0), time-limited (000 Fig. 3);
+- ``gpunet_scratch``: GP-UNet (8/16/32) from scratch, set-sum, count labels only;
+- ``finetune_*``: the fine-tune with one setting changed (heads n, p, augmentation, no
+  recalibration first), see ``ABLATIONS``.
+
+Each result is saved as RESULTS/<size>-<seed>-<method>.json and each trained model in
+RESULTS/models/<size>-<seed>-<method>/ (benchmarks/detection.py scores their heatmaps);
+runs already there are skipped, so the command can be stopped and started again.
+
+    python benchmarks/counts.py /work/sim/shift --out benchmarks/results/counts --sizes 12 25 --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from baselines import fit_counter, vesselness  # noqa: E402
+from common import count_scores, draw_training, load_sim, model_outputs, save_json, splits, write_labels  # noqa: E402
+
+from napari_hydranet.models import load_model  # noqa: E402
+from napari_hydranet.train import TrainConfig, train  # noqa: E402
+
+# Ablations of the fine-tune (000 §4 and what users ask): one setting changed at a time.
+ABLATIONS = {
+    "finetune_n1": {"heads": 1, "p_black": 0.0},
+    "finetune_n2": {"heads": 2},
+    "finetune_n8": {"heads": 8},
+    "finetune_p0": {"p_black": 0.0},
+    "finetune_p0.3": {"p_black": 0.3},
+    "finetune_noaug": {"augment": False},
+    "finetune_norecal": {"recalibrate": False},
+}
+METHODS = (
+    "intensity",
+    "frangi",
+    "default",
+    "recalibrated",
+    "finetune",
+    "setsum",
+    "base",
+    "gpunet_scratch",
+    *ABLATIONS,
+)
+
+
+def frangi_maps(sim) -> np.ndarray:
+    cache = sim.root / "frangi.npy"
+    if cache.exists():
+        maps = np.load(cache)
+        if maps.shape == sim.images.shape:
+            return maps
+    maps = np.stack([vesselness(m) for m in sim.images])
+    np.save(cache, maps)
+    return maps
+
+
+def train_settings(method: str, minutes: dict) -> dict:
+    """TrainConfig arguments of each trained method."""
+    if method == "recalibrated":
+        return dict(init="default", recalibrate_only=True)
+    if method == "finetune" or method in ABLATIONS:
+        settings = dict(init="default", heads=4, p_black=0.1, time_limit=minutes["finetune"])
+        return {**settings, **ABLATIONS.get(method, {})}
+    if method == "setsum":
+        return dict(arch="regressor", heads=4, p_black=0.1, time_limit=minutes["scratch"])
+    if method == "base":
+        return dict(arch="regressor", heads=1, p_black=0.0, time_limit=minutes["scratch"])
+    if method == "gpunet_scratch":
+        return dict(
+            arch="gpunet",
+            arch_args={"features": [8, 16, 32]},
+            heads=4,
+            p_black=0.1,
+            time_limit=minutes["scratch"],
+        )
+    raise ValueError(method)
+
+
+def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) -> tuple:
+    """Train on scans ``tr``; returns the best model and the run's summary."""
+    workdir.mkdir(parents=True)
+    labels = write_labels(sim, tr, workdir / "labels.csv")
+    cfg = TrainConfig(
+        scans_dir=str(sim.root / "scans"),
+        labels=str(labels),
+        masks_dir=str(sim.root / "masks"),
+        out=str(workdir / "model"),
+        epochs=10_000,
+        seed=seed,
+        device="cpu",
+        **settings,
+    )
+    history, done = [], None
+    for ev in train(cfg):
+        if ev["event"] == "epoch":
+            history.append(
+                {k: ev[k] for k in ("epoch", "loss", "elapsed", "val_icc21", "val_mae", "val_pred_sd")}
+            )
+            print(
+                f"    epoch {ev['epoch']:3d}  loss {ev['loss']:.3g}  val ICC {ev['val_icc21']:.3f}  "
+                f"sd {ev['val_pred_sd']:.2f}  {ev['elapsed'] / 60:.1f} min",
+                flush=True,
+            )
+        elif ev["event"] == "done":
+            done = ev
+    best = done["best"] or {}
+    summary = {
+        "minutes": done["seconds"] / 60,
+        "epochs": done["epochs"],
+        "best_epoch": best.get("epoch"),
+        "minutes_to_best": (best.get("elapsed") or 0) / 60,
+        "history": history,
+    }
+    return load_model(workdir / "model"), summary
+
+
+def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips: int, models: Path) -> dict:
+    tr = draw_training(pool, size, seed)
+    t0 = time.monotonic()
+    if method in ("intensity", "frangi"):
+        maps = sim.images if method == "intensity" else frangi_maps(sim)
+        counter = fit_counter(maps[tr], sim.rater[tr])
+        pred, extra = counter.predict(maps[test]), {"fitted": vars(counter)}
+    elif method == "default":
+        pred, _ = model_outputs(load_model("default"), sim, test, flips)
+        extra = {}
+    else:
+        folder = models / f"{size}-{seed}-{method}"
+        if folder.exists():  # an interrupted run: start it again
+            shutil.rmtree(folder)
+        model, extra = run_training(sim, tr, train_settings(method, minutes), seed, folder)
+        pred, _ = model_outputs(model, sim, test, flips)
+    return {
+        "method": method,
+        "size": size,
+        "seed": seed,
+        "train_scans": [sim.names[i] for i in tr],
+        "test": count_scores(pred, sim, test),
+        "pred_sd": float(np.std(pred)),
+        "wall_minutes": (time.monotonic() - t0) / 60,
+        **extra,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cohort", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[12, 25])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--finetune-minutes", type=float, default=4)
+    ap.add_argument("--scratch-minutes", type=float, default=6)
+    ap.add_argument("--flips", type=int, default=1, help="test-time flips when scoring networks")
+    ap.add_argument("--test", type=int, default=100, help="test scans (the cohort's last)")
+    a = ap.parse_args()
+    sim = load_sim(a.cohort)
+    pool, test = splits(sim, a.test)
+    minutes = {"finetune": a.finetune_minutes, "scratch": a.scratch_minutes}
+    for size in a.sizes:
+        for seed in a.seeds:
+            for method in a.methods:
+                path = a.out / f"{size}-{seed}-{method}.json"
+                if path.exists():
+                    continue
+                print(f"{size} scans, seed {seed}: {method}", flush=True)
+                result = run(sim, method, size, seed, minutes, pool, test, a.flips, a.out / "models")
+                save_json(result, path)
+                t = result["test"]
+                print(f"  test ICC(2,1) {t['icc21']:.3f}  MAE {t['mae']:.2f}  MSE {t['mse']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Tables (Markdown, printed) and plots (PNG) from the results of counts.py and detection.py.
+
+python benchmarks/report.py --counts RESULTS/counts --detection RESULTS/detection.json --png docs/benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+LABELS = {
+    "intensity": "threshold + components (no network)",
+    "frangi": "Frangi + components (no network)",
+    "default": "bundled model, as shipped",
+    "recalibrated": "bundled model, scale + offset refit",
+    "finetune": "bundled model, set-sum fine-tune",
+    "setsum": "HydraRegressor from scratch, set-sum n=4 p=0.1",
+    "base": "HydraRegressor from scratch, base (n=1)",
+    "gpunet_scratch": "GP-UNet from scratch, set-sum",
+}
+
+
+def load_counts(folder: Path) -> dict:
+    """{method: {size: [result, …]}}."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        out[r["method"]][r["size"]].append(r)
+    return out
+
+
+def counts_table(res: dict) -> str:
+    rows = [
+        "| method | scans | seeds | ICC(2,1) test | MAE | MSE | SD of counts | train min | min to best |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, by_size in res.items():
+        for size in sorted(by_size):
+            rs = by_size[size]
+
+            def stat(key, rs=rs):
+                v = np.array([r["test"][key] for r in rs])
+                return f"{v.mean():.3f}" + (f" ({v.min():.3f}–{v.max():.3f})" if len(v) > 1 else "")
+
+            minutes = [r["minutes"] for r in rs if r.get("minutes") is not None]
+            best = [r["minutes_to_best"] for r in rs if r.get("minutes_to_best") is not None]
+            minutes = f"{np.mean(minutes):.1f}" if minutes else "–"
+            best = f"{np.mean(best):.1f}" if best else "–"
+            rows.append(
+                f"| {LABELS.get(method, method)} | {size} | {len(rs)} | {stat('icc21')} | {stat('mae')} | "
+                f"{stat('mse')} | {np.mean([r['pred_sd'] for r in rs]):.2f} | "
+                f"{minutes} | {best} |"
+            )
+    return "\n".join(rows)
+
+
+def plot_counts(res: dict, png: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for method, by_size in res.items():
+        if method not in LABELS:
+            continue
+        sizes = sorted(by_size)
+        for ax, key in zip(axes, ("icc21", "mse")):
+            vals = [np.array([r["test"][key] for r in by_size[s]]) for s in sizes]
+            mean = [v.mean() for v in vals]
+            err = np.array([[m - v.min(), v.max() - m] for m, v in zip(mean, vals)]).T
+            ax.errorbar(sizes, mean, yerr=err, marker="o", capsize=3, label=LABELS[method])
+    axes[0].set_ylabel("ICC(2,1) vs expert count (test)")
+    axes[1].set_ylabel("MSE vs expert count (test)")
+    for ax in axes:
+        ax.set_xlabel("labelled training scans")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(res: dict, png: Path, size: int = 25) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for method in ("finetune", "setsum", "base", "gpunet_scratch"):
+        for r in res.get(method, {}).get(size, []):
+            h = r.get("history") or []
+            ax.plot(
+                [e["elapsed"] / 60 for e in h],
+                [e["val_icc21"] for e in h],
+                marker=".",
+                label=f"{LABELS[method]} (seed {r['seed']})",
+            )
+    ax.set_xlabel("minutes on this CPU (2 cores)")
+    ax.set_ylabel("validation ICC(2,1) (5 of the 25 scans, rater labels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def detection_table(det: dict) -> str:
+    rows = [
+        "| method | TPR (count-consistent) | FP/scan | FDR | TPR at ≤ 1.5 FP/scan (FROC) | count ICC(2,1) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in det["methods"].items():
+        rows.append(
+            f"| {name} | {s['tpr']:.3f} | {s['fp_per_scan']:.2f} | {s['fdr']:.2f} | {s['tpr_at_fp']:.3f} | "
+            f"{s['counts']['icc21']:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def plot_froc(det: dict, png: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for name, s in det["methods"].items():
+        ax.plot(s["froc"]["fp_per_scan"], s["froc"]["tpr"], label=name)
+        ax.plot([s["fp_per_scan"]], [s["tpr"]], "k.", ms=6)
+    ax.axvline(1.5, color="grey", ls=":", lw=1)
+    ax.set_xlim(0, 6)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positives per scan")
+    ax.set_ylabel("sensitivity (TPR)")
+    ax.set_title("FROC; dots: the count-consistent threshold", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--counts", type=Path)
+    ap.add_argument("--detection", type=Path, nargs="*", default=[])
+    ap.add_argument("--png", type=Path, required=True)
+    a = ap.parse_args()
+    a.png.mkdir(parents=True, exist_ok=True)
+    if a.counts:
+        res = load_counts(a.counts)
+        print(counts_table(res), end="\n\n")
+        plot_counts(res, a.png / "counts.png")
+        plot_training(res, a.png / "training.png")
+    for path in a.detection:
+        det = json.loads(path.read_text())
+        print(f"GP-UNet: {det['gpunet']}\n\n{detection_table(det)}\n")
+        plot_froc(det, a.png / f"froc_{path.stem}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Refitting a trained model's count level and scale (the quick first step of a fine-tune)."""
+
+import torch
+
+from napari_hydranet.calibrate import recalibrate
+from napari_hydranet.nets import GPUNet
+
+
+def test_density_recalibration_fits_the_labels_and_keeps_black_images_at_zero():
+    torch.manual_seed(0)
+    net = GPUNet(features=(4, 8), head="density")
+    x = torch.rand(12, 1, 16, 16, 8)
+    x[:, :, :2] = 0  # outside the ROI
+    with torch.no_grad():
+        net.last.bias.fill_(0.0)
+        raw = net(x)
+    assert raw.min() > 0
+    y = 3.0 * raw / raw.mean() + torch.linspace(0, 1, 12)  # another rater's scale and level
+    fit = recalibrate(net, x, y)
+    assert fit["mse_after"] <= fit["mse_before"]
+    assert float(net.last.bias.detach()) <= 0 and fit["bias"] <= 0
+    with torch.no_grad():
+        assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0  # set-sum's black slots stay at 0
+        assert abs(float(net(x).mean()) - float(y.mean())) < 0.25 * float(y.mean())
+
+
+def test_density_recalibration_never_counts_every_voxel():
+    """Labels that grow with the ROI's size tempt a positive threshold b, which would count
+    every voxel a little: black images (set-sum's p slots) would then count ~1000."""
+    torch.manual_seed(0)
+    net = GPUNet(features=(4, 8), head="density")
+    x = torch.rand(12, 1, 16, 16, 8)
+    for i in range(12):
+        x[i, :, : 2 + i % 6] = 0
+    with torch.no_grad():
+        net.last.weight.copy_(-net.last.weight.abs())
+        net.last.bias.fill_(-0.01)
+    recalibrate(net, x, (x > 0).sum(dim=(1, 2, 3, 4)).float() / 100)
+    with torch.no_grad():
+        assert float(net.last.bias) <= 0
+        assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0
