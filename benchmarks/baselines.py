@@ -99,6 +99,35 @@ def fit_counter(maps: np.ndarray, labels: np.ndarray, quantiles=None) -> Compone
     return best
 
 
+@dataclass
+class VolumeThreshold:
+    """Volume baseline (WMH): voxels above a threshold, linearly calibrated."""
+
+    threshold: float
+    a: float
+    c: float
+    train_icc21: float
+
+    def predict(self, maps: np.ndarray) -> np.ndarray:
+        return self.a * (maps > self.threshold).sum(axis=(1, 2, 3)) + self.c
+
+
+def fit_volume(maps: np.ndarray, labels: np.ndarray) -> VolumeThreshold:
+    values = np.concatenate([m[m > 0] for m in maps])
+    best = None
+    for t in np.unique(np.quantile(values, np.linspace(0.5, 0.999, 40))):
+        raw = (maps > t).sum(axis=(1, 2, 3)).astype(float)
+        if raw.std() == 0:
+            continue
+        a, c = np.polyfit(raw, labels, 1)
+        score = icc(np.stack([a * raw + c, labels], 1), "2,1")
+        if a > 0 and (best is None or score > best.train_icc21):
+            best = VolumeThreshold(float(t), float(a), float(c), float(score))
+    if best is None:
+        raise ValueError("no threshold gives volumes that grow with the labels")
+    return best
+
+
 def main() -> None:
     import sys
 

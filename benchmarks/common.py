@@ -56,10 +56,11 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
     rater, expert = _table(root / "labels.csv"), _table(root / "expert.csv")
     names = sorted(expert)
     centres: dict[str, list] = {n: [] for n in names}
-    with open(root / "lesions.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["visible"].strip() == "1":
-                centres[r["scan"]].append([float(r[k]) for k in "ijk"])
+    if (root / "lesions.csv").exists():  # the WMH task has volumes, not lesion centres
+        with open(root / "lesions.csv", newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["visible"].strip() == "1":
+                    centres[r["scan"]].append([float(r[k]) for k in "ijk"])
     cache = root / "prepared.npz"
     key = json.dumps(pre.to_dict(), sort_keys=True)
     if cache.exists() and str(np.load(cache)["key"]) == key:
@@ -116,8 +117,9 @@ def model_outputs(model, cohort: SimCohort, idx: np.ndarray, flips: int = 1) -> 
 
 
 def count_scores(pred: np.ndarray, cohort: SimCohort, idx: np.ndarray) -> dict:
-    """Agreement with the expert count: ICC(2,1), ICC(3,1), MAE, MSE."""
-    return agreement(pred, cohort.expert[idx])
+    """Agreement (ICC(2,1), ICC(3,1), MAE, MSE) with the expert count, and in ``vs_rater``
+    with the training labels' rater on the same test scans."""
+    return {**agreement(pred, cohort.expert[idx]), "vs_rater": agreement(pred, cohort.rater[idx])}
 
 
 def detect_scores(

@@ -12,6 +12,8 @@ the expert count (ICC(2,1), MAE, MSE). Methods:
 - ``setsum``, ``base``: HydraRegressor from scratch, set-sum (n = 4, p = 0.1) vs the base
   regressor (n = 1, p = 0), time-limited (000 Fig. 3);
 - ``gpunet_scratch``: GP-UNet (8/16/32) from scratch, set-sum, count labels only;
+- ``setsum_mae``, ``base_mae``: the two regressors with the MAE loss (000 Table 1, WMH);
+- ``threshold_volume``: voxels above a fitted threshold, linearly calibrated (WMH volume);
 - ``finetune_*``: the fine-tune with one setting changed (heads n, p, augmentation, no
   recalibration first), see ``ABLATIONS``.
 
@@ -34,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from baselines import fit_counter, vesselness  # noqa: E402
+from baselines import fit_counter, fit_volume, vesselness  # noqa: E402
 from common import count_scores, draw_training, load_sim, model_outputs, save_json, splits, write_labels  # noqa: E402
 
 from napari_hydranet.models import load_model  # noqa: E402
@@ -59,6 +61,9 @@ METHODS = (
     "setsum",
     "base",
     "gpunet_scratch",
+    "setsum_mae",
+    "base_mae",
+    "threshold_volume",
     *ABLATIONS,
 )
 
@@ -85,6 +90,8 @@ def train_settings(method: str, minutes: dict) -> dict:
         return dict(arch="regressor", heads=4, p_black=0.1, time_limit=minutes["scratch"])
     if method == "base":
         return dict(arch="regressor", heads=1, p_black=0.0, time_limit=minutes["scratch"])
+    if method in ("setsum_mae", "base_mae"):
+        return {**train_settings(method[:-4], minutes), "loss": "mae"}
     if method == "gpunet_scratch":
         return dict(
             arch="gpunet",
@@ -137,7 +144,10 @@ def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) 
 def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips: int, models: Path) -> dict:
     tr = draw_training(pool, size, seed)
     t0 = time.monotonic()
-    if method in ("intensity", "frangi"):
+    if method == "threshold_volume":
+        fit = fit_volume(sim.images[tr], sim.rater[tr])
+        pred, extra = fit.predict(sim.images[test]), {"fitted": vars(fit)}
+    elif method in ("intensity", "frangi"):
         maps = sim.images if method == "intensity" else frangi_maps(sim)
         counter = fit_counter(maps[tr], sim.rater[tr])
         pred, extra = counter.predict(maps[test]), {"fitted": vars(counter)}
@@ -157,6 +167,7 @@ def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips
         "train_scans": [sim.names[i] for i in tr],
         "test": count_scores(pred, sim, test),
         "pred_sd": float(np.std(pred)),
+        "pred": [float(v) for v in pred],
         "wall_minutes": (time.monotonic() - t0) / 60,
         **extra,
     }

@@ -25,7 +25,18 @@ LABELS = {
     "setsum": "HydraRegressor from scratch, set-sum n=4 p=0.1",
     "base": "HydraRegressor from scratch, base (n=1)",
     "gpunet_scratch": "GP-UNet from scratch, set-sum",
+    "setsum_mae": "HydraRegressor from scratch, set-sum, MAE loss",
+    "base_mae": "HydraRegressor from scratch, base, MAE loss",
+    "threshold_volume": "voxels above a threshold (no network)",
+    "finetune_n1": "fine-tune, n=1 p=0 (no set-sum)",
+    "finetune_n2": "fine-tune, n=2",
+    "finetune_n8": "fine-tune, n=8",
+    "finetune_p0": "fine-tune, p=0",
+    "finetune_p0.3": "fine-tune, p=0.3",
+    "finetune_noaug": "fine-tune, no flips/rotations/shifts",
+    "finetune_norecal": "fine-tune, no recalibration first",
 }
+CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base")
 
 
 def load_counts(folder: Path) -> dict:
@@ -37,17 +48,20 @@ def load_counts(folder: Path) -> dict:
     return out
 
 
-def counts_table(res: dict) -> str:
+def counts_table(res: dict, methods=None) -> str:
     rows = [
-        "| method | scans | seeds | ICC(2,1) test | MAE | MSE | SD of counts | train min | min to best |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | scans | seeds | ICC(2,1) vs expert | ICC(3,1) vs expert | MAE | MSE | ICC(2,1) vs rater "
+        "| SD of counts | train min | min to best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, by_size in res.items():
+        if methods is not None and method not in methods:
+            continue
         for size in sorted(by_size):
             rs = by_size[size]
 
-            def stat(key, rs=rs):
-                v = np.array([r["test"][key] for r in rs])
+            def stat(get, rs=rs):
+                v = np.array([get(r["test"]) for r in rs])
                 return f"{v.mean():.3f}" + (f" ({v.min():.3f}–{v.max():.3f})" if len(v) > 1 else "")
 
             minutes = [r["minutes"] for r in rs if r.get("minutes") is not None]
@@ -55,8 +69,9 @@ def counts_table(res: dict) -> str:
             minutes = f"{np.mean(minutes):.1f}" if minutes else "–"
             best = f"{np.mean(best):.1f}" if best else "–"
             rows.append(
-                f"| {LABELS.get(method, method)} | {size} | {len(rs)} | {stat('icc21')} | {stat('mae')} | "
-                f"{stat('mse')} | {np.mean([r['pred_sd'] for r in rs]):.2f} | "
+                f"| {LABELS.get(method, method)} | {size} | {len(rs)} | {stat(lambda t: t['icc21'])} | "
+                f"{stat(lambda t: t['icc31'])} | {stat(lambda t: t['mae'])} | {stat(lambda t: t['mse'])} | "
+                f"{stat(lambda t: t['vs_rater']['icc21'])} | {np.mean([r['pred_sd'] for r in rs]):.2f} | "
                 f"{minutes} | {best} |"
             )
     return "\n".join(rows)
@@ -65,7 +80,7 @@ def counts_table(res: dict) -> str:
 def plot_counts(res: dict, png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for method, by_size in res.items():
-        if method not in LABELS:
+        if method not in CURVES:
             continue
         sizes = sorted(by_size)
         for ax, key in zip(axes, ("icc21", "mse")):

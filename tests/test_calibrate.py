@@ -2,7 +2,7 @@
 
 import torch
 
-from napari_hydranet.calibrate import recalibrate
+from napari_hydranet.calibrate import recalibrate, recalibrate_density
 from napari_hydranet.nets import GPUNet
 
 
@@ -18,6 +18,7 @@ def test_density_recalibration_fits_the_labels_and_keeps_black_images_at_zero():
     y = 3.0 * raw / raw.mean() + torch.linspace(0, 1, 12)  # another rater's scale and level
     fit = recalibrate(net, x, y)
     assert fit["mse_after"] <= fit["mse_before"]
+    assert fit["bias"] == 0.0  # 12 scans: only the scale moves, the threshold stays
     assert float(net.last.bias.detach()) <= 0 and fit["bias"] <= 0
     with torch.no_grad():
         assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0  # set-sum's black slots stay at 0
@@ -35,7 +36,7 @@ def test_density_recalibration_never_counts_every_voxel():
     with torch.no_grad():
         net.last.weight.copy_(-net.last.weight.abs())
         net.last.bias.fill_(-0.01)
-    recalibrate(net, x, (x > 0).sum(dim=(1, 2, 3, 4)).float() / 100)
+    recalibrate_density(net, x, (x > 0).sum(dim=(1, 2, 3, 4)).float() / 100, fit_threshold=True)
     with torch.no_grad():
         assert float(net.last.bias) <= 0
         assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0
