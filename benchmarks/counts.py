@@ -51,6 +51,7 @@ ABLATIONS = {
     "finetune_p0.3": {"p_black": 0.3},
     "finetune_noaug": {"augment": False},
     "finetune_norecal": {"recalibrate": False},
+    "finetune_lr1e-5": {"lr": 1e-5},
 }
 METHODS = (
     "intensity",

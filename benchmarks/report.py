@@ -20,7 +20,7 @@ LABELS = {
     "intensity": "threshold + components (no network)",
     "frangi": "Frangi + components (no network)",
     "default": "bundled model, as shipped",
-    "recalibrated": "bundled model, scale + offset refit",
+    "recalibrated": "bundled model, count recalibrated",
     "finetune": "bundled model, set-sum fine-tune",
     "setsum": "HydraRegressor from scratch, set-sum n=4 p=0.1",
     "base": "HydraRegressor from scratch, base (n=1)",
@@ -35,6 +35,7 @@ LABELS = {
     "finetune_p0.3": "fine-tune, p=0.3",
     "finetune_noaug": "fine-tune, no flips/rotations/shifts",
     "finetune_norecal": "fine-tune, no recalibration first",
+    "finetune_lr1e-5": "fine-tune, Adam 1e-5 instead of 1e-4",
 }
 CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base")
 
@@ -54,7 +55,9 @@ def counts_table(res: dict, methods=None) -> str:
         "| SD of counts | train min | min to best |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for method, by_size in res.items():
+    order = [m for m in LABELS if m in res] + [m for m in res if m not in LABELS]
+    for method in order:
+        by_size = res[method]
         if methods is not None and method not in methods:
             continue
         for size in sorted(by_size):
@@ -83,6 +86,11 @@ def plot_counts(res: dict, png: Path) -> None:
         if method not in CURVES:
             continue
         sizes = sorted(by_size)
+        if method == "default":  # no training: the same at every size
+            for ax, key in zip(axes, ("icc21", "mse")):
+                v = np.mean([r["test"][key] for rs in by_size.values() for r in rs])
+                ax.axhline(v, color="k", ls="--", lw=1, label=LABELS[method])
+            continue
         for ax, key in zip(axes, ("icc21", "mse")):
             vals = [np.array([r["test"][key] for r in by_size[s]]) for s in sizes]
             mean = [v.mean() for v in vals]

@@ -178,7 +178,7 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
 
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     widget.out.set_path(tmp_path / "model")
-    widget.recal_only.setChecked(True)  # the quick first step on a new cohort
+    assert widget.recal_only.isChecked()  # the default: the quick, safer first step
     args = widget.build_args()
     assert args[args.index("--init") + 1] == "default" and "--recalibrate-only" in args
     widget.start_from.setCurrentText("scratch")
