@@ -108,6 +108,7 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
     before = np.array([predict_file(a, s, "cpu", cohort / "masks", flips=1)[0].count for s in scans])
     after = np.array([predict_file(b, s, "cpu", cohort / "masks", flips=1)[0].count for s in scans])
     fit = json.loads((tmp_path / "b" / "config.json").read_text())["training"]["recalibration"]
+    assert fit["kept"] and fit["val_icc21_after"] > fit["val_icc21_before"]
     np.testing.assert_allclose(after, fit["scale"] * before + fit["offset"], rtol=1e-4, atol=1e-4)
     assert fit["mse_after"] < fit["mse_before"]
     with pytest.raises(HydranetError, match="--init"):
