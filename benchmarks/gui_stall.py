@@ -115,7 +115,6 @@ def main() -> None:
         train = TrainWidget(viewer)
         viewer.window.add_dock_widget(train)
         train.set_inputs(data / "scans", data / "labels.csv", data / "masks")
-        train.recal_only.setChecked(False)  # a real fine-tune, epochs and all
         train.epochs.setValue(2)
         train.out.set_path(Path(tmp) / "model")
         meter.start()

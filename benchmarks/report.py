@@ -36,16 +36,20 @@ LABELS = {
     "finetune_noaug": "fine-tune, no flips/rotations/shifts",
     "finetune_norecal": "fine-tune, no recalibration first",
     "finetune_lr1e-5": "fine-tune, Adam 1e-5 instead of 1e-4",
+    "recalibrated_v2": "v2: recalibrated, kept if validation agrees",
+    "finetune_v2": "v2: set-sum fine-tune, recalibration kept if validation agrees",
 }
-CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base")
+CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base", "finetune_v2")
 
 
-def load_counts(folder: Path) -> dict:
-    """{method: {size: [result, …]}}."""
+def load_counts(folders: list[Path]) -> dict:
+    """{method: {size: [result, …]}}; a folder named *_v2 holds runs after a code change."""
     out: dict = defaultdict(lambda: defaultdict(list))
-    for path in sorted(folder.glob("*.json")):
-        r = json.loads(path.read_text())
-        out[r["method"]][r["size"]].append(r)
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            r = json.loads(path.read_text())
+            method = r["method"] + ("_v2" if folder.name.endswith("_v2") else "")
+            out[method][r["size"]].append(r)
     return out
 
 
@@ -108,7 +112,7 @@ def plot_counts(res: dict, png: Path) -> None:
 
 def plot_training(res: dict, png: Path, size: int = 25) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for method in ("finetune", "setsum", "base", "gpunet_scratch"):
+    for method in ("finetune", "finetune_v2", "setsum", "base", "gpunet_scratch"):
         for r in res.get(method, {}).get(size, []):
             h = r.get("history") or []
             ax.plot(
@@ -157,7 +161,7 @@ def plot_froc(det: dict, png: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--counts", type=Path)
+    ap.add_argument("--counts", type=Path, nargs="*", default=[])
     ap.add_argument("--detection", type=Path, nargs="*", default=[])
     ap.add_argument("--png", type=Path, required=True)
     a = ap.parse_args()

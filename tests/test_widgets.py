@@ -178,7 +178,8 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
 
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     widget.out.set_path(tmp_path / "model")
-    assert widget.recal_only.isChecked()  # the default: the quick, safer first step
+    assert not widget.recal_only.isChecked()  # the default: a fine-tune (it recalibrates first)
+    widget.recal_only.setChecked(True)
     args = widget.build_args()
     assert args[args.index("--init") + 1] == "default" and "--recalibrate-only" in args
     widget.start_from.setCurrentText("scratch")

@@ -81,7 +81,6 @@ class TrainWidget(QWidget):
         self.start_from.addItems(START_FROM)
         self.init = PathPicker("dir", placeholder="model folder to fine-tune")
         self.recal_only = QCheckBox("only recalibrate the count to these labels (seconds)")
-        self.recal_only.setChecked(True)  # the better choice with ~25 labels (docs/benchmarks.md)
         self.recal_only.setToolTip(
             "A fast first step on a new cohort: the heatmap stays, the count's level and scale "
             "are fitted to your labels. Without it, the fine-tune does this and then trains."
