@@ -272,10 +272,7 @@ class PredictWidget(QWidget):
     def _apply(self, run: _Run, result) -> None:
         run.pred = replace(run.pred, result=result)
         data, kwargs, _ = detections_layer(run.pred, run.affine, run.points.name)
-        run.points.selected_data = set()
-        run.points.data = data
-        run.points.features = kwargs["features"]
-        run.points.metadata["threshold"] = result.threshold
+        _refill(run.points, data, kwargs)
         run.index = -1
         self._show_threshold()
 
