@@ -15,7 +15,10 @@ the expert count (ICC(2,1), MAE, MSE). Methods:
 - ``setsum_mae``, ``base_mae``: the two regressors with the MAE loss (000 Table 1, WMH);
 - ``threshold_volume``: voxels above a fitted threshold, linearly calibrated (WMH volume);
 - ``finetune_*``: the fine-tune with one setting changed (heads n, p, augmentation, no
-  recalibration first), see ``ABLATIONS``.
+  recalibration first), see ``ABLATIONS``;
+- ``cam``: 004 baseline (d), a GP-UNet without the upsampling path (its heatmap is the
+  coarse last layer, upsampled): the bundled model's encoder, a new count head calibrated
+  on the labels (``calibrate_output``), then the fine-tune's set-sum training on counts.
 
 Each result is saved as RESULTS/<size>-<seed>-<method>.json and each trained model in
 RESULTS/models/<size>-<seed>-<method>/ (benchmarks/detection.py scores their heatmaps);
@@ -33,13 +36,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from baselines import fit_counter, fit_volume, vesselness  # noqa: E402
 from common import count_scores, draw_training, load_sim, model_outputs, save_json, splits, write_labels  # noqa: E402
 
-from napari_hydranet.models import load_model  # noqa: E402
+from napari_hydranet.calibrate import calibrate_output  # noqa: E402
+from napari_hydranet.models import build_net, load_model, save_model  # noqa: E402
 from napari_hydranet.train import TrainConfig, train  # noqa: E402
 
 # Ablations of the fine-tune (000 §4 and what users ask): one setting changed at a time.
@@ -65,6 +70,7 @@ METHODS = (
     "setsum_mae",
     "base_mae",
     "threshold_volume",
+    "cam",
     *ABLATIONS,
 )
 
@@ -80,11 +86,25 @@ def frangi_maps(sim) -> np.ndarray:
     return maps
 
 
+def cam_start(sim, tr: np.ndarray, folder: Path) -> Path:
+    """The CAM-like network's starting point: the bundled encoder, no decoder, a fitted head."""
+    default = load_model("default")
+    args = {**default.config["architecture"]["args"], "decoder": False}
+    net = build_net("gpunet", args)
+    encoder = {k: v for k, v in default.net.state_dict().items() if k.startswith("down.")}
+    net.load_state_dict(encoder, strict=False)
+    x = torch.from_numpy(sim.images[tr, None])
+    calibrate_output(net, x, torch.from_numpy(sim.rater[tr]).float())
+    config = {k: default.config[k] for k in ("preprocess", "label")}
+    config.update(name="cam-start", architecture={"name": "gpunet", "args": args})
+    return save_model(folder, net, config)
+
+
 def train_settings(method: str, minutes: dict) -> dict:
     """TrainConfig arguments of each trained method."""
     if method == "recalibrated":
         return dict(init="default", recalibrate_only=True)
-    if method == "finetune" or method in ABLATIONS:
+    if method == "finetune" or method == "cam" or method in ABLATIONS:
         settings = dict(init="default", heads=4, p_black=0.1, time_limit=minutes["finetune"])
         return {**settings, **ABLATIONS.get(method, {})}
     if method == "setsum":
@@ -159,7 +179,10 @@ def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips
         folder = models / f"{size}-{seed}-{method}"
         if folder.exists():  # an interrupted run: start it again
             shutil.rmtree(folder)
-        model, extra = run_training(sim, tr, train_settings(method, minutes), seed, folder)
+        settings = train_settings(method, minutes)
+        if method == "cam":
+            settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start")))
+        model, extra = run_training(sim, tr, settings, seed, folder)
         pred, _ = model_outputs(model, sim, test, flips)
     return {
         "method": method,

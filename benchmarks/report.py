@@ -1,6 +1,10 @@
 """Tables (Markdown, printed) and plots (PNG) from the results of counts.py and detection.py.
 
-python benchmarks/report.py --counts RESULTS/counts --detection RESULTS/detection.json --png docs/benchmarks
+python benchmarks/report.py --counts RESULTS/counts_v3 --history RESULTS/counts RESULTS/counts_v2 \
+    --detection RESULTS/detection.json --png docs/benchmarks
+
+``--counts`` folders give the main table and the plots; ``--history`` folders (runs with
+earlier code or an earlier bundled model) a second table whose rows name their folder.
 """
 
 from __future__ import annotations
@@ -36,21 +40,38 @@ LABELS = {
     "finetune_noaug": "fine-tune, no flips/rotations/shifts",
     "finetune_norecal": "fine-tune, no recalibration first",
     "finetune_lr1e-5": "fine-tune, Adam 1e-5 instead of 1e-4",
-    "recalibrated_v2": "v2: recalibrated, kept if validation agrees",
-    "finetune_v2": "v2: set-sum fine-tune, recalibration kept if validation agrees",
 }
-CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base", "finetune_v2")
+CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base")
+# methods that do not use the bundled model: the history table leaves them out
+MODEL_FREE = {
+    "intensity",
+    "frangi",
+    "setsum",
+    "base",
+    "gpunet_scratch",
+    "setsum_mae",
+    "base_mae",
+    "threshold_volume",
+}
 
 
-def load_counts(folders: list[Path]) -> dict:
-    """{method: {size: [result, …]}}; a folder named *_v2 holds runs after a code change."""
+def load_counts(folders: list[Path], name_rows: bool = False) -> dict:
+    """{method: {size: [result, …]}}; with ``name_rows`` (history) the key is "folder: method"
+    and only the methods that use the bundled model are kept."""
     out: dict = defaultdict(lambda: defaultdict(list))
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
             r = json.loads(path.read_text())
-            method = r["method"] + ("_v2" if folder.name.endswith("_v2") else "")
+            if name_rows and r["method"] in MODEL_FREE:
+                continue
+            method = f"{folder.name}: {r['method']}" if name_rows else r["method"]
             out[method][r["size"]].append(r)
     return out
+
+
+def _label(method: str) -> str:
+    folder, sep, name = method.rpartition(": ")
+    return f"{folder}{sep}{LABELS.get(name, name)}"
 
 
 def counts_table(res: dict, methods=None) -> str:
@@ -59,7 +80,8 @@ def counts_table(res: dict, methods=None) -> str:
         "| SD of counts | train min | min to best |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = [m for m in LABELS if m in res] + [m for m in res if m not in LABELS]
+    rank = {m: i for i, m in enumerate(LABELS)}
+    order = sorted(res, key=lambda m: (m.rpartition(": ")[0], rank.get(m.rpartition(": ")[2], len(rank))))
     for method in order:
         by_size = res[method]
         if methods is not None and method not in methods:
@@ -76,7 +98,7 @@ def counts_table(res: dict, methods=None) -> str:
             minutes = f"{np.mean(minutes):.1f}" if minutes else "–"
             best = f"{np.mean(best):.1f}" if best else "–"
             rows.append(
-                f"| {LABELS.get(method, method)} | {size} | {len(rs)} | {stat(lambda t: t['icc21'])} | "
+                f"| {_label(method)} | {size} | {len(rs)} | {stat(lambda t: t['icc21'])} | "
                 f"{stat(lambda t: t['icc31'])} | {stat(lambda t: t['mae'])} | {stat(lambda t: t['mse'])} | "
                 f"{stat(lambda t: t['vs_rater']['icc21'])} | {np.mean([r['pred_sd'] for r in rs]):.2f} | "
                 f"{minutes} | {best} |"
@@ -112,7 +134,7 @@ def plot_counts(res: dict, png: Path) -> None:
 
 def plot_training(res: dict, png: Path, size: int = 25) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for method in ("finetune", "finetune_v2", "setsum", "base", "gpunet_scratch"):
+    for method in ("finetune", "setsum", "base", "gpunet_scratch"):
         for r in res.get(method, {}).get(size, []):
             h = r.get("history") or []
             ax.plot(
@@ -162,6 +184,7 @@ def plot_froc(det: dict, png: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--counts", type=Path, nargs="*", default=[])
+    ap.add_argument("--history", type=Path, nargs="*", default=[])
     ap.add_argument("--detection", type=Path, nargs="*", default=[])
     ap.add_argument("--png", type=Path, required=True)
     a = ap.parse_args()
@@ -171,6 +194,8 @@ def main() -> None:
         print(counts_table(res), end="\n\n")
         plot_counts(res, a.png / "counts.png")
         plot_training(res, a.png / "training.png")
+    if a.history:
+        print(counts_table(load_counts(a.history, name_rows=True)), end="\n\n")
     for path in a.detection:
         det = json.loads(path.read_text())
         print(f"GP-UNet: {det['gpunet']}\n\n{detection_table(det)}\n")

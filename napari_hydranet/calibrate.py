@@ -53,7 +53,10 @@ def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, act
             bias.add_(mean_label - net(x).mean().item())
             return
         z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
-        inside = z[x.expand_as(z) > 0] if (x > 0).any() else z.flatten()
+        roi = (x > 0).float()
+        if roi.shape[-3:] != z.shape[-3:]:  # no decoder: the last features are coarser
+            roi = torch.nn.functional.adaptive_max_pool3d(roi, z.shape[-3:])
+        inside = z[roi.expand_as(z) > 0] if (x > 0).any() else z.flatten()
         spread = inside.float().std().item() or 1.0
 
         def first_counts(sign: float) -> tuple[float, torch.Tensor]:

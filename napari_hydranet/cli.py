@@ -40,9 +40,11 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
     elif kind == "step" and tty:
         _progress(event["step"], event["steps"], f"epoch {event['epoch']} loss {event['loss']:.3g}")
     elif kind == "epoch":
+        scaled = f"  at best scale {event['val_icc21_scaled']:6.3f}" if "val_icc21_scaled" in event else ""
         print(
-            f"epoch {event['epoch']:4d}  loss {event['loss']:9.4g}  val ICC(2,1) {event['val_icc21']:6.3f}  "
-            f"MAE {event['val_mae']:7.3f}  spread {event['val_pred_sd']:6.2f}  {event['seconds']:5.1f}s",
+            f"epoch {event['epoch']:4d}  loss {event['loss']:9.4g}  "
+            f"val ICC(2,1) {event['val_icc21']:6.3f}{scaled}  MAE {event['val_mae']:7.3f}  "
+            f"spread {event['val_pred_sd']:6.2f}  {event['seconds']:5.1f}s",
             flush=True,
         )
     elif kind == "checkpoint":
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="model folder to fine-tune, or 'default' for the bundled one")
     t.add_argument("--loss", choices=["mse", "mae"], default="mse")
     t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
-    t.add_argument("--lr", type=float, help="learning rate (adam 1e-3, adadelta 1.0)")
+    t.add_argument("--lr", type=float, help="learning rate (default: adam 1e-4, adadelta 1.0)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--json", action="store_true", help="print events as JSON lines")

@@ -161,9 +161,9 @@ def evaluate_counts(net, images: torch.Tensor, device, batch: int = 4) -> np.nda
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def _score(metrics: dict) -> tuple[float, float]:
-    """Higher is better: ICC(2,1), then lower MAE."""
-    icc = metrics.get("icc21")
+def _score(metrics: dict, key: str = "icc21") -> tuple[float, float]:
+    """Higher is better: ICC(2,1) (or ``key``), then lower MAE."""
+    icc = metrics.get(key)
     return (icc if icc is not None and math.isfinite(icc) else -1e9, -metrics.get("mae", 1e9))
 
 
@@ -243,12 +243,18 @@ def train(
     }
     use_amp = device.type == "cuda"
     reason, epoch, wait = "finished", start_epoch - 1, 0
+    # Pretraining on lesion masks alone leaves the count's scale to a refit afterwards
+    # (calibrate.recalibrate_density), so its checkpoints are compared at their best scale.
+    score_key = "icc21_scaled" if cfg.density_dir and cfg.count_weight == 0 else "icc21"
 
     def finish_epoch(epoch: int, loss: float, te: float) -> Iterator[dict]:
         """Validate; keep the model when it is the best so far."""
         nonlocal best
         pred = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
         metrics = agreement(pred, val_set.labels)
+        if score_key == "icc21_scaled":
+            scale = float(pred @ val_set.labels) / max(float(pred @ pred), 1e-12)
+            metrics["icc21_scaled"] = agreement(scale * pred, val_set.labels)["icc21"]
         record = {
             "epoch": epoch,
             "loss": loss,
@@ -259,8 +265,8 @@ def train(
         }
         history.append(record)
         yield {"event": "epoch", **record}
-        if best is None or _score(metrics) > _score(
-            {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+        if best is None or _score(metrics, score_key) > _score(
+            {k[4:]: v for k, v in best.items() if k.startswith("val_")}, score_key
         ):
             best = record
             save_model(

@@ -1,8 +1,9 @@
 """Refitting a trained model's count level and scale (the quick first step of a fine-tune)."""
 
+import pytest
 import torch
 
-from napari_hydranet.calibrate import recalibrate, recalibrate_density
+from napari_hydranet.calibrate import calibrate_output, recalibrate, recalibrate_density
 from napari_hydranet.nets import GPUNet
 
 
@@ -40,3 +41,18 @@ def test_density_recalibration_never_counts_every_voxel():
     with torch.no_grad():
         assert float(net.last.bias) <= 0
         assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0
+
+
+@pytest.mark.parametrize("decoder", [True, False], ids=["gp-unet", "cam-like"])
+def test_density_head_starts_on_the_labels_scale(decoder):
+    """calibrate_output: first counts average the mean label, black images count 0."""
+    torch.manual_seed(0)
+    net = GPUNet(features=(4, 8, 16), head="density", decoder=decoder)
+    x = torch.rand(10, 1, 16, 16, 12)
+    x[:, :, :4] = 0  # outside the ROI
+    y = torch.linspace(1, 10, 10)
+    calibrate_output(net, x, y)
+    with torch.no_grad():
+        counts = net(x)
+        assert abs(float(counts.mean()) - 5.5) < 0.2 * 5.5 and float(counts.std()) > 0
+        assert float(net(torch.zeros(1, 1, 16, 16, 12))) == 0.0

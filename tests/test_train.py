@@ -113,3 +113,37 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
     assert fit["mse_after"] < fit["mse_before"]
     with pytest.raises(HydranetError, match="--init"):
         list(train(_cfg(cohort, tmp_path / "c", recalibrate_only=True)))
+
+
+def test_pretraining_on_lesion_masks_keeps_the_best_scaled_checkpoint(cohort, tmp_path):
+    """With a density target only, checkpoints are compared after a least-squares count scale."""
+    import nibabel as nib
+
+    masks = tmp_path / "lesion_masks"
+    masks.mkdir()
+    centres: dict[str, list] = {}
+    for line in (cohort / "lesions.csv").read_text().split()[1:]:
+        name, *ijk = line.split(",")
+        centres.setdefault(name, []).append([round(float(v)) for v in ijk])
+    for scan in sorted((cohort / "scans").iterdir()):
+        img = nib.load(scan)
+        lab = np.zeros(img.shape, np.uint8)
+        for n, (i, j, k) in enumerate(centres.get(scan.name, []), start=1):
+            lab[i - 1 : i + 2, j - 1 : j + 2, k] = n
+        nib.save(nib.Nifti1Image(lab, img.affine), masks / scan.name)
+    cfg = _cfg(
+        cohort,
+        tmp_path / "m",
+        arch="gpunet",
+        arch_args={"features": [4, 8]},
+        epochs=3,
+        density_dir=str(masks),
+    )
+    events = list(train(cfg))
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 3 and all(np.isfinite(e["val_icc21_scaled"]) for e in epochs)
+    best = max(epochs, key=lambda e: (e["val_icc21_scaled"], -e["val_mae"]))
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["validation"]
+    assert saved["epoch"] == best["epoch"] and saved["icc21_scaled"] == pytest.approx(
+        best["val_icc21_scaled"]
+    )
