@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .augment import augment
-from .calibrate import calibrate_output, recalibrate
+from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import Cohort, load_cohort, split_validation
 from .device import select_device
 from .errors import HydranetError
@@ -36,6 +36,7 @@ from .setsum import BLACK, epoch_batches, set_sum_loss
 # 1e-4 with a short linear warm-up trains steadily (docs/benchmarks.md).
 OPTIMIZERS = {"adam": (torch.optim.Adam, 1e-4), "adadelta": (torch.optim.Adadelta, 1.0)}
 WARMUP_STEPS = 30
+REFIT_SCANS = 120  # training scans for the count refit that scores pretraining checkpoints
 
 
 @dataclass
@@ -243,18 +244,24 @@ def train(
     }
     use_amp = device.type == "cuda"
     reason, epoch, wait = "finished", start_epoch - 1, 0
-    # Pretraining on lesion masks alone leaves the count's scale to a refit afterwards
-    # (calibrate.recalibrate_density), so its checkpoints are compared at their best scale.
-    score_key = "icc21_scaled" if cfg.density_dir and cfg.count_weight == 0 else "icc21"
+    # Pretraining on lesion masks alone leaves the count's scale and threshold to a refit
+    # afterwards (calibrate.recalibrate_density), so checkpoints are compared after that refit.
+    score_key = "icc21_refit" if cfg.density_dir and cfg.count_weight == 0 else "icc21"
+    if score_key == "icc21_refit":
+        refit_x = torch.from_numpy(train_set.images[:REFIT_SCANS, None]).to(device)
+        refit_y = torch.from_numpy(train_set.labels[:REFIT_SCANS]).to(device)
 
     def finish_epoch(epoch: int, loss: float, te: float) -> Iterator[dict]:
         """Validate; keep the model when it is the best so far."""
         nonlocal best
         pred = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
         metrics = agreement(pred, val_set.labels)
-        if score_key == "icc21_scaled":
-            scale = float(pred @ val_set.labels) / max(float(pred @ pred), 1e-12)
-            metrics["icc21_scaled"] = agreement(scale * pred, val_set.labels)["icc21"]
+        if score_key == "icc21_refit":
+            saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            recalibrate_density(net, refit_x, refit_y)
+            refit = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
+            metrics["icc21_refit"] = agreement(refit, val_set.labels)["icc21"]
+            net.load_state_dict(saved)
         record = {
             "epoch": epoch,
             "loss": loss,

@@ -115,8 +115,8 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
         list(train(_cfg(cohort, tmp_path / "c", recalibrate_only=True)))
 
 
-def test_pretraining_on_lesion_masks_keeps_the_best_scaled_checkpoint(cohort, tmp_path):
-    """With a density target only, checkpoints are compared after a least-squares count scale."""
+def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, tmp_path):
+    """With a density target only, checkpoints are compared after the count's refit."""
     import nibabel as nib
 
     masks = tmp_path / "lesion_masks"
@@ -141,9 +141,7 @@ def test_pretraining_on_lesion_masks_keeps_the_best_scaled_checkpoint(cohort, tm
     )
     events = list(train(cfg))
     epochs = [e for e in events if e["event"] == "epoch"]
-    assert len(epochs) == 3 and all(np.isfinite(e["val_icc21_scaled"]) for e in epochs)
-    best = max(epochs, key=lambda e: (e["val_icc21_scaled"], -e["val_mae"]))
+    assert len(epochs) == 3 and all(np.isfinite(e["val_icc21_refit"]) for e in epochs)
+    best = max(epochs, key=lambda e: (e["val_icc21_refit"], -e["val_mae"]))
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["validation"]
-    assert saved["epoch"] == best["epoch"] and saved["icc21_scaled"] == pytest.approx(
-        best["val_icc21_scaled"]
-    )
+    assert saved["epoch"] == best["epoch"] and saved["icc21_refit"] == pytest.approx(best["val_icc21_refit"])
