@@ -13,13 +13,16 @@ The bundled model was made in two stages (2-core CPU, 28 + 75 minutes):
     hydranet train SIM/pretrain_all/scans --labels SIM/pretrain_all/train.csv \\
         --val-labels SIM/pretrain_all/val.csv --masks SIM/pretrain_all/masks \\
         --density SIM/pretrain_all/lesion_masks --out PRE --init PRE1 --no-recalibrate --epochs 40 \\
-        --time-limit 75 --lr 5e-4 --heads 1 --p-black 0 --sets-per-batch 4 \\
+        --time-limit 50 --lr 5e-4 --heads 1 --p-black 0 --sets-per-batch 4 \\
         --label-name "EPVS count in the basal ganglia" --unit lesions
     python benchmarks/pretrain_default.py PRE SIM --pretrain SIM/pretrain_all --seeds 100 101 \\
-        --out napari_hydranet/data/default_model
+        --out napari_hydranet/data/default_model --note "$NOTE"
 
 (First stage: train.csv the first 280 rows of SIM/pretrain/expert.csv, val.csv the last 20;
-it stopped at its time limit after 12 epochs, best epoch 9.) This script
+it stopped at its time limit after 12 epochs, best epoch 9, chosen by the raw count's ICC.
+Second stage: run once for 4 epochs (20 min), stopped when that score proved misleading
+(docs/convergence.md), then continued with ``--resume`` under the score after the count refit
+for 12 more epochs (50 min), best epoch 12. NOTE is the card's account of these stages.) This script
 refits the count scale and threshold on the pretraining scans (``recalibrate_density``),
 measures held-out counts (ICC against the expert count) and detections (sensitivity and
 false positives per scan within 3 voxels of the simulated lesion centres), writes the card
@@ -72,6 +75,7 @@ def main() -> None:
     ap.add_argument("--pretrain", type=Path, help="the pretraining cohort (default: SIM/pretrain)")
     ap.add_argument("--seeds", nargs="+", default=["100"], help="its simulation seeds, for the card")
     ap.add_argument("--calibration-scans", type=int, default=120)
+    ap.add_argument("--note", default="", help="how it was pretrained (stages), for the card")
     a = ap.parse_args()
     model = load_model(a.pretrained)
     pre = a.pretrain or a.sim / "pretrain"
@@ -100,7 +104,7 @@ def main() -> None:
             f"{len(cohort)} simulated PD/T2-like basal-ganglia scans (benchmarks/simulate.py, "
             f"seed{'s' if len(a.seeds) > 1 else ''} {' and '.join(a.seeds)}, "
             "MNI152 anatomy, EPVS-like lesions with confounders), pretrained on their lesion masks, "
-            f"count scale and threshold refit on {n} of them"
+            f"count scale and threshold refit on {n} of them" + (f"; {a.note}" if a.note else "")
         ),
         recalibration=fit,
     )

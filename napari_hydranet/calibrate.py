@@ -24,6 +24,14 @@ def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float
     return w, float(y.double().mean())
 
 
+def _roi_like(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Where the input is non-zero (the ROI), on the grid of the maps z (coarser without a decoder)."""
+    roi = (x > 0).float()
+    if roi.shape[-3:] != z.shape[-3:]:
+        roi = torch.nn.functional.adaptive_max_pool3d(roi, z.shape[-3:])
+    return roi.expand_as(z) > 0
+
+
 def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, active: float = 0.02) -> None:
     """Set the output layer from data so that training starts on the labels' scale.
 
@@ -53,10 +61,7 @@ def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, act
             bias.add_(mean_label - net(x).mean().item())
             return
         z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
-        roi = (x > 0).float()
-        if roi.shape[-3:] != z.shape[-3:]:  # no decoder: the last features are coarser
-            roi = torch.nn.functional.adaptive_max_pool3d(roi, z.shape[-3:])
-        inside = z[roi.expand_as(z) > 0] if (x > 0).any() else z.flatten()
+        inside = z[_roi_like(x, z)] if (x > 0).any() else z.flatten()
         spread = inside.float().std().item() or 1.0
 
         def first_counts(sign: float) -> tuple[float, torch.Tensor]:
@@ -101,7 +106,7 @@ def recalibrate_density(
         return float(((scale * total - yd) ** 2).mean()), scale
 
     before = float(((net(x).double() - yd) ** 2).mean()) if len(x) <= 64 else float("nan")
-    inside = z[x.expand_as(z) > 0].float()[:2_000_000]
+    inside = z[_roi_like(x, z)].float()[:2_000_000]
     levels = torch.quantile(inside, torch.linspace(0.9, 0.9999, 40).to(inside)).tolist()
     # b ≤ 0 keeps a black image at exactly 0 (bias-free convolutions give z = 0 there): a
     # positive b would count every voxel a little, and set-sum's black slots would explode

@@ -56,3 +56,5 @@ def test_density_head_starts_on_the_labels_scale(decoder):
         counts = net(x)
         assert abs(float(counts.mean()) - 5.5) < 0.2 * 5.5 and float(counts.std()) > 0
         assert float(net(torch.zeros(1, 1, 16, 16, 12))) == 0.0
+    fit = recalibrate(net, x, 2 * y)  # and a later refit to another rater's scale
+    assert fit["mse_after"] < fit["mse_before"] and fit["scale"] > 0
