@@ -40,6 +40,7 @@ LABELS = {
     "finetune_noaug": "fine-tune, no flips/rotations/shifts",
     "finetune_norecal": "fine-tune, no recalibration first",
     "finetune_lr1e-5": "fine-tune, Adam 1e-5 instead of 1e-4",
+    "cam": "CAM-like net (bundled encoder, no upsampling path), set-sum on counts",
 }
 CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base")
 # methods that do not use the bundled model: the history table leaves them out

@@ -145,3 +145,12 @@ def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, 
     best = max(epochs, key=lambda e: (e["val_icc21_refit"], -e["val_mae"]))
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["validation"]
     assert saved["epoch"] == best["epoch"] and saved["icc21_refit"] == pytest.approx(best["val_icc21_refit"])
+
+
+def test_few_validation_scans_are_flagged(cohort, tmp_path):
+    def notes(**kw):
+        events = train(_cfg(cohort, tmp_path / str(len(kw)), epochs=1, **kw))
+        return next(e for e in events if e["event"] == "start")["notes"]
+
+    assert any("only 2 validation scans" in n for n in notes(val_fraction=0.1))
+    assert not any("validation scans" in n for n in notes())  # 25 scans: 5 held out
