@@ -58,21 +58,18 @@ ABLATIONS = {
     "finetune_norecal": {"recalibrate": False},
     "finetune_lr1e-5": {"lr": 1e-5},
 }
-METHODS = (
+# methods that do not use the bundled model (report.py keeps them out of its history table)
+MODEL_FREE = (
     "intensity",
     "frangi",
-    "default",
-    "recalibrated",
-    "finetune",
     "setsum",
     "base",
     "gpunet_scratch",
     "setsum_mae",
     "base_mae",
     "threshold_volume",
-    "cam",
-    *ABLATIONS,
 )
+METHODS = (*MODEL_FREE, "default", "recalibrated", "finetune", "cam", *ABLATIONS)
 
 
 def frangi_maps(sim) -> np.ndarray:

@@ -38,24 +38,13 @@ from common import (  # noqa: E402
 )
 
 from napari_hydranet.models import load_model  # noqa: E402
-from napari_hydranet.nets.blocks import crop_to, pad_to_multiple  # noqa: E402
-
-
-def _plain_count(net, x: torch.Tensor) -> torch.Tensor:
-    """The count with the ordinary ReLU gradient: GP-UNet's density head passes a softplus
-    gradient through its ReLU for training, which would smear the saliency over the ROI."""
-    if getattr(net, "head", None) != "density":
-        return net(x)
-    xp, size = pad_to_multiple(x, net.multiple)
-    z = torch.nn.functional.conv3d(net.features(xp), net.last.weight, net.last.bias)
-    return net.count_scale * torch.relu(crop_to(z, size)).sum()
 
 
 def saliency(model, image: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """|∂count/∂input|, smoothed, inside the ROI (the input's non-zero voxels)."""
     x = torch.from_numpy(image)[None, None].clone().requires_grad_(True)
-    model.net.eval()
-    _plain_count(model.net, x).sum().backward()
+    model.net.eval()  # in eval GP-UNet's density passes the plain ReLU gradient
+    model.net(x).sum().backward()
     g = np.abs(x.grad[0, 0].numpy())
     return ndimage.gaussian_filter(g, sigma) * (image > 0)
 

@@ -1,7 +1,7 @@
 """Tables (Markdown, printed) and plots (PNG) from the results of counts.py and detection.py.
 
-python benchmarks/report.py --counts RESULTS/counts_v3 --history RESULTS/counts RESULTS/counts_v2 \
-    --detection RESULTS/detection.json --png docs/benchmarks
+python benchmarks/report.py --counts RESULTS/model2 --history RESULTS/model1 RESULTS/model1-guarded \
+    --detection RESULTS/detection_*.json --png docs/benchmarks
 
 ``--counts`` folders give the main table and the plots; ``--history`` folders (runs with
 earlier code or an earlier bundled model) a second table whose rows name their folder.
@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from counts import MODEL_FREE  # noqa: E402
 
 LABELS = {
     "intensity": "threshold + components (no network)",
@@ -43,17 +44,6 @@ LABELS = {
     "cam": "CAM-like net (bundled encoder, no upsampling path), set-sum on counts",
 }
 CURVES = ("intensity", "frangi", "default", "recalibrated", "finetune", "setsum", "base")
-# methods that do not use the bundled model: the history table leaves them out
-MODEL_FREE = {
-    "intensity",
-    "frangi",
-    "setsum",
-    "base",
-    "gpunet_scratch",
-    "setsum_mae",
-    "base_mae",
-    "threshold_volume",
-}
 
 
 def load_counts(folders: list[Path], name_rows: bool = False) -> dict:

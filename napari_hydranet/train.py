@@ -254,15 +254,17 @@ def train(
         refit_x = torch.from_numpy(train_set.images[:REFIT_SCANS, None]).to(device)
         refit_y = torch.from_numpy(train_set.labels[:REFIT_SCANS]).to(device)
 
+    val_x = torch.from_numpy(val_set.images[:, None])
+
     def finish_epoch(epoch: int, loss: float, te: float) -> Iterator[dict]:
         """Validate; keep the model when it is the best so far."""
         nonlocal best
-        pred = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
+        pred = evaluate_counts(net, val_x, device)
         metrics = agreement(pred, val_set.labels)
         if score_key == "icc21_refit":
             saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
             recalibrate_density(net, refit_x, refit_y)
-            refit = evaluate_counts(net, torch.from_numpy(val_set.images[:, None]), device)
+            refit = evaluate_counts(net, val_x, device)
             metrics["icc21_refit"] = agreement(refit, val_set.labels)["icc21"]
             net.load_state_dict(saved)
         record = {
@@ -293,7 +295,6 @@ def train(
     if base is not None and not resume:  # epoch 0: the starting model, recalibrated if that helps
         te = time.monotonic()
         if cfg.recalibrate or cfg.recalibrate_only:
-            val_x = torch.from_numpy(val_set.images[:, None])
             before = agreement(evaluate_counts(net, val_x, device), val_set.labels)
             saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
             fit = recalibrate(

@@ -38,7 +38,8 @@ class GPUNet(nn.Module):
     background at exactly zero (it then adds neither count nor gradient). The convolutions
     have no bias, so an all-zero (black) image gives a count of exactly 0, as set-sum
     augmentation assumes (000 Eq. 2). The ReLU passes a softplus gradient, so it cannot
-    die. ``train.calibrate_output`` sets b and s from data before training.
+    die (in training mode; eval passes the plain ReLU gradient, as saliency maps need).
+    ``train.calibrate_output`` sets b and s from data before training.
 
     ``decoder=False`` drops the upsampling path (the CAM-like regression network, 004
     baseline d); its heatmap is upsampled to the input size.
@@ -106,8 +107,9 @@ class GPUNet(nn.Module):
         xp, size = pad_to_multiple(x, self.multiple)
         f = self.features(xp)
         z = F.conv3d(f, self.last.weight)  # Σ wᵢ fᵢ, without bias
-        if self.head == "density":
-            z = self.count_scale * soft_gradient_relu(z + self.last.bias.view(1, -1, 1, 1, 1))
+        if self.head == "density":  # the softplus gradient is for training; eval (saliency) gets ReLU's
+            relu = soft_gradient_relu if self.training else F.relu
+            z = self.count_scale * relu(z + self.last.bias.view(1, -1, 1, 1, 1))
         if not self.decoder:
             cells = (xp.shape[-3] * xp.shape[-2] * xp.shape[-1]) / z[0, 0].numel()
             z = F.interpolate(z, size=xp.shape[-3:], mode="trilinear", align_corners=False)
