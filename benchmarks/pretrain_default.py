@@ -1,6 +1,6 @@
 """Build the bundled default model: pretrain on a simulated cohort, recalibrate, measure.
 
-The bundled model was made in two stages (2-core CPU, 28 + 75 minutes):
+The bundled model was made in three stages (2-core CPU, 28 + 70 + 55 minutes):
 
     python benchmarks/simulate.py SIM/pretrain --n 300 --seed 100 --workers 2
     python benchmarks/simulate.py SIM/heldout --n 100 --seed 200 --workers 2
@@ -12,21 +12,25 @@ The bundled model was made in two stages (2-core CPU, 28 + 75 minutes):
     python benchmarks/merge_cohorts.py SIM/pretrain_all SIM/pretrain SIM/pretrain2 --val 50
     hydranet train SIM/pretrain_all/scans --labels SIM/pretrain_all/train.csv \\
         --val-labels SIM/pretrain_all/val.csv --masks SIM/pretrain_all/masks \\
-        --density SIM/pretrain_all/lesion_masks --out PRE --init PRE1 --no-recalibrate --epochs 40 \\
+        --density SIM/pretrain_all/lesion_masks --out PRE2 --init PRE1 --no-recalibrate --epochs 40 \\
         --time-limit 50 --lr 5e-4 --heads 1 --p-black 0 --sets-per-batch 4 \\
         --label-name "EPVS count in the basal ganglia" --unit lesions
-    python benchmarks/pretrain_default.py PRE SIM --pretrain SIM/pretrain_all --seeds 100 101 \\
-        --out napari_hydranet/data/default_model --note "$NOTE"
+    (stage 3: the same command with --out PRE3 --init PRE2 --time-limit 55 --lr 1e-4)
+    python benchmarks/simulate.py SIM/select --n 100 --seed 102 --workers 2
+    python benchmarks/pretrain_default.py PRE2 PRE3 PRE3/resume SIM --pretrain SIM/pretrain_all \\
+        --select SIM/select --seeds 100 101 --out napari_hydranet/data/default_model --note "$NOTE"
 
 (First stage: train.csv the first 280 rows of SIM/pretrain/expert.csv, val.csv the last 20;
 it stopped at its time limit after 12 epochs, best epoch 9, chosen by the raw count's ICC.
 Second stage: run once for 4 epochs (20 min), stopped when that score proved misleading
 (docs/convergence.md), then continued with ``--resume`` under the score after the count refit
-for 12 more epochs (50 min), best epoch 12. NOTE is the card's account of these stages.) This script
-refits the count scale and threshold on the pretraining scans (``recalibrate_density``),
-measures held-out counts (ICC against the expert count) and detections (sensitivity and
-false positives per scan within 3 voxels of the simulated lesion centres), writes the card
-and saves the folder.
+for 12 more epochs (50 min), best epoch 12. Third stage: 14 epochs at a fifth of the learning
+rate, best epoch 9. NOTE is the card's account of these stages.) This script refits the count
+scale and threshold on the pretraining scans (``recalibrate_density``); given several models,
+keeps the one whose refitted counts agree best with the expert on the ``--select`` cohort;
+measures held-out counts (ICC against the expert count) and detections (sensitivity and false
+positives per scan within 3 voxels of the simulated lesion centres), writes the card and saves
+the folder.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from napari_hydranet.calibrate import recalibrate_density
 from napari_hydranet.data import load_cohort
@@ -67,24 +72,58 @@ def evaluate(model, sim: Path, limit: int | None = None) -> dict:
     return {"counts": agreement(preds, [expert[n] for n in names]), "detection": detection_scores(matches)}
 
 
+def portable(value, sim: Path):
+    """A path of this machine as the card tells it: SIM/... inside the simulation folder, else its name."""
+    if not (isinstance(value, str) and value.startswith("/")):
+        return value
+    path = Path(value)
+    return f"SIM/{path.relative_to(sim)}" if path.is_relative_to(sim) else path.name
+
+
+def load_candidate(path: Path):
+    """A model folder, or a training's ``resume/`` folder: its last epoch's weights."""
+    if not (path / "state.safetensors").exists():
+        return load_model(path)
+    model = load_model(path.parent)
+    state = load_file(str(path / "state.safetensors"))
+    model.net.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    return model
+
+
+def refit(model, cohort, n: int) -> dict:
+    """Refit the count scale and threshold on the first ``n`` pretraining scans (in place)."""
+    x = torch.from_numpy(cohort.images[:n, None])
+    return recalibrate_density(model.net, x, torch.from_numpy(cohort.labels[:n]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("pretrained", type=Path)
+    ap.add_argument("pretrained", type=Path, nargs="+", help="model folder(s); several: see --select")
     ap.add_argument("sim", type=Path, help="folder with pretrain/ and heldout/ cohorts")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pretrain", type=Path, help="the pretraining cohort (default: SIM/pretrain)")
+    ap.add_argument("--select", type=Path, help="cohort that chooses among several models (not held-out)")
     ap.add_argument("--seeds", nargs="+", default=["100"], help="its simulation seeds, for the card")
     ap.add_argument("--calibration-scans", type=int, default=120)
     ap.add_argument("--note", default="", help="how it was pretrained (stages), for the card")
     a = ap.parse_args()
-    model = load_model(a.pretrained)
+    if len(a.pretrained) > 1 and a.select is None:
+        ap.error("several models need --select, a cohort to choose among them")
     pre = a.pretrain or a.sim / "pretrain"
-    cohort = load_cohort(pre / "scans", pre / "train.csv", model.preprocess, pre / "masks")
+    models = [load_candidate(path) for path in a.pretrained]
+    cohort = load_cohort(pre / "scans", pre / "train.csv", models[0].preprocess, pre / "masks")
     n = min(a.calibration_scans, len(cohort))
-    fit = recalibrate_density(
-        model.net, torch.from_numpy(cohort.images[:n, None]), torch.from_numpy(cohort.labels[:n])
-    )
-    print("recalibration:", fit)
+    fits = [refit(model, cohort, n) for model in models]
+    best, selection = 0, None
+    if len(models) > 1:
+        scores = [evaluate(model, a.select)["counts"]["icc21"] for model in models]
+        for path, icc in zip(a.pretrained, scores):
+            print(f"{path}: ICC(2,1) on {a.select} after the refit {icc:.3f}", flush=True)
+        best = int(np.argmax(scores))
+        names = [f"{p.parent.name} (last epoch)" if p.name == "resume" else p.name for p in a.pretrained]
+        selection = {"cohort": a.select.name, "icc21": dict(zip(names, scores)), "chosen": names[best]}
+    path, model, fit = a.pretrained[best], models[best], fits[best]
+    print(f"chosen: {path}; recalibration: {fit}")
     result = evaluate(model, a.sim / "heldout")
     print("held-out:", result)
     c, d = result["counts"], result["detection"]
@@ -98,8 +137,12 @@ def main() -> None:
             "fine-tune it on labelled scans of your own cohort before trusting its counts."
         ),
     )
+    training = config["training"]
+    sim = a.sim.resolve()
+    training["labels_file"] = portable(training.get("labels_file"), sim)
+    training["settings"] = {k: portable(v, sim) for k, v in training.get("settings", {}).items()}
     config["training"] = dict(
-        config["training"],
+        training,
         data=(
             f"{len(cohort)} simulated PD/T2-like basal-ganglia scans (benchmarks/simulate.py, "
             f"seed{'s' if len(a.seeds) > 1 else ''} {' and '.join(a.seeds)}, "
@@ -107,6 +150,7 @@ def main() -> None:
             f"count scale and threshold refit on {n} of them" + (f"; {a.note}" if a.note else "")
         ),
         recalibration=fit,
+        **({"selection": selection} if selection else {}),
     )
     save_model(a.out, model.net, config)
     print(
