@@ -41,13 +41,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from napari_hydranet.calibrate import recalibrate_density
 from napari_hydranet.data import load_cohort
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement, detection_scores, match
 from napari_hydranet.models import load_model, save_model
+from napari_hydranet.train import resume_weights
 
 
 def lesion_centres(lesions_csv: Path) -> dict[str, np.ndarray]:
@@ -85,8 +85,7 @@ def load_candidate(path: Path):
     if not (path / "state.safetensors").exists():
         return load_model(path)
     model = load_model(path.parent)
-    state = load_file(str(path / "state.safetensors"))
-    model.net.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    model.net.load_state_dict(resume_weights(path))
     return model
 
 

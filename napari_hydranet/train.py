@@ -122,13 +122,22 @@ def _save_resume(folder: Path, net, opt, state: dict, gen: torch.Generator) -> N
     atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1).encode())
 
 
+def _net_weights(tensors: dict) -> dict:
+    return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def resume_weights(folder: Path) -> dict:
+    """The network's weights at the last finished epoch, from a training's ``resume/`` folder."""
+    return _net_weights(load_file(str(Path(folder) / "state.safetensors")))
+
+
 def _load_resume(folder: Path, net, opt, gen: torch.Generator) -> dict:
     try:
         state = json.loads((folder / "state.json").read_text())
         tensors = load_file(str(folder / "state.safetensors"))
     except (OSError, json.JSONDecodeError) as exc:
         raise HydranetError(f"{folder}: cannot resume ({exc})") from None
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.load_state_dict(_net_weights(tensors))
     opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
     for key, v in tensors.items():
         if key.startswith("opt."):
