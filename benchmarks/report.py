@@ -4,7 +4,9 @@ python benchmarks/report.py --counts RESULTS/model2 --history RESULTS/model1 RES
     --detection RESULTS/detection_*.json --png docs/benchmarks
 
 ``--counts`` folders give the main table and the plots; ``--history`` folders (runs with
-earlier code or an earlier bundled model) a second table whose rows name their folder.
+earlier code or an earlier bundled model) a second table whose rows name their folder;
+each ``--cohort`` folder (runs on another cohort) a table of its own. After each counts
+table, set-sum minus the n = 1 fine-tune, seed by seed.
 """
 
 from __future__ import annotations
@@ -97,6 +99,25 @@ def counts_table(res: dict, methods=None) -> str:
     return "\n".join(rows)
 
 
+def paired_table(res: dict, a: str = "finetune", b: str = "finetune_n1") -> str:
+    """Method a minus method b, ICC(2,1) on the same training scans (size, seed), and the mean."""
+    rows = ["| scans | seed | vs expert | vs rater |", "|---|---|---|---|"]
+    diffs = []
+    for size in sorted(set(res.get(a, {})) & set(res.get(b, {}))):
+        other = {r["seed"]: r["test"] for r in res[b][size]}
+        for r in sorted(res[a][size], key=lambda r: r["seed"]):
+            if r["seed"] in other:
+                t, u = r["test"], other[r["seed"]]
+                d = (t["icc21"] - u["icc21"], t["vs_rater"]["icc21"] - u["vs_rater"]["icc21"])
+                diffs.append(d)
+                rows.append(f"| {size} | {r['seed']} | {d[0]:+.3f} | {d[1]:+.3f} |")
+    if not diffs:
+        return ""
+    mean = np.mean(diffs, axis=0)
+    rows.append(f"| mean of {len(diffs)} | | {mean[0]:+.3f} | {mean[1]:+.3f} |")
+    return f"{LABELS[a]} minus {LABELS[b]}\n\n" + "\n".join(rows)
+
+
 def plot_counts(res: dict, png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for method, by_size in res.items():
@@ -176,6 +197,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--counts", type=Path, nargs="*", default=[])
     ap.add_argument("--history", type=Path, nargs="*", default=[])
+    ap.add_argument("--cohort", type=Path, nargs="*", default=[], help="results on other cohorts")
     ap.add_argument("--detection", type=Path, nargs="*", default=[])
     ap.add_argument("--png", type=Path, required=True)
     a = ap.parse_args()
@@ -183,10 +205,14 @@ def main() -> None:
     if a.counts:
         res = load_counts(a.counts)
         print(counts_table(res), end="\n\n")
+        print(paired_table(res), end="\n\n")
         plot_counts(res, a.png / "counts.png")
         plot_training(res, a.png / "training.png")
     if a.history:
         print(counts_table(load_counts(a.history, name_rows=True)), end="\n\n")
+    for folder in a.cohort:
+        res = load_counts([folder])
+        print(f"{folder.name}\n\n{counts_table(res)}\n\n{paired_table(res)}", end="\n\n")
     for path in a.detection:
         det = json.loads(path.read_text())
         print(f"GP-UNet: {det['gpunet']}\n\n{detection_table(det)}\n")

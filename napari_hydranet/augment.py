@@ -1,54 +1,46 @@
-"""On-the-fly standard augmentation (000 §3.2): flips, small 3D rotations, translations."""
+"""On-the-fly standard augmentation: flips and whole-voxel translations.
+
+Every output voxel is a copy of an input voxel (or zero where the image moved in), so the
+noise texture of the scan is unchanged. 000 §3.2 also rotates; resampling a rotated or
+sub-voxel-shifted image interpolates, which smooths the noise, and a count network learns
+that texture: a fine-tune trained on interpolated scans counted 28 % less on them than on
+the scans as they are, and after 30 epochs 65 % more on the real scans than on its training
+views (docs/benchmarks.md, "Augmentation").
+"""
 
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 
-def _rotation(angles: torch.Tensor) -> torch.Tensor:
-    """(B, 3) angles in radians → (B, 3, 3) rotation matrices (x, then y, then z)."""
-    cx, cy, cz = torch.cos(angles).unbind(1)
-    sx, sy, sz = torch.sin(angles).unbind(1)
-    one, zero = torch.ones_like(cx), torch.zeros_like(cx)
-    rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], 1).view(-1, 3, 3)
-    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], 1).view(-1, 3, 3)
-    rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], 1).view(-1, 3, 3)
-    return rz @ ry @ rx
+def _shifted(x: torch.Tensor, shift: list[int]) -> torch.Tensor:
+    """x: (C, I, J, K) moved by whole voxels along I, J, K; zeros where it moved in."""
+    out = torch.zeros_like(x)
+    src, dst = [slice(None)], [slice(None)]
+    for s, n in zip(shift, x.shape[1:]):
+        src.append(slice(max(0, -s), n - max(0, s)))
+        dst.append(slice(max(0, s), n - max(0, -s)))
+    out[tuple(dst)] = x[tuple(src)]
+    return out
 
 
 def augment(
-    x: torch.Tensor,
-    generator: torch.Generator,
-    flip: bool = True,
-    max_angle: float = 0.2,
-    max_shift: float = 2.0,
+    x: torch.Tensor, generator: torch.Generator, flip: bool = True, max_shift: int = 2
 ) -> torch.Tensor:
-    """Randomly flip, rotate (±``max_angle`` rad) and shift (±``max_shift`` voxels) a batch.
+    """Randomly flip each axis and shift by up to ±``max_shift`` whole voxels, image by image.
 
-    x: (B, C, I, J, K). Each image gets its own draw; trilinear resampling, zeros outside.
+    x: (B, C, I, J, K); all channels of an image move together (scan and density target).
     """
     b = x.shape[0]
-    dev = x.device
-
-    def uniform(*shape):
-        return torch.rand(*shape, generator=generator).to(dev) * 2 - 1
-
-    if flip:
-        flips = torch.rand(b, 3, generator=generator) < 0.5
-        x = torch.stack([torch.flip(x[i], [d + 1 for d in range(3) if flips[i, d]]) for i in range(b)])
-    if max_angle <= 0 and max_shift <= 0:
-        return x
-    size = torch.tensor(x.shape[2:], dtype=torch.float32, device=dev)
-    theta = torch.zeros(b, 3, 4, device=dev)
-    # affine_grid works in normalised (k, j, i) coordinates; rotate in voxel units.
-    rot = _rotation(uniform(b, 3) * max_angle)
-    scale = size.flip(0) / size.max()
-    theta[:, :, :3] = rot * (1 / scale).view(1, 3, 1) * scale.view(1, 1, 3)
-    shift = uniform(b, 3) * max_shift
-    theta[:, :, 3] = shift * 2 / size.flip(0)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    flips = torch.rand(b, 3, generator=generator) < 0.5
+    shifts = torch.randint(-max_shift, max_shift + 1, (b, 3), generator=generator)
+    out = []
+    for i in range(b):
+        xi = x[i]
+        if flip and flips[i].any():
+            xi = torch.flip(xi, [d + 1 for d in range(3) if flips[i, d]])
+        out.append(_shifted(xi, shifts[i].tolist()) if max_shift > 0 else xi)
+    return torch.stack(out)
 
 
 def flip_variants(n: int = 8) -> list[tuple[int, ...]]:

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
     t.add_argument("--time-limit", type=float, help="minutes; stop cleanly when reached")
-    t.add_argument("--no-augment", action="store_true", help="no flips/rotations/shifts")
+    t.add_argument("--no-augment", action="store_true", help="no flips or shifts")
     t.add_argument(
         "--crop",
         type=int,
