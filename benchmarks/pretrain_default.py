@@ -1,6 +1,6 @@
 """Build the bundled default model: pretrain on a simulated cohort, recalibrate, measure.
 
-The bundled model was made in three stages (2-core CPU, 28 + 70 + 55 minutes):
+The bundled model was made in four stages (2-core CPU, 28 + 70 + 55 + 48 minutes):
 
     python benchmarks/simulate.py SIM/pretrain --n 300 --seed 100 --workers 2
     python benchmarks/simulate.py SIM/heldout --n 100 --seed 200 --workers 2
@@ -18,6 +18,10 @@ The bundled model was made in three stages (2-core CPU, 28 + 70 + 55 minutes):
     (stage 3: the same command with --out PRE3 --init PRE2 --time-limit 55 --lr 1e-4)
     python benchmarks/simulate.py SIM/select --n 100 --seed 102 --workers 2
     python benchmarks/pretrain_default.py PRE2 PRE3 PRE3/resume SIM --pretrain SIM/pretrain_all \\
+        --select SIM/select --seeds 100 101 --out MODEL3 --note "$NOTE"
+    (stage 4, after 3abafac: the same command as stage 2 with --out PRE4 --init PRE3 --time-limit 48
+    --lr 1e-4)
+    python benchmarks/pretrain_default.py PRE3 PRE4 PRE4/resume SIM --pretrain SIM/pretrain_all \\
         --select SIM/select --seeds 100 101 --out napari_hydranet/data/default_model --note "$NOTE"
 
 (First stage: train.csv the first 280 rows of SIM/pretrain/expert.csv, val.csv the last 20;
@@ -25,7 +29,9 @@ it stopped at its time limit after 12 epochs, best epoch 9, chosen by the raw co
 Second stage: run once for 4 epochs (20 min), stopped when that score proved misleading
 (docs/convergence.md), then continued with ``--resume`` under the score after the count refit
 for 12 more epochs (50 min), best epoch 12. Third stage: 14 epochs at a fifth of the learning
-rate, best epoch 9. NOTE is the card's account of these stages.) This script refits the count
+rate, best epoch 9 (model 3). Fourth stage, with the voxel-copying augmentation of 3abafac
+(stages 1-3 interpolated): 11 epochs, best epoch 4 (model 4, shipped). NOTE is the card's
+account of these stages.) This script refits the count
 scale and threshold on the pretraining scans (``recalibrate_density``); given several models,
 keeps the one whose refitted counts agree best with the expert on the ``--select`` cohort;
 measures held-out counts (ICC against the expert count) and detections (sensitivity and false

@@ -1,7 +1,7 @@
 """Tables (Markdown, printed) and plots (PNG) from the results of counts.py and detection.py.
 
-python benchmarks/report.py --counts RESULTS/model3-aug --cohort RESULTS/indist-aug \
-    --history RESULTS/model1 RESULTS/model1-guarded RESULTS/model2 RESULTS/model3 \
+python benchmarks/report.py --counts RESULTS/model4 --cohort RESULTS/indist-m4 RESULTS/indist-aug \
+    --history RESULTS/model1 RESULTS/model1-guarded RESULTS/model2 RESULTS/model3 RESULTS/model3-aug \
     --detection RESULTS/detection_*.json --png docs/benchmarks
 
 ``--counts`` folders give the main table and the plots; ``--history`` folders (runs with
