@@ -58,3 +58,39 @@ def test_density_head_starts_on_the_labels_scale(decoder):
         assert float(net(torch.zeros(1, 1, 16, 16, 12))) == 0.0
     fit = recalibrate(net, x, 2 * y)  # and a later refit to another rater's scale
     assert fit["mse_after"] < fit["mse_before"] and fit["scale"] > 0
+
+
+class _SparseMap(torch.nn.Module):
+    """A density model stub whose w·f is positive on bright voxels only (x > 0.5), as few as
+    in the pretrained models (0.3 % of the ROI), and 0 on black images."""
+
+    def __init__(self):
+        super().__init__()
+        self.last = torch.nn.Conv3d(2, 1, 1)
+        self.register_buffer("count_scale", torch.ones(()))
+        with torch.no_grad():
+            self.last.weight.copy_(torch.tensor([-1.0, 2.0]).view(1, 2, 1, 1, 1))
+            self.last.bias.fill_(0.0)
+
+    def features(self, x):
+        return torch.cat([x, x**2], dim=1)
+
+    def forward(self, x):
+        return self.count_scale * torch.relu(self.last(self.features(x))).sum(dim=(1, 2, 3, 4))
+
+
+def test_density_recalibration_finds_a_threshold_among_few_positive_voxels():
+    """The threshold grid must cover the levels where w·f > 0, however few voxels reach them."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.05 + 0.4 * torch.rand(60, 1, 24, 24, 16, generator=g)
+    bright = torch.rand(x.shape, generator=g) < 0.003 * torch.linspace(0.2, 1.8, 60).view(60, 1, 1, 1, 1)
+    x[bright] = 0.5 + 0.5 * torch.rand(int(bright.sum()), generator=g)
+    net = _SparseMap()
+    with torch.no_grad():
+        z = net.last(net.features(x)) - net.last.bias.view(1, -1, 1, 1, 1)
+        y = 4.0 * torch.relu(z - 0.3).sum(dim=(1, 2, 3, 4))  # threshold 0.3 inside (0, 1), scale 4
+    fit = recalibrate_density(net, x, y, fit_threshold=True)
+    assert -0.34 < fit["bias"] < -0.26 and 3.5 < fit["scale"] < 4.5
+    assert fit["mse_after"] < 0.01 * float(y.var())
+    with torch.no_grad():
+        assert float(net(torch.zeros(1, 1, 8, 8, 8))) == 0.0
