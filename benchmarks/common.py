@@ -43,6 +43,10 @@ class SimCohort:
     images: np.ndarray  # (N, I, J, K) network inputs (default preprocessing)
     offsets: np.ndarray  # (N, 3) crop offsets: source index = crop index + offset
     spacing: np.ndarray  # (N, 3) voxel sizes, mm
+    train_source: str = "rater"  # whose counts the training scans carry: "rater" or "expert"
+
+    def training_labels(self, idx: np.ndarray) -> np.ndarray:
+        return getattr(self, self.train_source)[idx]
 
     def index(self, names) -> np.ndarray:
         where = {n: i for i, n in enumerate(self.names)}
@@ -101,8 +105,9 @@ def draw_training(pool: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def write_labels(cohort: SimCohort, idx: np.ndarray, path: Path) -> Path:
-    """A training labels CSV (rater labels) for the scans ``idx``."""
-    write_csv(path, ["scan", "label"], [[cohort.names[i], cohort.rater[i]] for i in idx])
+    """A training labels CSV (``cohort.train_source``'s labels) for the scans ``idx``."""
+    labels = cohort.training_labels(idx)
+    write_csv(path, ["scan", "label"], [[cohort.names[i], y] for i, y in zip(idx, labels)])
     return path
 
 

@@ -1,8 +1,9 @@
 """Counts on a simulated cohort: the networks against what a user could do without them.
 
 For each training-set size and seed, the same rater-labelled training scans (drawn from the
-cohort's pool) go to every method; all are scored on the same held-out test scans against
-the expert count (ICC(2,1), MAE, MSE). Methods:
+cohort's pool; ``--train-labels expert`` labels them with the expert count instead) go to
+every method; all are scored on the same held-out test scans against the expert count
+(ICC(2,1), MAE, MSE). Methods:
 
 - ``intensity``, ``frangi``: thresholded components in a size window, fitted on the labels
   (benchmarks/baselines.py);
@@ -91,7 +92,7 @@ def cam_start(sim, tr: np.ndarray, folder: Path) -> Path:
     encoder = {k: v for k, v in default.net.state_dict().items() if k.startswith("down.")}
     net.load_state_dict(encoder, strict=False)
     x = torch.from_numpy(sim.images[tr, None])
-    calibrate_output(net, x, torch.from_numpy(sim.rater[tr]).float())
+    calibrate_output(net, x, torch.from_numpy(sim.training_labels(tr)).float())
     config = {k: default.config[k] for k in ("preprocess", "label")}
     config.update(name="cam-start", architecture={"name": "gpunet", "args": args})
     return save_model(folder, net, config)
@@ -163,11 +164,11 @@ def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips
     tr = draw_training(pool, size, seed)
     t0 = time.monotonic()
     if method == "threshold_volume":
-        fit = fit_volume(sim.images[tr], sim.rater[tr])
+        fit = fit_volume(sim.images[tr], sim.training_labels(tr))
         pred, extra = fit.predict(sim.images[test]), {"fitted": vars(fit)}
     elif method in ("intensity", "frangi"):
         maps = sim.images if method == "intensity" else frangi_maps(sim)
-        counter = fit_counter(maps[tr], sim.rater[tr])
+        counter = fit_counter(maps[tr], sim.training_labels(tr))
         pred, extra = counter.predict(maps[test]), {"fitted": vars(counter)}
     elif method == "default":
         pred, _ = model_outputs(load_model("default"), sim, test, flips)
@@ -186,6 +187,7 @@ def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips
         "size": size,
         "seed": seed,
         "train_scans": [sim.names[i] for i in tr],
+        "train_labels": sim.train_source,
         "test": count_scores(pred, sim, test),
         "pred_sd": float(np.std(pred)),
         "pred": [float(v) for v in pred],
@@ -205,8 +207,15 @@ def main() -> None:
     ap.add_argument("--scratch-minutes", type=float, default=6)
     ap.add_argument("--flips", type=int, default=1, help="test-time flips when scoring networks")
     ap.add_argument("--test", type=int, default=100, help="test scans (the cohort's last)")
+    ap.add_argument(
+        "--train-labels",
+        choices=["rater", "expert"],
+        default="rater",
+        help="whose counts train every method; expert: the test's reference (no rater disagreement)",
+    )
     a = ap.parse_args()
     sim = load_sim(a.cohort)
+    sim.train_source = a.train_labels
     pool, test = splits(sim, a.test)
     minutes = {"finetune": a.finetune_minutes, "scratch": a.scratch_minutes}
     for size in a.sizes:
