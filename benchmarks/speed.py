@@ -1,7 +1,10 @@
 """Speed and memory on this machine: seconds per set-sum training epoch (25 scans, n = 4) and
 per predicted scan (8 test-time flips) at 64×52×40 and at the paper's 168×128×84.
 
-    python benchmarks/speed.py [--threads N]
+    python benchmarks/speed.py [--threads N] [--contiguous]
+
+Networks are placed as the package places them (channels-last 3D on the CPU);
+``--contiguous`` measures the default layout instead.
 
 Prints one line per figure; peak memory is the process's maximum resident set size.
 """
@@ -15,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from napari_hydranet.device import place
 from napari_hydranet.infer import run_network
 from napari_hydranet.models import Model
 from napari_hydranet.nets import GPUNet, HydraRegressor
@@ -53,20 +57,24 @@ def predict_seconds(net, shape, flips=8, repeats=2) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--contiguous", action="store_true", help="default memory layout, not channels-last")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    layout = "contiguous" if a.contiguous else "channels-last"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {layout}")
+    cpu = torch.device("cpu")
     for shape in [(64, 52, 40), (168, 128, 84)]:
-        for name, make in [("gpunet 8/16/32", lambda: GPUNet()), ("regressor", lambda: HydraRegressor())]:
-            net = make()
+        for name, cls in [("gpunet 8/16/32", GPUNet), ("regressor", HydraRegressor)]:
+            net = cls() if a.contiguous else place(cls(), cpu)
             p = predict_seconds(net, shape, repeats=1 if shape[0] > 100 else 3)
             print(
                 f"{name:15s} {shape}: predict {p:6.2f} s/scan (8 flips), peak RSS {peak_mb():6.0f} MB",
                 flush=True,
             )
             if shape[0] < 100:
-                e = epoch_seconds(make().train(), shape)
+                net = cls() if a.contiguous else place(cls(), cpu)
+                e = epoch_seconds(net.train(), shape)
                 print(
                     f"{name:15s} {shape}: train {e:6.1f} s/epoch (25 scans, n=4), "
                     f"peak RSS {peak_mb():6.0f} MB",

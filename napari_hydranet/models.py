@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
+from .device import place
 from .errors import HydranetError
 from .io import atomic_write_bytes
 from .nets import ARCHITECTURES
@@ -142,5 +143,5 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
         shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
         raise HydranetError(f"{folder}: weights do not fit a {arch.get('name')} network ({shown})")
     net.load_state_dict(state)
-    net.to(device).eval()
+    place(net, device).eval()
     return Model(net, config, folder)

@@ -23,7 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 from .augment import augment
 from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import Cohort, load_cohort, split_validation
-from .device import select_device
+from .device import place, select_device
 from .errors import HydranetError
 from .io import atomic_write_bytes, write_csv
 from .metrics import agreement
@@ -209,7 +209,7 @@ def train(
     yield {"event": "status", "message": "loading scans"}
     train_set, val_set, notes = _load_data(cfg, pre)
     net = base.net if base is not None else build_net(arch, arch_args)
-    net.to(device).train()
+    place(net, device).train()
     opt_cls, default_lr = OPTIMIZERS[cfg.optimizer]
     opt = opt_cls(net.parameters(), lr=cfg.lr or default_lr)
     warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / WARMUP_STEPS))

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -60,3 +61,16 @@ def test_pickle_weights_are_not_loaded(tmp_path):
 def test_bundled_default_model_loads():
     model = load_model("default")
     assert model.arch == "gpunet" and "not for clinical use" in model.card()
+
+
+def test_cpu_placement_is_channels_last_with_the_same_outputs(tmp_path):
+    model = load_model("default")
+    weight = model.net.down[0][1].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+    reference = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format)
+    x = torch.rand(2, 1, 20, 18, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.net.forward_both(x), reference.forward_both(x))
+    save_model(tmp_path, model.net, model.config)
+    for a, b in zip(reference.state_dict().values(), load_model(tmp_path).net.state_dict().values()):
+        assert torch.equal(a, b)
