@@ -228,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run at a lower CPU priority (nice 10), as the Train dock does",
     )
-    t.add_argument("--patience", type=int, help="stop after this many epochs without improvement")
+    t.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a better validation score "
+        "(default: 10 when fine-tuning with --init, never from scratch; 0: never)",
+    )
     t.add_argument("--time-limit", type=float, help="minutes; stop cleanly when reached")
     t.add_argument("--no-augment", action="store_true", help="no flips or shifts")
     t.add_argument(

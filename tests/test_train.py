@@ -9,7 +9,7 @@ from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement
 from napari_hydranet.models import load_model
-from napari_hydranet.train import TrainConfig, train
+from napari_hydranet.train import FINETUNE_PATIENCE, TrainConfig, train
 
 CROP = (40, 36, 28)
 
@@ -87,6 +87,20 @@ def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
         and cfg["training"]["recalibration"]["mse_after"] <= (cfg["training"]["recalibration"]["mse_before"])
     )
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [0, 1]  # 0: the start, refit
+
+
+def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
+    assert _cfg(cohort, tmp_path, init="m").early_stop_after() == FINETUNE_PATIENCE
+    assert _cfg(cohort, tmp_path).early_stop_after() == 0  # from scratch: runs to its limits
+    assert _cfg(cohort, tmp_path, init="m", density_dir="d").early_stop_after() == 0  # pretraining
+    list(train(_cfg(cohort, tmp_path / "a", epochs=1)))
+    # a learning rate far too high: no epoch beats the start, so it stops after the patience
+    events = list(train(_cfg(cohort, tmp_path / "b", init=str(tmp_path / "a"), epochs=60, lr=1.0)))
+    done = events[-1]
+    assert done["reason"] == "early_stop"
+    assert done["epochs"] == done["best"]["epoch"] + FINETUNE_PATIENCE < 60
+    with pytest.raises(HydranetError, match="--patience"):
+        list(train(_cfg(cohort, tmp_path / "c", patience=-1)))
 
 
 def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, tmp_path):
