@@ -52,7 +52,7 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
     elif kind == "done":
         best = event["best"] or {}
         print(
-            f"done ({event['reason']}) after {event['epochs']} epochs, {event['seconds']:.0f} s; "
+            f"done ({event['message']}) after {event['epochs']} epochs, {event['seconds']:.0f} s; "
             f"best epoch {best.get('epoch', '-')}, val ICC(2,1) {best.get('val_icc21', float('nan')):.3f}, "
             f"model in {event['path']}"
         )

@@ -410,11 +410,23 @@ def train(
     yield {
         "event": "done",
         "reason": reason,
+        "message": _stop_message(reason, patience),
         "epochs": epoch,
         "best": best,
         "path": str(out),
         "seconds": time.monotonic() - t0,
     }
+
+
+def _stop_message(reason: str, patience: int) -> str:
+    """Why a training ended, in words for the CLI and the Train dock."""
+    return {
+        "finished": "all epochs done",
+        "stopped": "stopped on request",
+        "time_limit": "time limit reached",
+        "early_stop": f"no better validation score in {patience} epochs",
+        "recalibrated": "recalibration only",
+    }.get(reason, reason)
 
 
 def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort, list[str]]:

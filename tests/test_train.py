@@ -98,6 +98,7 @@ def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
     events = list(train(_cfg(cohort, tmp_path / "b", init=str(tmp_path / "a"), epochs=60, lr=1.0)))
     done = events[-1]
     assert done["reason"] == "early_stop"
+    assert done["message"] == f"no better validation score in {FINETUNE_PATIENCE} epochs"
     assert done["epochs"] == done["best"]["epoch"] + FINETUNE_PATIENCE < 60
     with pytest.raises(HydranetError, match="--patience"):
         list(train(_cfg(cohort, tmp_path / "c", patience=-1)))

@@ -282,7 +282,8 @@ class TrainWidget(QWidget):
             saved = (Path(ev["path"]) / WEIGHTS).is_file()
             best = ev.get("best") or {}
             where = f"best epoch {best.get('epoch')} in {ev['path']}" if saved else "no model saved"
-            self.status.setText(f"done ({ev['reason']}) after {ev['epochs']} epochs; {where}")
+            self.status.setText(f"done ({ev['message']}) after {ev['epochs']} epochs; {where}")
+            self.time_label.setText(f"took {_hms(ev['seconds'])}")
             if saved:
                 model_registry().add(ev["path"])
                 self.model_ready.emit(ev["path"])
