@@ -267,7 +267,8 @@ def train(
         "label_mean": float(train_set.labels.mean()),
     }
     use_amp = device.type == "cuda"
-    reason, epoch, wait = "finished", start_epoch - 1, 0
+    reason, epoch = "finished", start_epoch - 1
+    wait = epoch - best["epoch"] if best else 0  # a resumed run keeps counting from its best
     patience = cfg.early_stop_after()
     # Pretraining on lesion masks alone leaves the count's scale and threshold to a refit
     # afterwards (calibrate.recalibrate_density), so checkpoints are compared after that refit.

@@ -100,8 +100,15 @@ def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
     assert done["reason"] == "early_stop"
     assert done["message"] == f"no better validation score in {FINETUNE_PATIENCE} epochs"
     assert done["epochs"] == done["best"]["epoch"] + FINETUNE_PATIENCE < 60
+    # stopped and resumed, it counts the epochs since its best from before the stop
+    cfg = _cfg(cohort, tmp_path / "c", init=str(tmp_path / "a"), epochs=60, lr=1.0)
+    seen = []
+    for ev in train(cfg, should_stop=lambda: sum(e["event"] == "epoch" for e in seen) >= 4):
+        seen.append(ev)
+    assert seen[-1]["reason"] == "stopped" and seen[-1]["epochs"] < done["epochs"]
+    assert list(train(cfg, resume=True))[-1]["epochs"] == done["epochs"]
     with pytest.raises(HydranetError, match="--patience"):
-        list(train(_cfg(cohort, tmp_path / "c", patience=-1)))
+        list(train(_cfg(cohort, tmp_path / "d", patience=-1)))
 
 
 def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, tmp_path):
