@@ -249,6 +249,7 @@ def train(
         epoch_batches(len(train_set), cfg.heads, cfg.p_black, cfg.sets_per_batch, np.random.default_rng(0))
     )
     meta = _model_meta(cfg, arch, arch_args, pre, train_set, val_set)
+    patience = cfg.early_stop_after()
     defaults = TrainConfig.__dataclass_fields__
     if base is not None and (cfg.label_name, cfg.label_unit) == (
         defaults["label_name"].default,
@@ -265,11 +266,12 @@ def train(
         "start_epoch": start_epoch,
         "notes": notes,
         "label_mean": float(train_set.labels.mean()),
+        "patience": patience,
+        "best_epoch": best["epoch"] if best else None,
     }
     use_amp = device.type == "cuda"
     reason, epoch = "finished", start_epoch - 1
     wait = epoch - best["epoch"] if best else 0  # a resumed run keeps counting from its best
-    patience = cfg.early_stop_after()
     # Pretraining on lesion masks alone leaves the count's scale and threshold to a refit
     # afterwards (calibrate.recalibrate_density), so checkpoints are compared after that refit.
     score_key = "icc21_refit" if cfg.density_dir and cfg.count_weight == 0 else "icc21"

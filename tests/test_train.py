@@ -106,7 +106,10 @@ def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
     for ev in train(cfg, should_stop=lambda: sum(e["event"] == "epoch" for e in seen) >= 4):
         seen.append(ev)
     assert seen[-1]["reason"] == "stopped" and seen[-1]["epochs"] < done["epochs"]
-    assert list(train(cfg, resume=True))[-1]["epochs"] == done["epochs"]
+    resumed = list(train(cfg, resume=True))
+    assert resumed[-1]["epochs"] == done["epochs"]
+    start = next(e for e in resumed if e["event"] == "start")  # what the Train dock's estimate uses
+    assert start["patience"] == FINETUNE_PATIENCE and start["best_epoch"] == done["best"]["epoch"]
     with pytest.raises(HydranetError, match="--patience"):
         list(train(_cfg(cohort, tmp_path / "d", patience=-1)))
 

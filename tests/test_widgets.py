@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -231,6 +232,28 @@ def _small_cohort(folder):
             )
     (folder / "labels.csv").write_text("scan,label\na.nii.gz,6\nb.nii.gz,5\nc.nii.gz,\n")
     return folder
+
+
+def test_train_time_estimate_counts_early_stopping(make_napari_viewer, monkeypatch):
+    from napari_hydranet._widgets import TrainWidget
+    from napari_hydranet._widgets import train as dock
+
+    widget = TrainWidget(make_napari_viewer())
+    widget.time_limit.setValue(0)
+    monkeypatch.setattr(dock, "time", SimpleNamespace(monotonic=lambda: 1000.0))
+    widget._t0 = 900.0  # 100 s elapsed after the first epoch's 10 steps: 10 s a step
+    start = dict(event="start", device="cpu", train=20, val=5, notes=[], start_epoch=1, epochs=20)
+    widget.handle_event(dict(start, steps_per_epoch=10, patience=3, best_epoch=None))
+    widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
+    # no better epoch yet: stops after epoch 3 (20 steps left); all 20 epochs: 190 steps left
+    assert widget.time_label.text().endswith("remaining ~0:03:20 to 0:31:40")
+    widget.handle_event(dict(event="checkpoint", epoch=1, path="m", val_icc21=0.5, val_mae=1.0))
+    widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
+    assert widget.time_label.text().endswith("remaining ~0:05:00 to 0:31:40")
+    widget.handle_event(dict(start, steps_per_epoch=10, patience=0, best_epoch=None))
+    widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
+    assert widget.time_label.text().endswith("remaining ~0:31:40")
+    widget.close()
 
 
 def test_cohort_predicts_exports_and_sends_corrections(

@@ -63,6 +63,7 @@ class TrainWidget(QWidget):
         self.history: list[dict] = []
         self.last_event: dict | None = None
         self._plan = (1, 1, 1)  # start epoch, last epoch, steps per epoch
+        self._patience, self._best_epoch = 0, None  # early stopping: epochs, best epoch so far
         self._t0 = 0.0
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
@@ -98,6 +99,10 @@ class TrainWidget(QWidget):
         self.progress = QProgressBar()
         self.time_label, self.status = QLabel(""), QLabel("")
         self.status.setWordWrap(True)
+        self.time_label.setToolTip(
+            "With early stopping the shorter time is the end if validation does not improve;"
+            " each better epoch moves it later, up to the longer one"
+        )
         self.curves = CurvePanels(["training loss", "val ICC(2,1)", "val MAE"])
 
         data = QFormLayout()
@@ -259,6 +264,7 @@ class TrainWidget(QWidget):
             self.status.setText(ev["message"])
         elif kind == "start":
             self._plan = (ev["start_epoch"], ev["epochs"], ev["steps_per_epoch"])
+            self._patience, self._best_epoch = ev.get("patience") or 0, ev.get("best_epoch")
             self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
             self.progress.setValue(0)
             notes = "".join(f"\nnote: {n}" for n in ev["notes"][:5])
@@ -274,6 +280,7 @@ class TrainWidget(QWidget):
             self.history.append(ev)
             self._draw()
         elif kind == "checkpoint":
+            self._best_epoch = ev["epoch"]
             self.status.setText(
                 f"best so far: epoch {ev['epoch']} (val ICC(2,1) {ev['val_icc21']:.2f}, "
                 f"MAE {ev['val_mae']:.2f}) saved in {ev['path']}"
@@ -293,11 +300,23 @@ class TrainWidget(QWidget):
         total, done = self.progress.maximum(), self.progress.value()
         text = f"elapsed {_hms(elapsed)}"
         if done > 0 and total > 0:
-            remaining = elapsed * (total - done) / done
-            if self.time_limit.value() > 0:
-                remaining = min(remaining, self.time_limit.value() * 60 - elapsed)
-            text += f"  ·  remaining ~{_hms(remaining)}"
+            limit = self.time_limit.value() * 60 - elapsed if self.time_limit.value() > 0 else float("inf")
+            remaining = min(elapsed * (total - done) / done, limit)
+            early = self._early_stop_steps()
+            if early is not None and early < total - done:
+                until_stop = min(elapsed * early / done, limit)
+                text += f"  ·  remaining ~{_hms(until_stop)} to {_hms(remaining)}"
+            else:
+                text += f"  ·  remaining ~{_hms(remaining)}"
         self.time_label.setText(text)
+
+    def _early_stop_steps(self) -> int | None:
+        """Steps left until early stopping ends the run if validation does not improve."""
+        if not self._patience:
+            return None
+        first, _, per = self._plan
+        best = first - 1 if self._best_epoch is None else self._best_epoch
+        return max((best + self._patience - first + 1) * per - self.progress.value(), 0)
 
     def _on_ended(self, code: int, reason: str) -> None:
         self.start_button.setEnabled(True)
