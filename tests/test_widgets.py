@@ -240,19 +240,27 @@ def test_train_time_estimate_counts_early_stopping(make_napari_viewer, monkeypat
 
     widget = TrainWidget(make_napari_viewer())
     widget.time_limit.setValue(0)
-    monkeypatch.setattr(dock, "time", SimpleNamespace(monotonic=lambda: 1000.0))
-    widget._t0 = 900.0  # 100 s elapsed after the first epoch's 10 steps: 10 s a step
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(dock, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    widget._t0 = 900.0  # 100 s of start-up (loading, epoch 0) before the first step
     start = dict(event="start", device="cpu", train=20, val=5, notes=[], start_epoch=1, epochs=20)
     widget.handle_event(dict(start, steps_per_epoch=10, patience=3, best_epoch=None))
+    widget.handle_event(dict(event="step", epoch=1, step=1, steps=10, loss=1.0))
+    clock.now = 1090.0  # then 10 s a step
     widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
     # no better epoch yet: stops after epoch 3 (20 steps left); all 20 epochs: 190 steps left
-    assert widget.time_label.text().endswith("remaining ~0:03:20 to 0:31:40")
+    assert widget.time_label.text() == "elapsed 0:03:10  ·  remaining ~0:03:20 to 0:31:40"
     widget.handle_event(dict(event="checkpoint", epoch=1, path="m", val_icc21=0.5, val_mae=1.0))
     widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
     assert widget.time_label.text().endswith("remaining ~0:05:00 to 0:31:40")
+    widget.time_limit.setValue(10)  # 10 minutes: 6:50 left
+    widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
+    assert widget.time_label.text().endswith("remaining ~0:05:00 to 0:06:50")
+    widget.time_limit.setValue(0)
+    widget._t0 = clock.now - 100  # a new run without early stopping
     widget.handle_event(dict(start, steps_per_epoch=10, patience=0, best_epoch=None))
     widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
-    assert widget.time_label.text().endswith("remaining ~0:31:40")
+    assert widget.time_label.text().endswith("remaining ~0:31:40")  # one step seen: elapsed / steps
     widget.close()
 
 

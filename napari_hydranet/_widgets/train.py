@@ -65,6 +65,7 @@ class TrainWidget(QWidget):
         self._plan = (1, 1, 1)  # start epoch, last epoch, steps per epoch
         self._patience, self._best_epoch = 0, None  # early stopping: epochs, best epoch so far
         self._t0 = 0.0
+        self._first_step: tuple[float, int] | None = None  # clock and progress at the first step
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
         self.labels = PathPicker("file", "CSV (*.csv)", "CSV with scan,label columns")
@@ -265,6 +266,7 @@ class TrainWidget(QWidget):
         elif kind == "start":
             self._plan = (ev["start_epoch"], ev["epochs"], ev["steps_per_epoch"])
             self._patience, self._best_epoch = ev.get("patience") or 0, ev.get("best_epoch")
+            self._first_step = None
             self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
             self.progress.setValue(0)
             notes = "".join(f"\nnote: {n}" for n in ev["notes"][:5])
@@ -275,6 +277,8 @@ class TrainWidget(QWidget):
             first, _, per = self._plan
             self.progress.setValue((ev["epoch"] - first) * per + ev["step"])
             self.progress.setFormat(f"epoch {ev['epoch']}  step {ev['step']}/{ev['steps']}")
+            if self._first_step is None:  # start-up (loading, epoch 0) does not count in the rate
+                self._first_step = (time.monotonic(), self.progress.value())
             self._show_time()
         elif kind == "epoch":
             self.history.append(ev)
@@ -296,15 +300,18 @@ class TrainWidget(QWidget):
                 self.model_ready.emit(ev["path"])
 
     def _show_time(self) -> None:
-        elapsed = time.monotonic() - self._t0
+        now = time.monotonic()
+        elapsed = now - self._t0
         total, done = self.progress.maximum(), self.progress.value()
         text = f"elapsed {_hms(elapsed)}"
         if done > 0 and total > 0:
+            t1, d1 = self._first_step or (self._t0, 0)
+            per_step = (now - t1) / (done - d1) if done > d1 else elapsed / done
             limit = self.time_limit.value() * 60 - elapsed if self.time_limit.value() > 0 else float("inf")
-            remaining = min(elapsed * (total - done) / done, limit)
+            remaining = min(per_step * (total - done), limit)
             early = self._early_stop_steps()
             if early is not None and early < total - done:
-                until_stop = min(elapsed * early / done, limit)
+                until_stop = min(per_step * early, limit)
                 text += f"  ·  remaining ~{_hms(until_stop)} to {_hms(remaining)}"
             else:
                 text += f"  ·  remaining ~{_hms(remaining)}"
