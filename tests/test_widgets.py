@@ -336,3 +336,14 @@ def test_curve_ticks_are_round_and_cover_the_range():
     flat = nice_ticks(5.0, 5.0, 3)  # a flat series still gets an axis around it
     assert len(flat) >= 2 and flat[0] < 5.0 < flat[-1]
     assert nice_ticks(float("nan"), 1.0) == []
+
+
+def test_curve_tick_labels_tell_close_ticks_apart():
+    from napari_hydranet._widgets._curves import nice_ticks, tick_labels
+
+    close = nice_ticks(0.9326, 0.9342, 3)  # a validation ICC that barely moves
+    labels = tick_labels(close)
+    assert len(set(labels)) == len(labels) == len(close) and all(float(x) == t for x, t in zip(labels, close))
+    assert tick_labels([0.0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
+    assert tick_labels([0.0, 100.0, 200.0]) == ["0", "100", "200"]
+    assert tick_labels([0.0005, 0.001]) == ["0.0005", "0.0010"]

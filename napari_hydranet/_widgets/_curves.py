@@ -31,8 +31,14 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     return ticks
 
 
-def _label(v: float) -> str:
-    return f"{v:.3g}"
+def tick_labels(ticks: list[float]) -> list[str]:
+    """The ticks with as few decimals as tell them apart exactly (0.25 → '0.25', 200 → '200')."""
+    step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
+    for decimals in range(7):
+        labels = [f"{t:.{decimals}f}" for t in ticks]
+        if all(abs(float(lab) - t) <= step * 1e-6 for lab, t in zip(labels, ticks)):
+            return labels
+    return [f"{t:.3g}" for t in ticks]
 
 
 class CurvePanels(QWidget):
@@ -89,19 +95,21 @@ class CurvePanels(QWidget):
                 box.bottom() - (y - lo) / (hi - lo) * box.height(),
             )
 
-        for t in nice_ticks(lo, hi, 3):
+        yticks = nice_ticks(lo, hi, 3)
+        for t, text in zip(yticks, tick_labels(yticks)):
             pt = at(xr[0], t)
             p.drawLine(QPointF(box.left() - 3, pt.y()), QPointF(box.left(), pt.y()))
-            p.drawText(QRectF(0, pt.y() - 7, box.left() - 5, 14), Qt.AlignmentFlag.AlignRight, _label(t))
+            p.drawText(QRectF(0, pt.y() - 7, box.left() - 5, 14), Qt.AlignmentFlag.AlignRight, text)
         if last:
-            for t in nice_ticks(*xr, 5):
+            xticks = nice_ticks(*xr, 5)
+            for t, text in zip(xticks, tick_labels(xticks)):
                 if float(t).is_integer() or xr[1] - xr[0] < 4:
                     pt = at(t, lo)
                     p.drawLine(QPointF(pt.x(), box.bottom()), QPointF(pt.x(), box.bottom() + 3))
                     p.drawText(
                         QRectF(pt.x() - 20, box.bottom() + 3, 40, 12),
                         Qt.AlignmentFlag.AlignHCenter,
-                        _label(t),
+                        text,
                     )
             p.drawText(
                 QRectF(box.left(), box.bottom() + 13, box.width(), 12),
