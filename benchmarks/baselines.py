@@ -74,7 +74,9 @@ def _window(hist: np.ndarray, edges: np.ndarray, s_min: int, s_max: int) -> np.n
 
 def fit_counter(maps: np.ndarray, labels: np.ndarray, quantiles=None) -> ComponentCounter:
     """Grid search over thresholds (quantiles of the training maps' non-zero values) and
-    size windows; each candidate gets its least-squares line; the best ICC(2,1) wins."""
+    size windows; each candidate gets its least-squares line; the best ICC(2,1) wins.
+    Where no candidate's components grow with the labels, the counter predicts the labels'
+    mean for every scan (a = 0): what a user without a working counter would report."""
     quantiles = np.linspace(0.95, 0.9995, 24) if quantiles is None else quantiles
     values = np.concatenate([m[m > 0] for m in maps])
     thresholds = np.unique(np.quantile(values, quantiles))
@@ -95,7 +97,11 @@ def fit_counter(maps: np.ndarray, labels: np.ndarray, quantiles=None) -> Compone
                 if best is None or score > best.train_icc21:
                     best = ComponentCounter(float(t), s_min, s_max, float(a), float(c), float(score))
     if best is None:
-        raise ValueError("no threshold and size window gives counts that vary with the labels")
+        constant = np.full(len(labels), float(np.mean(labels)))
+        score = icc(np.stack([constant, labels], 1), "2,1")
+        best = ComponentCounter(
+            float(thresholds[-1]), S_MIN[0], S_MAX[-1], 0.0, float(constant[0]), float(score)
+        )
     return best
 
 
