@@ -1,0 +1,110 @@
+"""How well could any model trained on the rater's counts agree with the expert?
+
+A network fitted to the training rater's labels (squared error) learns the rater's expected
+count given the scan, E[rater | scan]. The simulation knows it exactly: each counted lesion
+is missed with probability ``rater_miss · faintness`` (benchmarks/simulate.py), then the count
+is off by ±1 with probability ``rater_error`` and clipped at 0. This script computes that
+expectation for each test scan (the last 100) and reports
+
+- ``rater``: the rater's own test labels against the expert (what a second reading gives);
+- ``E[rater]``: the expectation against the expert: the ceiling of ICC(2,1) for a perfect
+  model of this rater, however many training scans;
+- ``E[rater] vs rater``: the same expectation against the rater's test labels (the ceiling of
+  the "vs rater" columns; the rest is the rater's own noise).
+
+    python benchmarks/rater_ceiling.py SIM/indist SIM/shift SIM/shift2 [--test 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from napari_hydranet.metrics import agreement
+
+
+def _column(path: Path) -> dict[str, float]:
+    with open(path, newline="") as fh:
+        return {r["scan"]: float(r["label"]) for r in csv.DictReader(fh)}
+
+
+def expected_rater(expert: int, miss: np.ndarray, error: float) -> float:
+    """E[max(expert − missed ± error, 0)] with independent misses of probabilities ``miss``."""
+    pmf = np.zeros(len(miss) + 1)
+    pmf[0] = 1.0
+    for q in miss:  # Poisson-binomial: number missed
+        pmf[1:] = pmf[1:] * (1 - q) + pmf[:-1] * q
+        pmf[0] *= 1 - q
+    seen = expert - np.arange(len(miss) + 1)
+    value = (1 - error) * seen + error / 2 * (np.maximum(seen - 1, 0) + seen + 1)
+    return float(pmf @ value)
+
+
+def cohort_ceiling(root: Path, n_test: int = 100) -> dict:
+    settings = json.loads((root / "settings.json").read_text())["settings"]
+    level, miss_rate = settings["visibility_level"], settings["rater_miss"]
+    expert, rater = _column(root / "expert.csv"), _column(root / "labels.csv")
+    names = sorted(expert)[-n_test:]
+    miss: dict[str, list[float]] = {n: [] for n in names}
+    spacing: dict[str, np.ndarray] = {}
+    with open(root / "lesions.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            name = r["scan"]
+            if name not in miss:
+                continue
+            if name not in spacing:
+                affine = nib.load(root / "scans" / name).affine
+                spacing[name] = np.sqrt((affine[:3, :3] ** 2).sum(0))
+            a = spacing[name]
+            radius, length = float(r["radius_mm"]), float(r["length_mm"])
+            visibility = (
+                float(r["contrast"]) * min(1, np.pi * radius**2 / (a[0] * a[1])) * min(1, length / a[2])
+            )
+            if (visibility >= level) != (r["visible"].strip() == "1"):
+                raise SystemExit(
+                    f"{root}: {name} lesion {r['lesion']}: visibility does not match the simulation"
+                )
+            if visibility >= level:
+                miss[name].append(miss_rate * float(np.clip(1 - (visibility - level) / 0.4, 0, 1)))
+    e = np.array([expert[n] for n in names])
+    r = np.array([rater[n] for n in names])
+    x = np.array([expected_rater(int(expert[n]), np.array(miss[n]), settings["rater_error"]) for n in names])
+    return {
+        "cohort": root.name,
+        "n": len(names),
+        "expert_mean": float(e.mean()),
+        "rater_mean": float(r.mean()),
+        "expected_mean": float(x.mean()),
+        "rater_vs_expert": agreement(r, e)["icc21"],
+        "expected_vs_expert": agreement(x, e)["icc21"],
+        "expected_vs_expert_icc31": agreement(x, e)["icc31"],
+        "expected_vs_rater": agreement(x, r)["icc21"],
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cohorts", nargs="+", type=Path)
+    ap.add_argument("--test", type=int, default=100, help="the last N scans are the test set")
+    args = ap.parse_args(argv)
+    print(
+        "| cohort | test scans | mean expert / rater / E[rater] | rater vs expert | "
+        "E[rater] vs expert (ICC(3,1)) | E[rater] vs rater |"
+    )
+    print("|---|---|---|---|---|---|")
+    for root in args.cohorts:
+        c = cohort_ceiling(root, args.test)
+        print(
+            f"| {c['cohort']} | {c['n']} | {c['expert_mean']:.2f} / {c['rater_mean']:.2f} / "
+            f"{c['expected_mean']:.2f} | {c['rater_vs_expert']:.3f} | {c['expected_vs_expert']:.3f} "
+            f"({c['expected_vs_expert_icc31']:.3f}) | {c['expected_vs_rater']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
