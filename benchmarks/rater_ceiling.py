@@ -21,17 +21,18 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from napari_hydranet.metrics import agreement
+sys.path.insert(0, str(Path(__file__).parent))
 
+from common import _table  # noqa: E402
+from simulate import Settings, epvs_visibility, rater_miss_probability  # noqa: E402
 
-def _column(path: Path) -> dict[str, float]:
-    with open(path, newline="") as fh:
-        return {r["scan"]: float(r["label"]) for r in csv.DictReader(fh)}
+from napari_hydranet.metrics import agreement  # noqa: E402
 
 
 def expected_rater(expert: int, miss: np.ndarray, error: float) -> float:
@@ -47,9 +48,8 @@ def expected_rater(expert: int, miss: np.ndarray, error: float) -> float:
 
 
 def cohort_ceiling(root: Path, n_test: int = 100) -> dict:
-    settings = json.loads((root / "settings.json").read_text())["settings"]
-    level, miss_rate = settings["visibility_level"], settings["rater_miss"]
-    expert, rater = _column(root / "expert.csv"), _column(root / "labels.csv")
+    settings = Settings(**json.loads((root / "settings.json").read_text())["settings"])
+    expert, rater = _table(root / "expert.csv"), _table(root / "labels.csv")
     names = sorted(expert)[-n_test:]
     miss: dict[str, list[float]] = {n: [] for n in names}
     spacing: dict[str, np.ndarray] = {}
@@ -61,23 +61,22 @@ def cohort_ceiling(root: Path, n_test: int = 100) -> dict:
             if name not in spacing:
                 affine = nib.load(root / "scans" / name).affine
                 spacing[name] = np.sqrt((affine[:3, :3] ** 2).sum(0))
-            a = spacing[name]
-            radius, length = float(r["radius_mm"]), float(r["length_mm"])
-            visibility = (
-                float(r["contrast"]) * min(1, np.pi * radius**2 / (a[0] * a[1])) * min(1, length / a[2])
+            visibility = epvs_visibility(
+                float(r["contrast"]), float(r["radius_mm"]), float(r["length_mm"]), spacing[name]
             )
-            if (visibility >= level) != (r["visible"].strip() == "1"):
+            visible = visibility >= settings.visibility_level
+            if visible != (r["visible"].strip() == "1"):
                 raise SystemExit(
                     f"{root}: {name} lesion {r['lesion']}: visibility does not match the simulation"
                 )
-            if visibility >= level:
-                miss[name].append(miss_rate * float(np.clip(1 - (visibility - level) / 0.4, 0, 1)))
+            if visible:
+                miss[name].append(float(rater_miss_probability(visibility, settings)))
     for n in names:
         if len(miss[n]) != expert[n]:
             raise SystemExit(f"{root}: {n}: {len(miss[n])} visible lesions, expert count {expert[n]:g}")
     e = np.array([expert[n] for n in names])
     r = np.array([rater[n] for n in names])
-    x = np.array([expected_rater(int(expert[n]), np.array(miss[n]), settings["rater_error"]) for n in names])
+    x = np.array([expected_rater(int(expert[n]), np.array(miss[n]), settings.rater_error) for n in names])
     return {
         "cohort": root.name,
         "n": len(names),

@@ -441,6 +441,19 @@ def _wmh_fraction(rng, anatomy, s: Settings, burden) -> np.ndarray:
     return np.clip((field - 0.5) * 3 + 0.5, 0, 1) * weight
 
 
+def epvs_visibility(contrast, radius, length, spacing):
+    """Contrast × the fraction of a voxel's cross-section and of its height the EPVS fills
+    (voxel size ``spacing``, mm); the expert counts those at or above the visibility level."""
+    area = np.minimum(1, np.pi * radius**2 / (spacing[0] * spacing[1]))
+    return contrast * area * np.minimum(1, length / spacing[2])
+
+
+def rater_miss_probability(visibility, s: Settings):
+    """The training rater's chance of missing a counted EPVS: ``rater_miss`` at the level,
+    falling linearly to 0 at 0.4 above it."""
+    return s.rater_miss * np.clip(1 - (visibility - s.visibility_level) / 0.4, 0, 1)
+
+
 def _render_epvs(rng, s: Settings, anatomy, template, coords, pose, grid, subject, burden):
     """Add confounders and EPVS; return the fine image, lesion mask, lesions, counts."""
     lesion_mask = np.zeros(grid.shape, np.uint8)
@@ -448,8 +461,7 @@ def _render_epvs(rng, s: Settings, anatomy, template, coords, pose, grid, subjec
     counts = _add_epvs_confounders(rng, template, anatomy, s, burden, subject, centres)
     image = ndi.map_coordinates(template, coords, order=1, output=np.float32, prefilter=False)
     fine = grid.refined()
-    area = np.minimum(1, np.pi * radii**2 / (grid.spacing[0] * grid.spacing[1]))
-    visibility = contrasts * area * np.minimum(1, lengths / grid.spacing[2])
+    visibility = epvs_visibility(contrasts, radii, lengths, grid.spacing)
     visible = visibility >= s.visibility_level
     scanner = pose.to_scanner(centres)
     lesions = []
@@ -468,8 +480,7 @@ def _render_epvs(rng, s: Settings, anatomy, template, coords, pose, grid, subjec
         values = [n + 1, *ijk, *p, r, length, contrasts[n], int(visible[n])]
         lesions.append(dict(zip(LESION_COLUMNS[1:], values, strict=True)))
     expert = int(visible.sum())
-    faintness = np.clip(1 - (visibility - s.visibility_level) / 0.4, 0, 1)
-    missed = int((rng.random(len(visible)) < s.rater_miss * faintness)[visible].sum())
+    missed = int((rng.random(len(visible)) < rater_miss_probability(visibility, s))[visible].sum())
     error = rng.choice([-1, 1]) if rng.random() < s.rater_error else 0
     label = max(expert - missed + error, 0)
     return image, lesion_mask, lesions, label, expert, counts
