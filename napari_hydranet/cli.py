@@ -110,6 +110,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         label_unit=a.unit,
         crop_shape=tuple(a.crop) if a.crop else None,
         density_dir=a.density,
+        density_target=a.density_target,
         count_weight=a.count_weight,
         recalibrate=not a.no_recalibrate,
         recalibrate_only=a.recalibrate_only,
@@ -249,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="lesion label masks named like the scans: pretraining on simulated data "
         "(adds a voxel-wise density loss; users' data needs only the labels)",
+    )
+    t.add_argument(
+        "--density-target",
+        choices=["voxels", "lesions"],
+        default="voxels",
+        help="with --density: 1 on every lesion voxel, or the same mass for every lesion "
+        "(the map then sums to the count whatever the lesions' sizes in voxels)",
     )
     t.add_argument(
         "--count-weight",

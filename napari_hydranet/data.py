@@ -19,7 +19,7 @@ class Cohort:
     labels: np.ndarray  # (N,) float32
     spacing: list[float] = field(default_factory=list)  # median voxel size, mm
     notes: list[str] = field(default_factory=list)
-    densities: np.ndarray | None = None  # (N, I, J, K) lesion voxels (0/1), pretraining only
+    densities: np.ndarray | None = None  # (N, I, J, K) lesion targets (lesion_target), pretraining only
 
     def __len__(self) -> int:
         return len(self.names)
@@ -36,9 +36,28 @@ class Cohort:
         )
 
 
-def lesion_voxels(lesion_labels: np.ndarray) -> np.ndarray:
-    """Binary map of the labelled (counted) lesions, the pretraining target."""
-    return (np.rint(lesion_labels) > 0).astype(np.float32)
+DENSITY_TARGETS = ("voxels", "lesions")
+LESION_MASS = 12.0  # voxels: the simulated lesions' median size, so per-lesion targets stay of order one
+
+
+def lesion_target(lesion_labels: np.ndarray, kind: str = "voxels") -> np.ndarray:
+    """The pretraining target from a lesion label mask (0 background, one id per counted lesion).
+
+    ``"voxels"``: 1 on every lesion voxel, so the map's sum grows with each lesion's size in
+    voxels (and with the scan's resolution). ``"lesions"``: every lesion's voxels share the
+    same mass ``LESION_MASS``, so the sum is ``LESION_MASS`` × the lesion count, whatever the
+    lesions' sizes and the voxel size.
+    """
+    if kind not in DENSITY_TARGETS:
+        raise ValueError(f"density target must be one of {DENSITY_TARGETS}, not {kind!r}")
+    ids = np.rint(lesion_labels).astype(np.int64)
+    if ids.min(initial=0) < 0:
+        raise HydranetError("lesion label mask has negative labels")
+    if kind == "voxels":
+        return (ids > 0).astype(np.float32)
+    sizes = np.bincount(ids.ravel()).astype(np.float32)
+    sizes[0] = np.inf  # background: 0
+    return (LESION_MASS / sizes[ids]).astype(np.float32)
 
 
 def load_cohort(
@@ -49,11 +68,13 @@ def load_cohort(
     scan_column="scan",
     label_column="label",
     density_dir=None,
+    density_target="voxels",
 ) -> Cohort:
     """Read the labelled scans of a folder and prepare them for the network.
 
     ``density_dir`` (pretraining on simulated data only) holds lesion label masks named
-    like the scans; each becomes a lesion-voxel target on the network's grid.
+    like the scans; each becomes a ``lesion_target`` of kind ``density_target`` on the
+    network's grid.
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     names, images, values, spacings, densities = [], [], [], [], []
@@ -68,7 +89,7 @@ def load_cohort(
                 "scans of different sizes need a crop (masks and a crop shape)"
             )
         if density_dir is not None:
-            lesions = lesion_voxels(read_scan(find_mask(density_dir, path)).array)
+            lesions = lesion_target(read_scan(find_mask(density_dir, path)).array, density_target)
             densities.append(crop_box(lesions, None, prepared.array.shape, prepared.offset)[0])
         names.append(name)
         images.append(prepared.array)

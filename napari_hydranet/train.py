@@ -22,7 +22,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from .augment import augment
 from .calibrate import calibrate_output, recalibrate, recalibrate_density
-from .data import Cohort, load_cohort, split_validation
+from .data import DENSITY_TARGETS, Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
 from .io import atomic_write_bytes, write_csv
@@ -77,6 +77,7 @@ class TrainConfig:
     label_unit: str = "lesions"
     crop_shape: tuple[int, int, int] | None = (64, 52, 40)
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
+    density_target: str = "voxels"  # data.lesion_target's kind: "voxels" or "lesions"
     count_weight: float = 0.0  # weight of the count loss when pretraining on lesion masks
     recalibrate: bool = True  # fine-tunes: refit the count first, kept if validation agrees
     recalibrate_only: bool = False  # fine-tunes: only that (seconds), no gradient steps
@@ -96,6 +97,8 @@ class TrainConfig:
             raise HydranetError("--epochs must be ≥ 1")
         if self.patience is not None and self.patience < 0:
             raise HydranetError("--patience must be ≥ 0 (0: never stop early)")
+        if self.density_target not in DENSITY_TARGETS:
+            raise HydranetError(f"--density-target must be one of {', '.join(DENSITY_TARGETS)}")
         if self.loss not in ("mse", "mae"):
             raise HydranetError("--loss must be mse or mae")
         if self.optimizer not in OPTIMIZERS:
@@ -106,15 +109,16 @@ class TrainConfig:
             raise HydranetError("--recalibrate-only needs a model to start from (--init)")
 
 
-def lesion_map_loss(u: torch.Tensor, lesions: torch.Tensor, pos_weight: float = 20.0) -> torch.Tensor:
-    """Voxel-wise MSE of the unscaled density ReLU(w·f + b) against lesion voxels (0/1).
+def lesion_map_loss(u: torch.Tensor, target: torch.Tensor, pos_weight: float = 20.0) -> torch.Tensor:
+    """Voxel-wise MSE of the unscaled density ReLU(w·f + b) against a lesion target
+    (``data.lesion_target``: 1 per lesion voxel, or each lesion's share of a fixed mass).
 
     Pretraining only. Targets of order one keep this a well-conditioned dense regression;
-    the fixed count scale (lesions per lesion voxel) turns the map into counts. Lesion
+    the fixed count scale (lesions per unit of target) turns the map into counts. Lesion
     voxels, ~0.2 % of the crop, weigh ``pos_weight`` times more.
     """
-    weight = 1 + (pos_weight - 1) * lesions
-    return (weight * (u - lesions) ** 2).mean()
+    weight = 1 + (pos_weight - 1) * (target > 0)
+    return (weight * (u - target) ** 2).mean()
 
 
 def _save_resume(folder: Path, net, opt, state: dict, gen: torch.Generator) -> None:
@@ -234,7 +238,7 @@ def train(
         rng.bit_generator.state = state["numpy_rng"]
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
     elif base is None and train_set.densities is not None:
-        with torch.no_grad():  # count units per lesion voxel, from the training masks
+        with torch.no_grad():  # count units per unit of lesion target, from the training masks
             voxels = float(train_set.densities.sum())
             net.count_scale.fill_(float(train_set.labels.sum()) / max(voxels, 1.0))
             net.output_bias.fill_(0.0)
@@ -373,7 +377,7 @@ def train(
                 else:
                     pred, heat = net.forward_both(x)
             loss = set_sum_loss(pred.float(), y, cfg.heads, cfg.loss)
-            if d is not None:  # pretraining: lesion voxels, a voxel-wise weighted MSE
+            if d is not None:  # pretraining: the lesion target, a voxel-wise weighted MSE
                 loss = cfg.count_weight * loss + lesion_map_loss(heat.float() / net.count_scale, d[:, 0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -434,7 +438,14 @@ def _stop_message(reason: str, patience: int) -> str:
 
 def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort, list[str]]:
     cohort = load_cohort(
-        cfg.scans_dir, cfg.labels, pre, cfg.masks_dir, cfg.scan_column, cfg.label_column, cfg.density_dir
+        cfg.scans_dir,
+        cfg.labels,
+        pre,
+        cfg.masks_dir,
+        cfg.scan_column,
+        cfg.label_column,
+        cfg.density_dir,
+        cfg.density_target,
     )
     notes = list(cohort.notes)
     if cfg.val_labels:

@@ -112,6 +112,8 @@ def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
     assert start["patience"] == FINETUNE_PATIENCE and start["best_epoch"] == done["best"]["epoch"]
     with pytest.raises(HydranetError, match="--patience"):
         list(train(_cfg(cohort, tmp_path / "d", patience=-1)))
+    with pytest.raises(HydranetError, match="--density-target"):
+        list(train(_cfg(cohort, tmp_path / "e", density_target="spheres")))
 
 
 def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, tmp_path):
@@ -140,7 +142,8 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
         list(train(_cfg(cohort, tmp_path / "c", recalibrate_only=True)))
 
 
-def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, tmp_path):
+@pytest.mark.parametrize("target", ["voxels", "lesions"])
+def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, tmp_path, target):
     """With a density target only, checkpoints are compared after the count's refit."""
     import nibabel as nib
 
@@ -163,13 +166,16 @@ def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, 
         arch_args={"features": [4, 8]},
         epochs=3,
         density_dir=str(masks),
+        density_target=target,
     )
     events = list(train(cfg))
     epochs = [e for e in events if e["event"] == "epoch"]
     assert len(epochs) == 3 and all(np.isfinite(e["val_icc21_refit"]) for e in epochs)
     best = max(epochs, key=lambda e: (e["val_icc21_refit"], -e["val_mae"]))
-    saved = json.loads((tmp_path / "m" / "config.json").read_text())["validation"]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    saved = config["validation"]
     assert saved["epoch"] == best["epoch"] and saved["icc21_refit"] == pytest.approx(best["val_icc21_refit"])
+    assert config["training"]["settings"]["density_target"] == target
 
 
 def test_few_validation_scans_are_flagged(cohort, tmp_path):
