@@ -21,6 +21,9 @@ every method; all are scored on the same held-out test scans against the expert 
   coarse last layer, upsampled): the bundled model's encoder, a new count head calibrated
   on the labels (``calibrate_output``), then the fine-tune's set-sum training on counts.
 
+``--model FOLDER`` puts another model in the bundled model's place (``default``, the
+fine-tunes and ``cam``), to measure a candidate before it ships.
+
 Each result is saved as RESULTS/<size>-<seed>-<method>.json and each trained model in
 RESULTS/models/<size>-<seed>-<method>/ (benchmarks/detection.py scores their heatmaps);
 runs already there are skipped, so the command can be stopped and started again.
@@ -84,9 +87,9 @@ def frangi_maps(sim) -> np.ndarray:
     return maps
 
 
-def cam_start(sim, tr: np.ndarray, folder: Path) -> Path:
-    """The CAM-like network's starting point: the bundled encoder, no decoder, a fitted head."""
-    default = load_model("default")
+def cam_start(sim, tr: np.ndarray, folder: Path, base: str) -> Path:
+    """The CAM-like network's starting point: the base model's encoder, no decoder, a fitted head."""
+    default = load_model(base)
     args = {**default.config["architecture"]["args"], "decoder": False}
     net = build_net("gpunet", args)
     encoder = {k: v for k, v in default.net.state_dict().items() if k.startswith("down.")}
@@ -98,12 +101,12 @@ def cam_start(sim, tr: np.ndarray, folder: Path) -> Path:
     return save_model(folder, net, config)
 
 
-def train_settings(method: str, minutes: dict) -> dict:
-    """TrainConfig arguments of each trained method."""
+def train_settings(method: str, minutes: dict, base: str = "default") -> dict:
+    """TrainConfig arguments of each trained method (``base``: the model fine-tunes start from)."""
     if method == "recalibrated":
-        return dict(init="default", recalibrate_only=True)
+        return dict(init=base, recalibrate_only=True)
     if method == "finetune" or method == "cam" or method in ABLATIONS:
-        settings = dict(init="default", heads=4, p_black=0.1, time_limit=minutes["finetune"])
+        settings = dict(init=base, heads=4, p_black=0.1, time_limit=minutes["finetune"])
         return {**settings, **ABLATIONS.get(method, {})}
     if method == "setsum":
         return dict(arch="regressor", heads=4, p_black=0.1, time_limit=minutes["scratch"])
@@ -160,7 +163,9 @@ def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) 
     return load_model(workdir / "model"), summary
 
 
-def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips: int, models: Path) -> dict:
+def run(
+    sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips: int, models: Path, base: str
+) -> dict:
     tr = draw_training(pool, size, seed)
     t0 = time.monotonic()
     if method == "threshold_volume":
@@ -171,15 +176,15 @@ def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips
         counter = fit_counter(maps[tr], sim.training_labels(tr))
         pred, extra = counter.predict(maps[test]), {"fitted": vars(counter)}
     elif method == "default":
-        pred, _ = model_outputs(load_model("default"), sim, test, flips)
+        pred, _ = model_outputs(load_model(base), sim, test, flips)
         extra = {}
     else:
         folder = models / f"{size}-{seed}-{method}"
         if folder.exists():  # an interrupted run: start it again
             shutil.rmtree(folder)
-        settings = train_settings(method, minutes)
+        settings = train_settings(method, minutes, base)
         if method == "cam":
-            settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start")))
+            settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start"), base))
         model, extra = run_training(sim, tr, settings, seed, folder)
         pred, _ = model_outputs(model, sim, test, flips)
     return {
@@ -188,6 +193,7 @@ def run(sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips
         "seed": seed,
         "train_scans": [sim.names[i] for i in tr],
         "train_labels": sim.train_source,
+        "model": base,
         "test": count_scores(pred, sim, test),
         "pred_sd": float(np.std(pred)),
         "pred": [float(v) for v in pred],
@@ -205,6 +211,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--finetune-minutes", type=float, default=4)
     ap.add_argument("--scratch-minutes", type=float, default=6)
+    ap.add_argument(
+        "--model", default="default", help="a model folder in the bundled model's place (default, fine-tunes)"
+    )
     ap.add_argument("--flips", type=int, default=1, help="test-time flips when scoring networks")
     ap.add_argument("--test", type=int, default=100, help="test scans (the cohort's last)")
     ap.add_argument(
@@ -225,7 +234,7 @@ def main() -> None:
                 if path.exists():
                     continue
                 print(f"{size} scans, seed {seed}: {method}", flush=True)
-                result = run(sim, method, size, seed, minutes, pool, test, a.flips, a.out / "models")
+                result = run(sim, method, size, seed, minutes, pool, test, a.flips, a.out / "models", a.model)
                 save_json(result, path)
                 t = result["test"]
                 print(f"  test ICC(2,1) {t['icc21']:.3f}  MAE {t['mae']:.2f}  MSE {t['mse']:.2f}", flush=True)
