@@ -7,6 +7,8 @@ true positives (one-to-one). Score maps:
 (a) intensities (the network input), with the GP-UNet's count;
 (b) saliency |∂count/∂input| of a HydraRegressor, with its own count;
 (c) saliency of the GP-UNet; (e) the GP-UNet heatmap; (f) heatmap + intensities (w = 0.5).
+Heatmaps (d, e, f) are scored as the product detects on them (``detect.score_map``: smoothed
+by a Gaussian of 1 voxel); saliency maps are smoothed likewise.
 
 (d), a regression network without the upsampling path (GP-UNet ``decoder=False``), needs a
 model trained that way; pass it with ``--cam`` when there is one.
@@ -37,6 +39,7 @@ from common import (  # noqa: E402
     splits,
 )
 
+from napari_hydranet.detect import score_map  # noqa: E402
 from napari_hydranet.models import load_model  # noqa: E402
 
 
@@ -66,7 +69,7 @@ def main() -> None:
     maps = {
         "a intensity thresholding": [intensity_map(sim, i) for i in test],
         "c saliency of GP-UNet": [saliency(gp, sim.images[i]) for i in test],
-        "e GP-UNet": heats,
+        "e GP-UNet": [score_map(h, sim.images[i]) for h, i in zip(heats, test)],
         "f GP-UNet + intensities": [combined_map(h, sim, i) for h, i in zip(heats, test)],
     }
     model_counts = dict.fromkeys(maps, counts)
@@ -77,7 +80,8 @@ def main() -> None:
     if a.cam:
         cam = load_model(a.cam)
         model_counts["d CAM-like (no upsampling path)"], cam_heats = model_outputs(cam, sim, test, a.flips)
-        maps["d CAM-like (no upsampling path)"] = cam_heats
+        cam_maps = [score_map(h, sim.images[i]) for h, i in zip(cam_heats, test)]
+        maps["d CAM-like (no upsampling path)"] = cam_maps
     result = {"gpunet": str(a.gpunet), "regressor": a.regressor, "cam": a.cam, "methods": {}}
     for name in sorted(maps):
         scores = detect_scores(maps[name], model_counts[name], sim, test)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .augment import flip_variants
-from .detect import DetectionResult, combine, count_consistent
+from .detect import DetectionResult, count_consistent, score_map
 from .io import find_mask, read_scan, scan_stem, write_csv, write_volume
 from .models import Model
 from .preprocess import Prepared, prepare
@@ -114,7 +114,7 @@ def predict_prepared(
         notes=list(prepared.notes),
     )
     if detect and heat is not None:
-        score = combine(heat, prepared.array, intensity_weight)
+        score = score_map(heat, prepared.array, intensity_weight)
         pred.result = count_consistent(score, pred.count)
     return pred
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from napari_hydranet.detect import at_threshold, combine, count_consistent
+from napari_hydranet.detect import at_threshold, count_consistent, score_map
 
 
 def _blobs(centres, shape=(30, 30, 20), heights=None):
@@ -31,10 +31,23 @@ def test_detection_properties_and_manual_threshold():
     assert len(at_threshold(heat, 2.0).detections) == 0
 
 
-def test_combine_with_intensities():
+def test_score_map_with_intensities():
     heat = _blobs([(10, 10, 10)])
     inten = np.zeros_like(heat)
     inten[20, 20, 10] = 1.0
-    assert np.allclose(combine(heat, inten, 0.0), heat)
-    mixed = combine(heat, inten, 0.5)
+    assert np.allclose(score_map(heat, inten, 0.0, sigma=0), heat)
+    mixed = score_map(heat, inten, 0.5, sigma=0)
     assert mixed[20, 20, 10] == 0.5 and mixed.max() == mixed[10, 10, 10]
+
+
+def test_smoothed_score_map_finds_a_large_faint_lesion_before_a_noise_voxel():
+    """A density spreads each lesion's count over its voxels: a large lesion's voxels are
+    fainter than a single noise voxel, but its smoothed peak is not."""
+    heat = np.zeros((30, 20, 20), np.float32)
+    heat[5, 5, 5] = 1.0  # a one-voxel lesion, count 1
+    heat[14:17, 9:12, 9:12] = 1 / 27  # a 27-voxel lesion, count 1
+    heat[25, 15, 15] = 0.1  # noise
+    raw = {tuple(np.round(d.centre).astype(int)) for d in count_consistent(heat, 2).detections}
+    assert raw == {(5, 5, 5), (25, 15, 15)}
+    found = count_consistent(score_map(heat, np.zeros_like(heat)), 2).detections
+    assert {tuple(np.round(d.centre).astype(int)) for d in found} == {(5, 5, 5), (15, 10, 10)}

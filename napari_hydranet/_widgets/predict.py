@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import detections_layer, heatmap_layer
-from ..detect import at_threshold, combine, count_consistent
+from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
 from ..infer import Prediction, predict_prepared
 from ..models import load_model
@@ -250,7 +250,7 @@ class PredictWidget(QWidget):
 
     def _score_map(self, run: _Run) -> np.ndarray:
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
-        return combine(run.pred.heatmap, run.pred.prepared.array, weight)
+        return score_map(run.pred.heatmap, run.pred.prepared.array, weight)
 
     def _on_slider(self, *_) -> None:
         run = self._live()
