@@ -3,7 +3,7 @@ lesion-by-lesion inspection and a live detection threshold."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -75,6 +75,7 @@ class _Run:
     points: object = None
     default_threshold: float = 0.0
     index: int = -1
+    score_maps: dict = field(default_factory=dict)  # by intensity weight: the slider reuses them
 
 
 class PredictWidget(QWidget):
@@ -250,7 +251,9 @@ class PredictWidget(QWidget):
 
     def _score_map(self, run: _Run) -> np.ndarray:
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
-        return score_map(run.pred.heatmap, run.pred.prepared.array, weight)
+        if weight not in run.score_maps:  # smoothing once per run, not per slider step
+            run.score_maps[weight] = score_map(run.pred.heatmap, run.pred.prepared.array, weight)
+        return run.score_maps[weight]
 
     def _on_slider(self, *_) -> None:
         run = self._live()
