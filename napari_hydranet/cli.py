@@ -99,6 +99,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         loss=a.loss,
         optimizer=a.optimizer,
         lr=a.lr,
+        lr_schedule=a.lr_schedule,
         seed=a.seed,
         device=a.device,
         augment=not a.no_augment,
@@ -212,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=["mse", "mae"], default="mse")
     t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
     t.add_argument("--lr", type=float, help="learning rate (default: adam 1e-4, adadelta 1.0)")
+    t.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="after a 30-step warm-up: constant, or a cosine decay to 1%% of --lr over --epochs",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--json", action="store_true", help="print events as JSON lines")

@@ -36,6 +36,8 @@ from .setsum import BLACK, epoch_batches, set_sum_loss
 # 1e-4 with a short linear warm-up trains steadily (docs/benchmarks.md).
 OPTIMIZERS = {"adam": (torch.optim.Adam, 1e-4), "adadelta": (torch.optim.Adadelta, 1.0)}
 WARMUP_STEPS = 30
+LR_SCHEDULES = ("constant", "cosine")
+COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the learning rate
 # Below this, choosing epochs on validation was a coin toss in the benchmarks: with 12 scans
 # (2 held out) a kept recalibration and fine-tune fell to ICC 0.57 and 0.39 from 0.79.
 MIN_RELIABLE_VAL = 5
@@ -66,6 +68,7 @@ class TrainConfig:
     loss: str = "mse"
     optimizer: str = "adam"
     lr: float | None = None
+    lr_schedule: str = "constant"  # or "cosine": decays to COSINE_FLOOR × lr over the epochs
     seed: int = 0
     device: str = "auto"
     augment: bool = True
@@ -101,12 +104,27 @@ class TrainConfig:
             raise HydranetError(f"--density-target must be one of {', '.join(DENSITY_TARGETS)}")
         if self.loss not in ("mse", "mae"):
             raise HydranetError("--loss must be mse or mae")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise HydranetError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise HydranetError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.val_labels is None and not 0 < self.val_fraction < 1:
             raise HydranetError("--val-fraction must be in (0, 1), or give --val-labels")
         if self.recalibrate_only and not self.init:
             raise HydranetError("--recalibrate-only needs a model to start from (--init)")
+
+
+def lr_factor(step: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the learning rate at optimiser step ``step`` (from 1) of ``total_steps``.
+
+    A linear warm-up over WARMUP_STEPS, then either constant or a cosine decay to
+    COSINE_FLOOR. The step counts across resumes, so a resumed run continues the schedule.
+    """
+    factor = min(1.0, step / WARMUP_STEPS)
+    if schedule == "cosine":
+        progress = min(1.0, (step - 1) / max(total_steps - 1, 1))
+        factor *= COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
 
 
 def lesion_map_loss(u: torch.Tensor, target: torch.Tensor, pos_weight: float = 20.0) -> torch.Tensor:
@@ -227,8 +245,8 @@ def train(
     net = base.net if base is not None else build_net(arch, arch_args)
     place(net, device).train()
     opt_cls, default_lr = OPTIMIZERS[cfg.optimizer]
-    opt = opt_cls(net.parameters(), lr=cfg.lr or default_lr)
-    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / WARMUP_STEPS))
+    lr = cfg.lr or default_lr
+    opt = opt_cls(net.parameters(), lr=lr)
 
     history: list[dict] = []
     best: dict | None = None
@@ -364,6 +382,10 @@ def train(
         batches = epoch_batches(len(train_set), cfg.heads, cfg.p_black, cfg.sets_per_batch, rng)
         halt = None
         for step, sets in enumerate(batches, start=1):
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(
+                    (epoch - 1) * steps_per_epoch + step, cfg.epochs * steps_per_epoch, cfg.lr_schedule
+                )
             x, y, real, d = _batch(train_set, sets, device)
             if cfg.augment and real.any():
                 if d is None:
@@ -382,7 +404,6 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            warmup.step()
             losses.append(float(loss.detach()))
             yield {"event": "step", "epoch": epoch, "step": step, "steps": len(batches), "loss": losses[-1]}
             halt = stopping()

@@ -9,7 +9,14 @@ from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement
 from napari_hydranet.models import load_model
-from napari_hydranet.train import FINETUNE_PATIENCE, TrainConfig, train
+from napari_hydranet.train import (
+    COSINE_FLOOR,
+    FINETUNE_PATIENCE,
+    WARMUP_STEPS,
+    TrainConfig,
+    lr_factor,
+    train,
+)
 
 CROP = (40, 36, 28)
 
@@ -69,6 +76,27 @@ def test_stop_keeps_checkpoint_and_resume_continues(cohort, tmp_path):
         list(train(_cfg(cohort, out, epochs=6)))
     events = list(train(_cfg(cohort, out, epochs=4), resume=True))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3, 4]
+
+
+def test_lr_schedules_warm_up_then_hold_or_decay():
+    total = 1000
+    assert lr_factor(1, total, "constant") == pytest.approx(1 / WARMUP_STEPS)
+    assert lr_factor(WARMUP_STEPS, total, "constant") == 1.0 == lr_factor(total, total, "constant")
+    cosine = [lr_factor(s, total, "cosine") for s in range(WARMUP_STEPS, total + 1)]
+    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
+    assert cosine[-1] == pytest.approx(COSINE_FLOOR)
+    assert lr_factor(total // 2, total, "cosine") == pytest.approx(0.5 * (1 + COSINE_FLOOR), abs=0.01)
+
+
+def test_cosine_schedule_ends_training_at_its_floor(cohort, tmp_path):
+    out = tmp_path / "m"
+    events = list(train(_cfg(cohort, out, epochs=3, lr=1e-3, lr_schedule="cosine")))
+    steps = 3 * next(e for e in events if e["event"] == "start")["steps_per_epoch"]
+    last_lr = json.loads((out / "resume" / "state.json").read_text())["param_groups"][0]["lr"]
+    # this short run is still warming up: the floor times the warm-up's fraction
+    assert last_lr == pytest.approx(1e-3 * COSINE_FLOOR * steps / WARMUP_STEPS, rel=0.05)
+    with pytest.raises(HydranetError, match="lr-schedule"):
+        list(train(_cfg(cohort, tmp_path / "n", lr_schedule="step")))
 
 
 def test_time_limit_stops_cleanly(cohort, tmp_path):
