@@ -81,7 +81,7 @@ class TrainConfig:
     crop_shape: tuple[int, int, int] | None = (64, 52, 40)
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
     density_target: str = "voxels"  # data.lesion_target's kind: "voxels" or "lesions"
-    count_weight: float = 0.0  # weight of the count loss when pretraining on lesion masks
+    count_weight: float = 0.0  # pretraining: weight of the count loss beside the lesion-map loss
     recalibrate: bool = True  # fine-tunes: refit the count first, kept if validation agrees
     recalibrate_only: bool = False  # fine-tunes: only that (seconds), no gradient steps
 
@@ -294,9 +294,9 @@ def train(
     use_amp = device.type == "cuda"
     reason, epoch = "finished", start_epoch - 1
     wait = epoch - best["epoch"] if best else 0  # a resumed run keeps counting from its best
-    # Pretraining on lesion masks alone leaves the count's scale and threshold to a refit
-    # afterwards (calibrate.recalibrate_density), so checkpoints are compared after that refit.
-    score_key = "icc21_refit" if cfg.density_dir and cfg.count_weight == 0 else "icc21"
+    # A pretrained model ships after a refit of its count's scale and threshold
+    # (calibrate.recalibrate_density), so pretraining checkpoints are compared after that refit.
+    score_key = "icc21_refit" if cfg.density_dir else "icc21"
     if score_key == "icc21_refit":
         refit_x = torch.from_numpy(train_set.images[:REFIT_SCANS, None]).to(device)
         refit_y = torch.from_numpy(train_set.labels[:REFIT_SCANS]).to(device)

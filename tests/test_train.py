@@ -170,9 +170,13 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
         list(train(_cfg(cohort, tmp_path / "c", recalibrate_only=True)))
 
 
-@pytest.mark.parametrize("target", ["voxels", "lesions"])
-def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, tmp_path, target):
-    """With a density target only, checkpoints are compared after the count's refit."""
+@pytest.mark.parametrize(
+    "target, count_weight", [("voxels", 0.0), ("lesions", 0.0), ("lesions", 0.01)], ids=str
+)
+def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(
+    cohort, tmp_path, target, count_weight
+):
+    """Pretraining checkpoints are compared after the count's refit, with or without a count loss."""
     import nibabel as nib
 
     masks = tmp_path / "lesion_masks"
@@ -195,6 +199,7 @@ def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(cohort, 
         epochs=3,
         density_dir=str(masks),
         density_target=target,
+        count_weight=count_weight,
     )
     events = list(train(cfg))
     epochs = [e for e in events if e["event"] == "epoch"]
