@@ -10,6 +10,7 @@ of the visible lesions (``lesions.csv``), in voxel indices of the source files.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,11 @@ class SimCohort:
     rater: np.ndarray
     expert: np.ndarray
     centres: list[np.ndarray]  # visible lesions, source voxel indices (i, j, k)
-    images: np.ndarray  # (N, I, J, K) network inputs (default preprocessing)
+    images: np.ndarray  # (N, I, J, K) network inputs (preprocessed with ``pre``)
     offsets: np.ndarray  # (N, 3) crop offsets: source index = crop index + offset
     spacing: np.ndarray  # (N, 3) voxel sizes, mm
     train_source: str = "rater"  # whose counts the training scans carry: "rater" or "expert"
+    pre: PreprocessConfig = PreprocessConfig()
 
     def training_labels(self, idx: np.ndarray) -> np.ndarray:
         return getattr(self, self.train_source)[idx]
@@ -66,8 +68,10 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
             for r in csv.DictReader(fh):
                 if r["visible"].strip() == "1":
                     centres[r["scan"]].append([float(r[k]) for k in "ijk"])
-    cache = root / "prepared.npz"
     key = json.dumps(pre.to_dict(), sort_keys=True)
+    # one cache per preprocessing; the default keeps its old name
+    suffix = "" if pre == PreprocessConfig() else "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+    cache = root / f"prepared{suffix}.npz"
     if cache.exists() and str(np.load(cache)["key"]) == key:
         z = np.load(cache)
         images, offsets, spacing = z["images"], z["offsets"], z["spacing"]
@@ -90,6 +94,7 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
         images,
         offsets,
         spacing,
+        pre=pre,
     )
 
 

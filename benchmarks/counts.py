@@ -13,6 +13,7 @@ every method; all are scored on the same held-out test scans against the expert 
 - ``setsum``, ``base``: HydraRegressor from scratch, set-sum (n = 4, p = 0.1) vs the base
   regressor (n = 1, p = 0), time-limited (000 Fig. 3);
 - ``gpunet_scratch``: GP-UNet (8/16/32) from scratch, set-sum, count labels only;
+- ``gpunet_scratch_median``: the same with the median intensity reference (``--intensity-reference``);
 - ``setsum_mae``, ``base_mae``: the two regressors with the MAE loss (000 Table 1, WMH);
 - ``threshold_volume``: voxels above a fitted threshold, linearly calibrated (WMH volume);
 - ``finetune_*``: the fine-tune with one setting changed (heads n, p, augmentation, no
@@ -69,6 +70,7 @@ MODEL_FREE = (
     "setsum",
     "base",
     "gpunet_scratch",
+    "gpunet_scratch_median",
     "setsum_mae",
     "base_mae",
     "threshold_volume",
@@ -114,6 +116,8 @@ def train_settings(method: str, minutes: dict, base: str = "default") -> dict:
         return dict(arch="regressor", heads=1, p_black=0.0, time_limit=minutes["scratch"])
     if method in ("setsum_mae", "base_mae"):
         return {**train_settings(method[:-4], minutes), "loss": "mae"}
+    if method == "gpunet_scratch_median":
+        return {**train_settings("gpunet_scratch", minutes), "intensity_reference": "median"}
     if method == "gpunet_scratch":
         return dict(
             arch="gpunet",
@@ -186,7 +190,8 @@ def run(
         if method == "cam":
             settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start"), base))
         model, extra = run_training(sim, tr, settings, seed, folder)
-        pred, _ = model_outputs(model, sim, test, flips)
+        inputs = sim if model.preprocess == sim.pre else load_sim(sim.root, model.preprocess)
+        pred, _ = model_outputs(model, inputs, test, flips)
     return {
         "method": method,
         "size": size,

@@ -33,6 +33,7 @@ LABELS = {
     "setsum": "HydraRegressor from scratch, set-sum n=4 p=0.1",
     "base": "HydraRegressor from scratch, base (n=1)",
     "gpunet_scratch": "GP-UNet from scratch, set-sum",
+    "gpunet_scratch_median": "GP-UNet from scratch, set-sum, median intensity reference",
     "setsum_mae": "HydraRegressor from scratch, set-sum, MAE loss",
     "base_mae": "HydraRegressor from scratch, base, MAE loss",
     "threshold_volume": "voxels above a threshold (no network)",

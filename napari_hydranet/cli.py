@@ -110,6 +110,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         label_name=a.label_name,
         label_unit=a.unit,
         crop_shape=tuple(a.crop) if a.crop else None,
+        intensity_reference=a.intensity_reference,
         density_dir=a.density,
         density_target=a.density_target,
         count_weight=a.count_weight,
@@ -251,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[64, 52, 40],
         metavar=("I", "J", "K"),
         help="network input size around the ROI (voxels)",
+    )
+    t.add_argument(
+        "--intensity-reference",
+        choices=["percentile", "median"],
+        default="percentile",
+        help="from scratch only (--init keeps the model's): scale intensities by the ROI's 99th "
+        "percentile, or by its median, which does not move with the lesions",
     )
     t.add_argument(
         "--density",

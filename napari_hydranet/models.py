@@ -125,6 +125,10 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
     """Load a model folder; errors say what is missing or does not fit."""
     folder = resolve_model_dir(folder)
     config = read_config(folder)
+    try:
+        PreprocessConfig.from_dict(config.get("preprocess", {}))
+    except HydranetError as exc:
+        raise HydranetError(f"{folder / CONFIG}: {exc}") from None
     arch = config.get("architecture", {})
     net = build_net(arch.get("name", "?"), arch.get("args", {}))
     try:

@@ -14,6 +14,9 @@ from scipy import ndimage
 from .errors import HydranetError
 from .io import Scan
 
+INTENSITY_REFERENCES = ("percentile", "median")
+MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -24,6 +27,7 @@ class PreprocessConfig:
     mask_sigma: float = 2.0  # voxels, Gaussian smoothing of the mask border
     trim_percentile: float = 99.0
     use_mask: bool = True
+    intensity_reference: str = "percentile"  # see ``rescale``
 
     def to_dict(self) -> dict:
         return {
@@ -32,17 +36,25 @@ class PreprocessConfig:
             "mask_sigma": self.mask_sigma,
             "trim_percentile": self.trim_percentile,
             "use_mask": self.use_mask,
+            "intensity_reference": self.intensity_reference,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
         crop = d.get("crop_shape")
+        reference = str(d.get("intensity_reference", "percentile"))
+        if reference not in INTENSITY_REFERENCES:
+            raise HydranetError(
+                f"unknown intensity_reference {reference!r} "
+                f"(expected one of {', '.join(INTENSITY_REFERENCES)})"
+            )
         return cls(
             crop_shape=tuple(int(c) for c in crop) if crop else None,
             mask_dilation=int(d.get("mask_dilation", 2)),
             mask_sigma=float(d.get("mask_sigma", 2.0)),
             trim_percentile=float(d.get("trim_percentile", 99.0)),
             use_mask=bool(d.get("use_mask", True)),
+            intensity_reference=reference,
         )
 
 
@@ -88,15 +100,25 @@ def smooth_mask(mask: np.ndarray, dilation: int = 2, sigma: float = 2.0) -> np.n
     return np.clip(weight, 0.0, 1.0)
 
 
-def rescale(array: np.ndarray, within: np.ndarray | None, percentile: float = 99.0) -> np.ndarray:
-    """Trim intensities above ``percentile`` and rescale to [0, 1].
+def rescale(
+    array: np.ndarray, within: np.ndarray | None, percentile: float = 99.0, reference: str = "percentile"
+) -> np.ndarray:
+    """Rescale intensities to [0, 1], measured on the voxels where ``within`` is true (the ROI)
+    or on the non-zero voxels when no ROI is given.
 
-    The range is taken from the voxels where ``within`` is true (the ROI), or from the
-    non-zero voxels when no ROI is given.
+    ``percentile``: trim above that percentile and map [min(0, lowest), trim] to [0, 1].
+    ``median``: divide by MEDIAN_SPAN × the median and clip. The percentile moves with the
+    bright tail (lesions, lacunes, ventricles), so after it the tissue is darker in scans
+    with more lesions; the median does not (docs/benchmarks.md, "After model 6").
     """
     sel = array[within] if within is not None else array[array != 0]
     if sel.size == 0:
         return np.zeros_like(array, dtype=np.float32)
+    if reference == "median":
+        median = float(np.median(sel))
+        if median <= 0:
+            return np.zeros_like(array, dtype=np.float32)
+        return np.clip(array / (MEDIAN_SPAN * median), 0.0, 1.0).astype(np.float32)
     lo = float(min(sel.min(), 0.0))
     hi = float(np.percentile(sel, percentile))
     if hi <= lo:
@@ -150,12 +172,12 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         if not roi.any():
             raise HydranetError(f"{mask.path}: the mask is empty")
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
-        scaled = rescale(data, roi, cfg.trim_percentile) * weight
+        scaled = rescale(data, roi, cfg.trim_percentile, cfg.intensity_reference) * weight
         centre = np.array(ndimage.center_of_mass(roi))
     else:
         if cfg.use_mask:
             notes.append(f"{scan.name}: no ROI mask given; the whole volume is used")
-        scaled = rescale(data, None, cfg.trim_percentile)
+        scaled = rescale(data, None, cfg.trim_percentile, cfg.intensity_reference)
         total = scaled.sum()
         if total > 0:
             centre = np.array(ndimage.center_of_mass(scaled))

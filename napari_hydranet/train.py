@@ -28,7 +28,7 @@ from .errors import HydranetError
 from .io import atomic_write_bytes, write_csv
 from .metrics import agreement
 from .models import WEIGHTS, build_net, load_model, resolve_model_dir, save_model
-from .preprocess import PreprocessConfig
+from .preprocess import INTENSITY_REFERENCES, PreprocessConfig
 from .setsum import BLACK, epoch_batches, set_sum_loss
 
 # Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
@@ -79,6 +79,7 @@ class TrainConfig:
     label_name: str = "lesion count"
     label_unit: str = "lesions"
     crop_shape: tuple[int, int, int] | None = (64, 52, 40)
+    intensity_reference: str = "percentile"  # from scratch only (PreprocessConfig); --init keeps the model's
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
     density_target: str = "voxels"  # data.lesion_target's kind: "voxels" or "lesions"
     count_weight: float = 0.0  # pretraining: weight of the count loss beside the lesion-map loss
@@ -106,6 +107,10 @@ class TrainConfig:
             raise HydranetError("--loss must be mse or mae")
         if self.lr_schedule not in LR_SCHEDULES:
             raise HydranetError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if self.intensity_reference not in INTENSITY_REFERENCES:
+            raise HydranetError(f"--intensity-reference must be one of {', '.join(INTENSITY_REFERENCES)}")
+        if self.init and self.intensity_reference != "percentile":
+            raise HydranetError("--intensity-reference applies from scratch only; --init keeps the model's")
         if self.optimizer not in OPTIMIZERS:
             raise HydranetError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.val_labels is None and not 0 < self.val_fraction < 1:
@@ -238,7 +243,11 @@ def train(
         arch, arch_args, pre = base.arch, base.config["architecture"]["args"], base.preprocess
     else:
         arch, arch_args = cfg.arch, dict(cfg.arch_args)
-        pre = PreprocessConfig(crop_shape=cfg.crop_shape, use_mask=cfg.masks_dir is not None)
+        pre = PreprocessConfig(
+            crop_shape=cfg.crop_shape,
+            use_mask=cfg.masks_dir is not None,
+            intensity_reference=cfg.intensity_reference,
+        )
 
     yield {"event": "status", "message": "loading scans"}
     train_set, val_set, notes = _load_data(cfg, pre)

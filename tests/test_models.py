@@ -49,6 +49,11 @@ def test_other_architecture_and_mismatched_shapes(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(HydranetError, match="shape"):
         load_model(tmp_path)
+    cfg["architecture"] = {"name": "gpunet", "args": {"features": [4, 8]}}
+    cfg["preprocess"] = {"intensity_reference": "zscore"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HydranetError, match="config.json: unknown intensity_reference 'zscore'"):
+        load_model(tmp_path)
 
 
 def test_pickle_weights_are_not_loaded(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.io import Scan
-from napari_hydranet.preprocess import PreprocessConfig, crop_box, prepare, rescale, smooth_mask
+from napari_hydranet.preprocess import MEDIAN_SPAN, PreprocessConfig, crop_box, prepare, rescale, smooth_mask
 
 
 def _world(affine, ijk):
@@ -44,6 +44,27 @@ def test_rescale_trims_top_percent():
     arr = np.linspace(0, 100, 1001).astype(np.float32)
     out = rescale(arr, arr > 0, 99.0)
     assert out.max() == 1.0 and (out == 1.0).sum() >= 10 and out.min() == 0.0
+
+
+def test_median_reference_keeps_the_tissue_level_when_the_bright_tail_grows():
+    rng = np.random.default_rng(0)
+    tissue = rng.normal(100, 5, 20_000).astype(np.float32)
+    few, many = tissue.copy(), tissue.copy()
+    few[:100], many[:400] = 220, 220  # bright voxels (lesions, lacunes) above 99 % in one scan only
+    roi = np.ones(tissue.shape, bool)
+    by_percentile = [np.median(rescale(a, roi, 99.0)) for a in (few, many)]
+    by_median = [np.median(rescale(a, roi, 99.0, "median")) for a in (few, many)]
+    assert by_percentile[1] < 0.6 * by_percentile[0]  # the 99th percentile moved: tissue darker
+    assert by_median == pytest.approx([1 / MEDIAN_SPAN] * 2, abs=0.01)
+    assert rescale(many, roi, 99.0, "median").max() == 1.0
+
+
+def test_intensity_reference_round_trips_and_defaults_for_older_models():
+    cfg = PreprocessConfig(intensity_reference="median")
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert PreprocessConfig.from_dict({}).intensity_reference == "percentile"
+    with pytest.raises(HydranetError, match="intensity_reference"):
+        PreprocessConfig.from_dict({"intensity_reference": "zscore"})
 
 
 def test_mask_grid_must_match():

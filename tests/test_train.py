@@ -99,6 +99,21 @@ def test_cosine_schedule_ends_training_at_its_floor(cohort, tmp_path):
         list(train(_cfg(cohort, tmp_path / "n", lr_schedule="step")))
 
 
+def test_intensity_reference_is_kept_with_the_model_and_used_to_predict(cohort, tmp_path):
+    out = tmp_path / "m"
+    list(train(_cfg(cohort, out, epochs=1, intensity_reference="median")))
+    model = load_model(out)
+    assert model.preprocess.intensity_reference == "median"
+    scan = cohort / "scans" / sorted(p.name for p in (cohort / "scans").iterdir())[0]
+    median = predict_file(model, scan, "cpu", cohort / "masks", flips=1)[0].count
+    model.config["preprocess"]["intensity_reference"] = "percentile"
+    assert predict_file(model, scan, "cpu", cohort / "masks", flips=1)[0].count != pytest.approx(median)
+    with pytest.raises(HydranetError, match="intensity-reference must be"):
+        list(train(_cfg(cohort, tmp_path / "n", intensity_reference="zscore")))
+    with pytest.raises(HydranetError, match="--init keeps the model's"):
+        list(train(_cfg(cohort, tmp_path / "n", init=str(out), intensity_reference="median")))
+
+
 def test_time_limit_stops_cleanly(cohort, tmp_path):
     events = list(train(_cfg(cohort, tmp_path / "m", epochs=50, time_limit=0.001)))
     assert events[-1]["reason"] == "time_limit"
