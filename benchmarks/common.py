@@ -117,8 +117,15 @@ def write_labels(cohort: SimCohort, idx: np.ndarray, path: Path) -> Path:
     return path
 
 
+def for_model(cohort: SimCohort, model) -> SimCohort:
+    """The cohort prepared as ``model`` expects (its intensity reference, crop, ...)."""
+    return cohort if model.preprocess == cohort.pre else load_sim(cohort.root, model.preprocess)
+
+
 def model_outputs(model, cohort: SimCohort, idx: np.ndarray, flips: int = 1) -> tuple[np.ndarray, list]:
-    """Counts and heatmaps (None for models without one) of ``model`` on scans ``idx``."""
+    """Counts and heatmaps (None for models without one) of ``model`` on scans ``idx``,
+    each scan prepared as the model expects."""
+    cohort = for_model(cohort, model)
     counts, heats = [], []
     for i in idx:
         c, h = run_network(model, cohort.images[i], torch.device("cpu"), flips)

@@ -190,8 +190,7 @@ def run(
         if method == "cam":
             settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start"), base))
         model, extra = run_training(sim, tr, settings, seed, folder)
-        inputs = sim if model.preprocess == sim.pre else load_sim(sim.root, model.preprocess)
-        pred, _ = model_outputs(model, inputs, test, flips)
+        pred, _ = model_outputs(model, sim, test, flips)
     return {
         "method": method,
         "size": size,

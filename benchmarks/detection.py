@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     combined_map,
     count_scores,
     detect_scores,
+    for_model,
     intensity_map,
     load_sim,
     model_outputs,
@@ -62,9 +63,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    sim = load_sim(a.cohort)
-    _, test = splits(sim, a.test)
     gp = load_model(a.gpunet)
+    sim = for_model(load_sim(a.cohort), gp)  # the intensity maps (a, f) then match the GP-UNet's input
+    _, test = splits(sim, a.test)
     counts, heats = model_outputs(gp, sim, test, a.flips)
     maps = {
         "a intensity thresholding": [intensity_map(sim, i) for i in test],
@@ -76,11 +77,11 @@ def main() -> None:
     if a.regressor:
         reg = load_model(a.regressor)
         model_counts["b saliency of a regressor"], _ = model_outputs(reg, sim, test, a.flips)
-        maps["b saliency of a regressor"] = [saliency(reg, sim.images[i]) for i in test]
+        maps["b saliency of a regressor"] = [saliency(reg, for_model(sim, reg).images[i]) for i in test]
     if a.cam:
         cam = load_model(a.cam)
         model_counts["d CAM-like (no upsampling path)"], cam_heats = model_outputs(cam, sim, test, a.flips)
-        cam_maps = [score_map(h, sim.images[i]) for h, i in zip(cam_heats, test)]
+        cam_maps = [score_map(h, for_model(sim, cam).images[i]) for h, i in zip(cam_heats, test)]
         maps["d CAM-like (no upsampling path)"] = cam_maps
     result = {"gpunet": str(a.gpunet), "regressor": a.regressor, "cam": a.cam, "methods": {}}
     for name in sorted(maps):

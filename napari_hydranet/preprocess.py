@@ -30,13 +30,16 @@ class PreprocessConfig:
     intensity_reference: str = "percentile"  # see ``rescale``
 
     def to_dict(self) -> dict:
+        extra = {}  # written only when not the default: older readers and caches keep working
+        if self.intensity_reference != "percentile":
+            extra["intensity_reference"] = self.intensity_reference
         return {
             "crop_shape": list(self.crop_shape) if self.crop_shape else None,
             "mask_dilation": self.mask_dilation,
             "mask_sigma": self.mask_sigma,
             "trim_percentile": self.trim_percentile,
             "use_mask": self.use_mask,
-            "intensity_reference": self.intensity_reference,
+            **extra,
         }
 
     @classmethod
@@ -117,7 +120,10 @@ def rescale(
     if reference == "median":
         median = float(np.median(sel))
         if median <= 0:
-            return np.zeros_like(array, dtype=np.float32)
+            raise HydranetError(
+                f"the median intensity is {median:.3g}; the median reference needs positive "
+                "intensities (z-scored or mostly empty scans: use the percentile reference)"
+            )
         return np.clip(array / (MEDIAN_SPAN * median), 0.0, 1.0).astype(np.float32)
     lo = float(min(sel.min(), 0.0))
     hi = float(np.percentile(sel, percentile))
@@ -157,6 +163,13 @@ def shifted_affine(affine: np.ndarray, offset) -> np.ndarray:
     return affine @ shift
 
 
+def _rescaled(scan: Scan, roi: np.ndarray | None, cfg: PreprocessConfig) -> np.ndarray:
+    try:
+        return rescale(scan.array, roi, cfg.trim_percentile, cfg.intensity_reference)
+    except HydranetError as exc:
+        raise HydranetError(f"{scan.path or scan.name}: {exc}") from None
+
+
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
     data = scan.array
@@ -172,12 +185,12 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         if not roi.any():
             raise HydranetError(f"{mask.path}: the mask is empty")
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
-        scaled = rescale(data, roi, cfg.trim_percentile, cfg.intensity_reference) * weight
+        scaled = _rescaled(scan, roi, cfg) * weight
         centre = np.array(ndimage.center_of_mass(roi))
     else:
         if cfg.use_mask:
             notes.append(f"{scan.name}: no ROI mask given; the whole volume is used")
-        scaled = rescale(data, None, cfg.trim_percentile, cfg.intensity_reference)
+        scaled = _rescaled(scan, None, cfg)
         total = scaled.sum()
         if total > 0:
             centre = np.array(ndimage.center_of_mass(scaled))

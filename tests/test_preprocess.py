@@ -57,6 +57,9 @@ def test_median_reference_keeps_the_tissue_level_when_the_bright_tail_grows():
     assert by_percentile[1] < 0.6 * by_percentile[0]  # the 99th percentile moved: tissue darker
     assert by_median == pytest.approx([1 / MEDIAN_SPAN] * 2, abs=0.01)
     assert rescale(many, roi, 99.0, "median").max() == 1.0
+    z_scored = Scan((tissue - tissue.mean() - 1).reshape(20, 25, 40), np.eye(4))
+    with pytest.raises(HydranetError, match="median intensity"):
+        prepare(z_scored, PreprocessConfig(intensity_reference="median"))
 
 
 def test_intensity_reference_round_trips_and_defaults_for_older_models():
