@@ -76,12 +76,15 @@ def main() -> None:
     model_counts = dict.fromkeys(maps, counts)
     if a.regressor:
         reg = load_model(a.regressor)
-        model_counts["b saliency of a regressor"], _ = model_outputs(reg, sim, test, a.flips)
-        maps["b saliency of a regressor"] = [saliency(reg, for_model(sim, reg).images[i]) for i in test]
+        reg_sim = for_model(sim, reg)
+        model_counts["b saliency of a regressor"], _ = model_outputs(reg, reg_sim, test, a.flips)
+        maps["b saliency of a regressor"] = [saliency(reg, reg_sim.images[i]) for i in test]
     if a.cam:
         cam = load_model(a.cam)
-        model_counts["d CAM-like (no upsampling path)"], cam_heats = model_outputs(cam, sim, test, a.flips)
-        cam_maps = [score_map(h, for_model(sim, cam).images[i]) for h, i in zip(cam_heats, test)]
+        cam_sim = for_model(sim, cam)
+        cam_counts, cam_heats = model_outputs(cam, cam_sim, test, a.flips)
+        model_counts["d CAM-like (no upsampling path)"] = cam_counts
+        cam_maps = [score_map(h, cam_sim.images[i]) for h, i in zip(cam_heats, test)]
         maps["d CAM-like (no upsampling path)"] = cam_maps
     result = {"gpunet": str(a.gpunet), "regressor": a.regressor, "cam": a.cam, "methods": {}}
     for name in sorted(maps):
