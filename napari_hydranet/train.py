@@ -46,6 +46,19 @@ MIN_RELIABLE_VAL = 5
 # test scans did not confirm (one training set: epoch 12 test ICC 0.69, epoch 50 0.62).
 FINETUNE_PATIENCE = 10
 REFIT_SCANS = 120  # training scans for the count refit that scores pretraining checkpoints
+# What --resume may change: how long and where the run goes on. Every other setting defines the
+# data, the network, its preprocessing or the optimisation, so a resume must repeat it.
+RESUME_MAY_CHANGE = {"out", "epochs", "time_limit", "patience", "device", "recalibrate", "recalibrate_only"}
+PATH_SETTINGS = {"scans_dir", "labels", "val_labels", "masks_dir", "density_dir"}
+# The CLI's names for settings whose flag is not --<name with dashes>.
+FLAGS = {
+    "scans_dir": "the scans folder",
+    "masks_dir": "--masks",
+    "density_dir": "--density",
+    "crop_shape": "--crop",
+    "label_unit": "--unit",
+    "augment": "--no-augment",
+}
 
 
 @dataclass
@@ -190,6 +203,37 @@ def _load_resume(folder: Path, net, opt, gen: torch.Generator) -> dict:
     return state
 
 
+def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
+    """Refuse to resume with settings other than those the training was started with.
+
+    ``saved`` is the config in ``resume/state.json``; settings it lacks (older versions)
+    count as their defaults. Paths compare as resolved paths.
+    """
+    now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, like the saved JSON
+    fields = TrainConfig.__dataclass_fields__
+    differ = []
+    for key, value in now.items():
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if key in saved:
+            before = saved[key]
+        else:
+            f = fields[key]
+            before = json.loads(json.dumps(f.default_factory() if callable(f.default_factory) else f.default))
+        if key in PATH_SETTINGS and value and before:
+            same = Path(value).resolve() == Path(before).resolve()
+        else:
+            same = value == before
+        if not same:
+            flag = FLAGS.get(key, "--" + key.replace("_", "-"))
+            differ.append(f"{flag}: {before!r} then, {value!r} now")
+    if differ:
+        raise HydranetError(
+            f"{folder}: cannot resume with other settings than the training started with "
+            f"({'; '.join(differ)}); repeat its options, or train into another --out"
+        )
+
+
 def _batch(cohort: Cohort, sets: list[list[int]], device):
     """Images (black where BLACK), labels, a real-image mask and density targets (or None)."""
     flat = [i for s in sets for i in s]
@@ -233,6 +277,12 @@ def train(
         )
     if resume and not (resume_dir / "state.json").exists():
         raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
+    if resume:
+        try:
+            saved = json.loads((resume_dir / "state.json").read_text())["config"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise HydranetError(f"{resume_dir}: cannot resume ({exc})") from None
+        check_resume_settings(cfg, saved, out)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

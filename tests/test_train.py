@@ -74,7 +74,13 @@ def test_stop_keeps_checkpoint_and_resume_continues(cohort, tmp_path):
     assert state["epoch"] == 2
     with pytest.raises(HydranetError, match="already holds a model"):
         list(train(_cfg(cohort, out, epochs=6)))
-    events = list(train(_cfg(cohort, out, epochs=4), resume=True))
+    # a resume must repeat what defines the run: its preprocessing, network and optimisation
+    with pytest.raises(HydranetError, match="--intensity-reference: 'percentile' then, 'median' now"):
+        list(train(_cfg(cohort, out, epochs=4, intensity_reference="median"), resume=True))
+    with pytest.raises(HydranetError, match="--crop"):
+        list(train(_cfg(cohort, out, epochs=4, crop_shape=None), resume=True))
+    assert json.loads((out / "resume" / "state.json").read_text())["epoch"] == 2  # refused: untouched
+    events = list(train(_cfg(cohort, out, epochs=4, time_limit=30.0), resume=True))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3, 4]
 
 
