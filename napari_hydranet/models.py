@@ -22,7 +22,9 @@ from .nets import ARCHITECTURES
 from .preprocess import PreprocessConfig
 
 FORMAT = "napari-hydranet-model"
-FORMAT_VERSION = 1
+# The newest format this package reads. A model is saved with the lowest version that holds
+# it (``format_version_of``), so older packages keep reading the models they can use.
+FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
 DEFAULT_NAME = "default"
 
@@ -86,12 +88,18 @@ def resolve_model_dir(name: str | os.PathLike) -> Path:
     return default_model_dir() if str(name) == DEFAULT_NAME else Path(name)
 
 
+def format_version_of(config: dict) -> int:
+    """1, or 2 for inputs an older package would scale otherwise (a median intensity reference)."""
+    reference = config.get("preprocess", {}).get("intensity_reference", "percentile")
+    return 1 if reference == "percentile" else 2
+
+
 def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) -> Path:
     """Write weights and config atomically (config last, so a folder is never half new)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(config)
-    cfg.update(format=FORMAT, format_version=FORMAT_VERSION, package_version=__version__)
+    cfg.update(format=FORMAT, format_version=format_version_of(cfg), package_version=__version__)
     cfg.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     buffer = safetensors_bytes(tensors, {"format": FORMAT})

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from napari_hydranet.errors import HydranetError
-from napari_hydranet.models import load_model, read_config, save_model
+from napari_hydranet.models import FORMAT_VERSION, load_model, read_config, save_model
 from napari_hydranet.nets import GPUNet
 
 
@@ -54,6 +54,20 @@ def test_other_architecture_and_mismatched_shapes(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(HydranetError, match="config.json: unknown intensity_reference 'zscore'"):
         load_model(tmp_path)
+
+
+def test_format_version_is_the_lowest_that_holds_the_model(tmp_path):
+    save_model(tmp_path / "a", GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    assert read_config(tmp_path / "a")["format_version"] == 1  # older packages read it
+    median = dict(_config({"features": [4, 8]}), preprocess={"intensity_reference": "median"})
+    save_model(tmp_path / "b", GPUNet(features=(4, 8)), median)
+    # a version-1 reader would scale its inputs by the percentile: it must refuse instead
+    assert read_config(tmp_path / "b")["format_version"] == 2 <= FORMAT_VERSION
+    load_model(tmp_path / "b")
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    (tmp_path / "b" / "config.json").write_text(json.dumps(dict(cfg, format_version=FORMAT_VERSION + 1)))
+    with pytest.raises(HydranetError, match="newer than this napari-hydranet"):
+        load_model(tmp_path / "b")
 
 
 def test_pickle_weights_are_not_loaded(tmp_path):
