@@ -13,7 +13,8 @@ every method; all are scored on the same held-out test scans against the expert 
 - ``setsum``, ``base``: HydraRegressor from scratch, set-sum (n = 4, p = 0.1) vs the base
   regressor (n = 1, p = 0), time-limited (000 Fig. 3);
 - ``gpunet_scratch``: GP-UNet (8/16/32) from scratch, set-sum, count labels only;
-- ``gpunet_scratch_median``: the same with the median intensity reference (``--intensity-reference``);
+- ``*_median`` (``gpunet_scratch``, ``setsum``, ``base``): the same from scratch with the median
+  intensity reference (``--intensity-reference median``);
 - ``setsum_mae``, ``base_mae``: the two regressors with the MAE loss (000 Table 1, WMH);
 - ``threshold_volume``: voxels above a fitted threshold, linearly calibrated (WMH volume);
 - ``finetune_*``: the fine-tune with one setting changed (heads n, p, augmentation, no
@@ -63,6 +64,8 @@ ABLATIONS = {
     "finetune_norecal": {"recalibrate": False},
     "finetune_lr1e-5": {"lr": 1e-5},
 }
+# from-scratch trainings that also run with the median intensity reference, as METHOD_median
+MEDIAN_VARIANTS = ("setsum", "base", "gpunet_scratch")
 # methods that do not use the bundled model (report.py keeps them out of its history table)
 MODEL_FREE = (
     "intensity",
@@ -70,7 +73,7 @@ MODEL_FREE = (
     "setsum",
     "base",
     "gpunet_scratch",
-    "gpunet_scratch_median",
+    *(f"{m}_median" for m in MEDIAN_VARIANTS),
     "setsum_mae",
     "base_mae",
     "threshold_volume",
@@ -116,8 +119,8 @@ def train_settings(method: str, minutes: dict, base: str = "default") -> dict:
         return dict(arch="regressor", heads=1, p_black=0.0, time_limit=minutes["scratch"])
     if method in ("setsum_mae", "base_mae"):
         return {**train_settings(method[:-4], minutes), "loss": "mae"}
-    if method == "gpunet_scratch_median":
-        return {**train_settings("gpunet_scratch", minutes), "intensity_reference": "median"}
+    if method.endswith("_median") and method[:-7] in MEDIAN_VARIANTS:
+        return {**train_settings(method[:-7], minutes), "intensity_reference": "median"}
     if method == "gpunet_scratch":
         return dict(
             arch="gpunet",

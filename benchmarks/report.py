@@ -34,6 +34,8 @@ LABELS = {
     "base": "HydraRegressor from scratch, base (n=1)",
     "gpunet_scratch": "GP-UNet from scratch, set-sum",
     "gpunet_scratch_median": "GP-UNet from scratch, set-sum, median intensity reference",
+    "setsum_median": "HydraRegressor from scratch, set-sum, median intensity reference",
+    "base_median": "HydraRegressor from scratch, base, median intensity reference",
     "setsum_mae": "HydraRegressor from scratch, set-sum, MAE loss",
     "base_mae": "HydraRegressor from scratch, base, MAE loss",
     "threshold_volume": "voxels above a threshold (no network)",
