@@ -255,10 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--intensity-reference",
-        choices=["percentile", "median"],
-        default="percentile",
+        choices=["auto", "percentile", "median"],
+        default="auto",
         help="from scratch only (--init keeps the model's): scale intensities by the ROI's 99th "
-        "percentile, or by its median, which does not move with the lesions",
+        "percentile, or by its median, which does not move with the lesions; auto: the median "
+        "for a GP-UNet trained on counts, the percentile otherwise",
     )
     t.add_argument(
         "--density",

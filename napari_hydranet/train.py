@@ -50,6 +50,8 @@ REFIT_SCANS = 120  # training scans for the count refit that scores pretraining 
 # data, the network, its preprocessing or the optimisation, so a resume must repeat it.
 RESUME_MAY_CHANGE = {"out", "epochs", "time_limit", "patience", "device", "recalibrate", "recalibrate_only"}
 PATH_SETTINGS = {"scans_dir", "labels", "val_labels", "masks_dir", "density_dir"}
+# What a setting was before resume states stored it (its default has changed since).
+SAVED_BEFORE = {"intensity_reference": "percentile"}
 # The CLI's names for settings whose flag is not --<name with dashes>.
 FLAGS = {
     "scans_dir": "the scans folder",
@@ -92,12 +94,22 @@ class TrainConfig:
     label_name: str = "lesion count"
     label_unit: str = "lesions"
     crop_shape: tuple[int, int, int] | None = (64, 52, 40)
-    intensity_reference: str = "percentile"  # from scratch only (PreprocessConfig); --init keeps the model's
+    intensity_reference: str = "auto"  # from scratch only (``reference()``); --init keeps the model's
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
     density_target: str = "voxels"  # data.lesion_target's kind: "voxels" or "lesions"
     count_weight: float = 0.0  # pretraining: weight of the count loss beside the lesion-map loss
     recalibrate: bool = True  # fine-tunes: refit the count first, kept if validation agrees
     recalibrate_only: bool = False  # fine-tunes: only that (seconds), no gradient steps
+
+    def reference(self) -> str:
+        """The intensity reference of a training from scratch; ``auto`` picks the median for a
+        GP-UNet trained on counts and the 99th percentile otherwise (docs/benchmarks.md,
+        "Fairer baselines"): the GP-UNet's count sums a non-negative local density, which the
+        percentile's darkening of scans with many lesions turns backwards, while the
+        regressors on WMH volumes did better with the percentile."""
+        if self.intensity_reference != "auto":
+            return self.intensity_reference
+        return "median" if self.arch == "gpunet" and not self.density_dir else "percentile"
 
     def early_stop_after(self) -> int:
         """Epochs without improvement before stopping; 0 never stops early."""
@@ -120,9 +132,11 @@ class TrainConfig:
             raise HydranetError("--loss must be mse or mae")
         if self.lr_schedule not in LR_SCHEDULES:
             raise HydranetError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
-        if self.intensity_reference not in INTENSITY_REFERENCES:
-            raise HydranetError(f"--intensity-reference must be one of {', '.join(INTENSITY_REFERENCES)}")
-        if self.init and self.intensity_reference != "percentile":
+        if self.intensity_reference not in ("auto", *INTENSITY_REFERENCES):
+            raise HydranetError(
+                f"--intensity-reference must be one of auto, {', '.join(INTENSITY_REFERENCES)}"
+            )
+        if self.init and self.intensity_reference not in ("auto", "percentile"):
             raise HydranetError("--intensity-reference applies from scratch only; --init keeps the model's")
         if self.optimizer not in OPTIMIZERS:
             raise HydranetError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -207,7 +221,8 @@ def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
     """Refuse to resume with settings other than those the training was started with.
 
     ``saved`` is the config in ``resume/state.json``; settings it lacks (older versions)
-    count as their defaults. Paths compare as resolved paths.
+    count as what those versions did (SAVED_BEFORE), else as their defaults. Paths compare as
+    resolved paths, the intensity reference as what it resolves to.
     """
     now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, like the saved JSON
     fields = TrainConfig.__dataclass_fields__
@@ -217,11 +232,17 @@ def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
             continue
         if key in saved:
             before = saved[key]
+        elif key in SAVED_BEFORE:
+            before = SAVED_BEFORE[key]
         else:
             f = fields[key]
             before = json.loads(json.dumps(f.default_factory() if callable(f.default_factory) else f.default))
         if key in PATH_SETTINGS and value and before:
             same = Path(value).resolve() == Path(before).resolve()
+        elif key == "intensity_reference" and not cfg.init:  # what it resolved to then and now
+            then = TrainConfig(**{**asdict(cfg), "arch": saved.get("arch"), key: before})
+            before, value = then.reference(), cfg.reference()
+            same = value == before
         else:
             same = value == before
         if not same:
@@ -296,7 +317,7 @@ def train(
         pre = PreprocessConfig(
             crop_shape=cfg.crop_shape,
             use_mask=cfg.masks_dir is not None,
-            intensity_reference=cfg.intensity_reference,
+            intensity_reference=cfg.reference(),
         )
 
     yield {"event": "status", "message": "loading scans"}

@@ -1,6 +1,7 @@
 """Training on a small synthetic cohort (CPU, within CI's time)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,6 +119,26 @@ def test_intensity_reference_is_kept_with_the_model_and_used_to_predict(cohort, 
         list(train(_cfg(cohort, tmp_path / "n", intensity_reference="zscore")))
     with pytest.raises(HydranetError, match="--init keeps the model's"):
         list(train(_cfg(cohort, tmp_path / "n", init=str(out), intensity_reference="median")))
+
+
+def test_auto_reference_is_the_median_for_gpunet_counts_only(cohort, tmp_path):
+    assert _cfg(cohort, tmp_path).reference() == "percentile"  # the regressor
+    assert _cfg(cohort, tmp_path, arch="gpunet").reference() == "median"
+    assert _cfg(cohort, tmp_path, arch="gpunet", density_dir="d").reference() == "percentile"
+    assert _cfg(cohort, tmp_path, arch="gpunet", intensity_reference="percentile").reference() == "percentile"
+    out = tmp_path / "m"
+    cfg = _cfg(cohort, out, arch="gpunet", arch_args={"features": [4, 8]}, epochs=1)
+    list(train(cfg))
+    assert load_model(out).preprocess.intensity_reference == "median"
+    # a run saved before the setting was stored used the percentile, and resumes only with it
+    path = out / "resume" / "state.json"
+    state = json.loads(path.read_text())
+    del state["config"]["intensity_reference"]
+    path.write_text(json.dumps(state))
+    with pytest.raises(HydranetError, match="--intensity-reference: 'percentile' then, 'median' now"):
+        list(train(replace(cfg, epochs=2), resume=True))
+    events = list(train(replace(cfg, epochs=2, intensity_reference="percentile"), resume=True))
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
 
 
 def test_time_limit_stops_cleanly(cohort, tmp_path):
