@@ -118,6 +118,31 @@ class VolumeThreshold:
         return self.a * (maps > self.threshold).sum(axis=(1, 2, 3)) + self.c
 
 
+@dataclass
+class TissueLevel:
+    """A probe, not a method: the label as a linear function of the mean prepared ROI intensity.
+
+    After the 99th-percentile scaling the tissue is darker in scans whose bright tail (lesions,
+    WMH, confounders) is larger, so this one number can carry the label; a network that scores
+    no better may have learned no more than that.
+    """
+
+    a: float
+    c: float
+
+    @staticmethod
+    def level(maps: np.ndarray) -> np.ndarray:
+        return np.array([m[m > 0].mean() if (m > 0).any() else 0.0 for m in maps])
+
+    def predict(self, maps: np.ndarray) -> np.ndarray:
+        return self.a * self.level(maps) + self.c
+
+
+def fit_tissue_level(maps: np.ndarray, labels: np.ndarray) -> TissueLevel:
+    a, c = np.polyfit(TissueLevel.level(maps), labels, 1)
+    return TissueLevel(float(a), float(c))
+
+
 def fit_volume(maps: np.ndarray, labels: np.ndarray) -> VolumeThreshold:
     values = np.concatenate([m[m > 0] for m in maps])
     best = None

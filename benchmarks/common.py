@@ -117,9 +117,18 @@ def write_labels(cohort: SimCohort, idx: np.ndarray, path: Path) -> Path:
     return path
 
 
+def prepared_as(cohort: SimCohort, pre: PreprocessConfig) -> SimCohort:
+    """The same cohort (and training labels) with its scans prepared by ``pre``."""
+    if pre == cohort.pre:
+        return cohort
+    other = load_sim(cohort.root, pre)
+    other.train_source = cohort.train_source
+    return other
+
+
 def for_model(cohort: SimCohort, model) -> SimCohort:
     """The cohort prepared as ``model`` expects (its intensity reference, crop, ...)."""
-    return cohort if model.preprocess == cohort.pre else load_sim(cohort.root, model.preprocess)
+    return prepared_as(cohort, model.preprocess)
 
 
 def model_outputs(model, cohort: SimCohort, idx: np.ndarray, flips: int = 1) -> tuple[np.ndarray, list]:

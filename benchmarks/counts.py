@@ -6,7 +6,10 @@ every method; all are scored on the same held-out test scans against the expert 
 (ICC(2,1), MAE, MSE). Methods:
 
 - ``intensity``, ``frangi``: thresholded components in a size window, fitted on the labels
-  (benchmarks/baselines.py);
+  (benchmarks/baselines.py); ``intensity_median``, ``frangi_median``, ``threshold_volume_median``:
+  the same on scans scaled by the ROI's median instead of its 99th percentile (a threshold
+  relative to the tissue, as users set them);
+- ``tissue_level``: a probe, the label as a linear function of the mean prepared ROI intensity;
 - ``default``: the bundled model as shipped (no training);
 - ``recalibrated``: its count scale and offset refitted on the labels (``--recalibrate-only``);
 - ``finetune``: fine-tuned from it with set-sum (n = 4, p = 0.1), time-limited;
@@ -46,11 +49,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from baselines import fit_counter, fit_volume, vesselness  # noqa: E402
-from common import count_scores, draw_training, load_sim, model_outputs, save_json, splits, write_labels  # noqa: E402
+from baselines import fit_counter, fit_tissue_level, fit_volume, vesselness  # noqa: E402
+from common import (  # noqa: E402
+    count_scores,
+    draw_training,
+    load_sim,
+    model_outputs,
+    prepared_as,
+    save_json,
+    splits,
+    write_labels,
+)
 
 from napari_hydranet.calibrate import calibrate_output  # noqa: E402
 from napari_hydranet.models import build_net, load_model, save_model  # noqa: E402
+from napari_hydranet.preprocess import PreprocessConfig  # noqa: E402
 from napari_hydranet.train import TrainConfig, train  # noqa: E402
 
 # Ablations of the fine-tune (000 §4 and what users ask): one setting changed at a time.
@@ -66,23 +79,26 @@ ABLATIONS = {
 }
 # from-scratch trainings that also run with the median intensity reference, as METHOD_median
 MEDIAN_VARIANTS = ("setsum", "base", "gpunet_scratch")
+# no-network baselines that also run on median-scaled scans, as METHOD_median
+BASELINES = ("intensity", "frangi", "threshold_volume")
+MEDIAN = PreprocessConfig(intensity_reference="median")
 # methods that do not use the bundled model (report.py keeps them out of its history table)
 MODEL_FREE = (
-    "intensity",
-    "frangi",
+    *BASELINES,
+    *(f"{m}_median" for m in BASELINES),
+    "tissue_level",
     "setsum",
     "base",
     "gpunet_scratch",
     *(f"{m}_median" for m in MEDIAN_VARIANTS),
     "setsum_mae",
     "base_mae",
-    "threshold_volume",
 )
 METHODS = (*MODEL_FREE, "default", "recalibrated", "finetune", "cam", *ABLATIONS)
 
 
 def frangi_maps(sim) -> np.ndarray:
-    cache = sim.root / "frangi.npy"
+    cache = sim.root / ("frangi.npy" if sim.pre == PreprocessConfig() else "frangi-median.npy")
     if cache.exists():
         maps = np.load(cache)
         if maps.shape == sim.images.shape:
@@ -121,13 +137,14 @@ def train_settings(method: str, minutes: dict, base: str = "default") -> dict:
         return {**train_settings(method[:-4], minutes), "loss": "mae"}
     if method.endswith("_median") and method[:-7] in MEDIAN_VARIANTS:
         return {**train_settings(method[:-7], minutes), "intensity_reference": "median"}
-    if method == "gpunet_scratch":
+    if method == "gpunet_scratch":  # the percentile, as before auto chose the median for it
         return dict(
             arch="gpunet",
             arch_args={"features": [8, 16, 32]},
             heads=4,
             p_black=0.1,
             time_limit=minutes["scratch"],
+            intensity_reference="percentile",
         )
     raise ValueError(method)
 
@@ -175,12 +192,16 @@ def run(
 ) -> dict:
     tr = draw_training(pool, size, seed)
     t0 = time.monotonic()
-    if method == "threshold_volume":
-        fit = fit_volume(sim.images[tr], sim.training_labels(tr))
-        pred, extra = fit.predict(sim.images[test]), {"fitted": vars(fit)}
-    elif method in ("intensity", "frangi"):
-        maps = sim.images if method == "intensity" else frangi_maps(sim)
-        counter = fit_counter(maps[tr], sim.training_labels(tr))
+    baseline, scaled = method, sim
+    if method.endswith("_median") and method[:-7] in BASELINES:
+        baseline, scaled = method[:-7], prepared_as(sim, MEDIAN)
+    if baseline in ("threshold_volume", "tissue_level"):
+        fitter = fit_volume if baseline == "threshold_volume" else fit_tissue_level
+        fit = fitter(scaled.images[tr], scaled.training_labels(tr))
+        pred, extra = fit.predict(scaled.images[test]), {"fitted": vars(fit)}
+    elif baseline in ("intensity", "frangi"):
+        maps = scaled.images if baseline == "intensity" else frangi_maps(scaled)
+        counter = fit_counter(maps[tr], scaled.training_labels(tr))
         pred, extra = counter.predict(maps[test]), {"fitted": vars(counter)}
     elif method == "default":
         pred, _ = model_outputs(load_model(base), sim, test, flips)

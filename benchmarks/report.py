@@ -27,6 +27,10 @@ from counts import MODEL_FREE  # noqa: E402
 LABELS = {
     "intensity": "threshold + components (no network)",
     "frangi": "Frangi + components (no network)",
+    "intensity_median": "threshold + components, median-scaled (no network)",
+    "frangi_median": "Frangi + components, median-scaled (no network)",
+    "threshold_volume_median": "voxels above a threshold, median-scaled (no network)",
+    "tissue_level": "mean prepared ROI intensity, calibrated (probe, no network)",
     "default": "bundled model, as shipped",
     "recalibrated": "bundled model, count recalibrated",
     "finetune": "bundled model, set-sum fine-tune",
