@@ -56,6 +56,12 @@ class SimCohort:
         return np.array([where[n] for n in names])
 
 
+def cache_suffix(pre: PreprocessConfig) -> str:
+    """Names the caches of one preprocessing; the default keeps the old names (no suffix)."""
+    key = json.dumps(pre.to_dict(), sort_keys=True)
+    return "" if pre == PreprocessConfig() else "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
 def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
     """Read a simulated cohort and prepare every scan once (cached in ``root/prepared.npz``)."""
     root = Path(root)
@@ -69,9 +75,7 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
                 if r["visible"].strip() == "1":
                     centres[r["scan"]].append([float(r[k]) for k in "ijk"])
     key = json.dumps(pre.to_dict(), sort_keys=True)
-    # one cache per preprocessing; the default keeps its old name
-    suffix = "" if pre == PreprocessConfig() else "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
-    cache = root / f"prepared{suffix}.npz"
+    cache = root / f"prepared{cache_suffix(pre)}.npz"
     if cache.exists() and str(np.load(cache)["key"]) == key:
         z = np.load(cache)
         images, offsets, spacing = z["images"], z["offsets"], z["spacing"]

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from baselines import fit_counter, fit_tissue_level, fit_volume, vesselness  # noqa: E402
 from common import (  # noqa: E402
+    cache_suffix,
     count_scores,
     draw_training,
     load_sim,
@@ -98,7 +99,7 @@ METHODS = (*MODEL_FREE, "default", "recalibrated", "finetune", "cam", *ABLATIONS
 
 
 def frangi_maps(sim) -> np.ndarray:
-    cache = sim.root / ("frangi.npy" if sim.pre == PreprocessConfig() else "frangi-median.npy")
+    cache = sim.root / f"frangi{cache_suffix(sim.pre)}.npy"
     if cache.exists():
         maps = np.load(cache)
         if maps.shape == sim.images.shape:

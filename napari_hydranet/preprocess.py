@@ -103,6 +103,10 @@ def smooth_mask(mask: np.ndarray, dilation: int = 2, sigma: float = 2.0) -> np.n
     return np.clip(weight, 0.0, 1.0)
 
 
+class MedianNotPositive(HydranetError):
+    """The median reference cannot scale a scan whose ROI median is ≤ 0 (z-scored, empty)."""
+
+
 def rescale(
     array: np.ndarray, within: np.ndarray | None, percentile: float = 99.0, reference: str = "percentile"
 ) -> np.ndarray:
@@ -120,7 +124,7 @@ def rescale(
     if reference == "median":
         median = float(np.median(sel))
         if median <= 0:
-            raise HydranetError(
+            raise MedianNotPositive(
                 f"the median intensity is {median:.3g}; the median reference needs positive "
                 "intensities (z-scored or mostly empty scans: use the percentile reference)"
             )
@@ -167,7 +171,7 @@ def _rescaled(scan: Scan, roi: np.ndarray | None, cfg: PreprocessConfig) -> np.n
     try:
         return rescale(scan.array, roi, cfg.trim_percentile, cfg.intensity_reference)
     except HydranetError as exc:
-        raise HydranetError(f"{scan.path or scan.name}: {exc}") from None
+        raise type(exc)(f"{scan.path or scan.name}: {exc}") from None
 
 
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:

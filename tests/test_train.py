@@ -3,6 +3,7 @@
 import json
 from dataclasses import replace
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ from napari_hydranet.train import (
     FINETUNE_PATIENCE,
     WARMUP_STEPS,
     TrainConfig,
+    check_resume_settings,
     lr_factor,
     train,
 )
@@ -139,6 +141,30 @@ def test_auto_reference_is_the_median_for_gpunet_counts_only(cohort, tmp_path):
         list(train(replace(cfg, epochs=2), resume=True))
     events = list(train(replace(cfg, epochs=2, intensity_reference="percentile"), resume=True))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
+
+
+def test_auto_reference_falls_back_to_the_percentile_on_z_scored_scans(cohort, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for path in (cohort / "scans").iterdir():
+        img = nib.load(path)
+        data = img.get_fdata()
+        nib.save(nib.Nifti1Image((data - data.mean()) / data.std(), img.affine), scans / path.name)
+    cfg = _cfg(cohort, tmp_path / "m", arch="gpunet", arch_args={"features": [4, 8]}, epochs=1)
+    cfg = replace(cfg, scans_dir=str(scans), masks_dir=None)  # whole volumes: the median is ≤ 0
+    start = next(e for e in list(train(cfg)) if e["event"] == "start")
+    assert any("took the 99th percentile instead" in n for n in start["notes"])
+    assert load_model(tmp_path / "m").preprocess.intensity_reference == "percentile"
+    with pytest.raises(HydranetError, match=r"sub-\d+.*median intensity is"):  # asked for: refused
+        list(train(replace(cfg, out=str(tmp_path / "n"), intensity_reference="median")))
+
+
+def test_a_fine_tune_resumes_whatever_its_intensity_reference_setting(cohort, tmp_path):
+    cfg = _cfg(cohort, tmp_path, init="default")
+    saved = json.loads(json.dumps({**vars(cfg), "intensity_reference": "percentile"}))
+    check_resume_settings(cfg, saved, tmp_path)  # auto now, percentile then: the model's either way
+    with pytest.raises(HydranetError, match=r"--heads: 4 then, 2 now"):
+        check_resume_settings(replace(cfg, heads=2), saved, tmp_path)
 
 
 def test_time_limit_stops_cleanly(cohort, tmp_path):
