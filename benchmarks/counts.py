@@ -98,6 +98,12 @@ MODEL_FREE = (
 METHODS = (*MODEL_FREE, "default", "recalibrated", "finetune", "cam", *ABLATIONS)
 
 
+def median_variant(method: str, family: tuple) -> str | None:
+    """The method a ``*_median`` name in ``family`` varies, else None."""
+    plain = method.removesuffix("_median")
+    return plain if plain != method and plain in family else None
+
+
 def frangi_maps(sim) -> np.ndarray:
     cache = sim.root / f"frangi{cache_suffix(sim.pre)}.npy"
     if cache.exists():
@@ -136,8 +142,11 @@ def train_settings(method: str, minutes: dict, base: str = "default") -> dict:
         return dict(arch="regressor", heads=1, p_black=0.0, time_limit=minutes["scratch"])
     if method in ("setsum_mae", "base_mae"):
         return {**train_settings(method[:-4], minutes), "loss": "mae"}
-    if method.endswith("_median") and method[:-7] in MEDIAN_VARIANTS:
-        return {**train_settings(method[:-7], minutes), "intensity_reference": "median"}
+    if median_variant(method, MEDIAN_VARIANTS):
+        return {
+            **train_settings(median_variant(method, MEDIAN_VARIANTS), minutes),
+            "intensity_reference": "median",
+        }
     if method == "gpunet_scratch":  # the percentile, as before auto chose the median for it
         return dict(
             arch="gpunet",
@@ -194,8 +203,8 @@ def run(
     tr = draw_training(pool, size, seed)
     t0 = time.monotonic()
     baseline, scaled = method, sim
-    if method.endswith("_median") and method[:-7] in BASELINES:
-        baseline, scaled = method[:-7], prepared_as(sim, MEDIAN)
+    if median_variant(method, BASELINES):
+        baseline, scaled = median_variant(method, BASELINES), prepared_as(sim, MEDIAN)
     if baseline in ("threshold_volume", "tissue_level"):
         fitter = fit_volume if baseline == "threshold_volume" else fit_tissue_level
         fit = fitter(scaled.images[tr], scaled.training_labels(tr))

@@ -225,19 +225,16 @@ def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
     count as what those versions did (SAVED_BEFORE), else as their defaults. Paths compare as
     resolved paths, the intensity reference as what it resolves to.
     """
-    now = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, like the saved JSON
-    fields = TrainConfig.__dataclass_fields__
+
+    def as_json(c: TrainConfig) -> dict:  # tuples as lists, like the saved JSON
+        return json.loads(json.dumps(asdict(c)))
+
+    defaults = as_json(TrainConfig(scans_dir="", labels="", out=""))
     differ = []
-    for key, value in now.items():
+    for key, value in as_json(cfg).items():
         if key in RESUME_MAY_CHANGE:
             continue
-        if key in saved:
-            before = saved[key]
-        elif key in SAVED_BEFORE:
-            before = SAVED_BEFORE[key]
-        else:
-            f = fields[key]
-            before = json.loads(json.dumps(f.default_factory() if callable(f.default_factory) else f.default))
+        before = saved.get(key, SAVED_BEFORE.get(key, defaults[key]))
         if key in PATH_SETTINGS and value and before:
             same = Path(value).resolve() == Path(before).resolve()
         elif key == "intensity_reference":  # as resolved then and now; a fine-tune keeps its model's
