@@ -112,6 +112,10 @@ class TrainConfig:
             return self.intensity_reference
         return "median" if self.arch == "gpunet" and not self.density_dir else "percentile"
 
+    def learning_rate(self) -> float:
+        """The rate the optimiser runs at: ``lr``, or its optimiser's default when unset."""
+        return self.lr or OPTIMIZERS[self.optimizer][1]
+
     def early_stop_after(self) -> int:
         """Epochs without improvement before stopping; 0 never stops early."""
         if self.patience is not None:
@@ -223,7 +227,7 @@ def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
 
     ``saved`` is the config in ``resume/state.json``; settings it lacks (older versions)
     count as what those versions did (SAVED_BEFORE), else as their defaults. Paths compare as
-    resolved paths, the intensity reference as what it resolves to.
+    resolved paths, the intensity reference and the learning rate as what they resolve to.
     """
 
     def as_json(c: TrainConfig) -> dict:  # tuples as lists, like the saved JSON
@@ -243,6 +247,11 @@ def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
             )
             before, value = then.reference(), cfg.reference()
             same = bool(cfg.init) or value == before
+        elif key == "lr":  # unset means the optimiser's default: an explicit default is the same run
+            optimizer = saved.get("optimizer", defaults["optimizer"])
+            before = before or OPTIMIZERS.get(optimizer, (None, None))[1]
+            value = cfg.learning_rate()
+            same = value == before
         else:
             same = value == before
         if not same:
@@ -331,9 +340,8 @@ def train(
         notes.append(f"{exc}; --intensity-reference auto took the 99th percentile instead")
     net = base.net if base is not None else build_net(arch, arch_args)
     place(net, device).train()
-    opt_cls, default_lr = OPTIMIZERS[cfg.optimizer]
-    lr = cfg.lr or default_lr
-    opt = opt_cls(net.parameters(), lr=lr)
+    lr = cfg.learning_rate()
+    opt = OPTIMIZERS[cfg.optimizer][0](net.parameters(), lr=lr)
 
     history: list[dict] = []
     best: dict | None = None

@@ -167,6 +167,16 @@ def test_a_fine_tune_resumes_whatever_its_intensity_reference_setting(cohort, tm
         check_resume_settings(replace(cfg, heads=2), saved, tmp_path)
 
 
+def test_resume_compares_the_learning_rate_the_optimiser_ran_at(cohort, tmp_path):
+    cfg = _cfg(cohort, tmp_path)
+    saved = json.loads(json.dumps(vars(cfg)))  # lr unset: Adam's default, 1e-4
+    check_resume_settings(replace(cfg, lr=1e-4), saved, tmp_path)  # the same rate, now explicit
+    with pytest.raises(HydranetError, match=r"--lr: 0.0001 then, 0.001 now"):
+        check_resume_settings(replace(cfg, lr=1e-3), saved, tmp_path)
+    adadelta = json.loads(json.dumps(vars(replace(cfg, optimizer="adadelta"))))
+    check_resume_settings(replace(cfg, optimizer="adadelta", lr=1.0), adadelta, tmp_path)
+
+
 def test_time_limit_stops_cleanly(cohort, tmp_path):
     events = list(train(_cfg(cohort, tmp_path / "m", epochs=50, time_limit=0.001)))
     assert events[-1]["reason"] == "time_limit"
