@@ -1,20 +1,27 @@
 """The bundled model's count recalibration on 25 labelled scans, over many training draws.
 
-A recalibration on fewer than 50 scans keeps the heatmap and its threshold and refits one
-number, the count scale s (count = s · Σ ReLU(w·f + b)), so its effect on every scan is
-known in closed form from the shipped model's counts. For each cohort this script predicts
-every scan once, then for ``--draws`` random training sets of ``--size`` scans (from the
-pool; the last 100 scans are the test set) fits s in four ways:
+A recalibration keeps the heatmap's shape (w·f) and refits the count Σ s·ReLU(w·f + b): on
+fewer than 50 scans the trainer refits the scale s alone (``THRESHOLD_FIT_MIN_SCANS``), from
+50 the threshold b too. Both are cheap once the maps are computed, so this script predicts
+every scan once, then for ``--draws`` random training sets of ``--size`` scans (from the pool;
+the last 100 scans are the test set) fits the count in three ways:
 
-- estimator ``least squares``: s = Σ c·y / Σ c² (squared error through the origin, what
-  ``calibrate.recalibrate`` does), or ``ratio``: s = Σ y / Σ c (the quasi-Poisson fit for
-  counts whose variance grows with their mean);
-- ``guarded`` (the trainer): fitted on the training part after its validation split and kept
-  only when the validation ICC(2,1) does not drop, or ``all scans``: fitted on all of them.
+- ``least squares``: s = Σ c·y / Σ c² (squared error through the origin, what
+  ``calibrate.recalibrate`` does below 50 scans);
+- ``ratio``: s = Σ y / Σ c (the quasi-Poisson fit, for counts whose variance grows with
+  their mean);
+- ``threshold and scale``: b on the trainer's grid and s by least squares
+  (``calibrate.fit_threshold_and_scale``, what it does from 50 scans);
+
+each either ``guarded`` (the trainer): fitted on the training part after its validation
+split and kept only when the validation ICC(2,1) does not drop, or on ``all scans``.
 
 Each is scored on the test scans against the expert and the rater (mean over draws). The
-last column counts the draws where the guard refused the least-squares refit, and of those,
-the refits that would have raised agreement with the rater on the test scans.
+column "test rater's level" refits s by least squares to the test scans' own rater labels
+(one fit, no draws): where a recalibration that takes the rater's level can get against the
+expert at best. The last column counts the draws where the guard refused the least-squares
+refit, and of those, the refits that would have raised agreement with the rater on the test
+scans.
 
     python benchmarks/recalibration.py SIM/fresh SIM/indist SIM/shift --draws 200
 """
@@ -23,48 +30,84 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import draw_training, load_sim, model_outputs, splits  # noqa: E402
+from common import draw_training, for_model, load_sim, model_outputs, splits  # noqa: E402
 
+from napari_hydranet.calibrate import density_maps, fit_threshold_and_scale  # noqa: E402
 from napari_hydranet.data import Cohort, split_validation  # noqa: E402
 from napari_hydranet.metrics import agreement  # noqa: E402
 from napari_hydranet.models import load_model  # noqa: E402
 from napari_hydranet.train import _score  # noqa: E402
 
-ESTIMATORS = {
-    "least squares": lambda c, y: float(c @ y / max(c @ c, 1e-12)),
-    "ratio": lambda c, y: float(y.sum() / max(c.sum(), 1e-12)),
-}
+Predictor = Callable[[np.ndarray], np.ndarray]  # scan indices → counts
 
 
-def guarded_scale(fit, counts: np.ndarray, labels: np.ndarray, seed: int) -> tuple[float, float]:
+class Outputs:
+    """The shipped model's counts on every scan of a cohort, and its maps w·f for refits."""
+
+    def __init__(self, model, cohort) -> None:
+        self.counts, _ = model_outputs(model, cohort, np.arange(len(cohort.names)))
+        images = for_model(cohort, model).images
+        maps = [
+            density_maps(model.net, torch.from_numpy(images[i : i + 8])[:, None])
+            for i in range(0, len(images), 8)
+        ]
+        self.z = torch.cat(maps)
+        self.roi = torch.from_numpy(images[:, None] > 0)
+        self.bias = float(model.net.last.bias.detach())
+
+    def scaled(self, s: float) -> Predictor:
+        return lambda idx: s * self.counts[idx]
+
+    def thresholded(self, s: float, b: float) -> Predictor:
+        return lambda idx: s * torch.relu(self.z[idx] + b).sum(dim=(1, 2, 3, 4)).double().numpy()
+
+
+def least_squares(out: Outputs, idx: np.ndarray, y: np.ndarray) -> Predictor:
+    c = out.counts[idx]
+    return out.scaled(float(c @ y / max(c @ c, 1e-12)))
+
+
+def ratio(out: Outputs, idx: np.ndarray, y: np.ndarray) -> Predictor:
+    return out.scaled(float(y.sum() / max(out.counts[idx].sum(), 1e-12)))
+
+
+def threshold_and_scale(out: Outputs, idx: np.ndarray, y: np.ndarray) -> Predictor:
+    _, s, b = fit_threshold_and_scale(out.z[idx], out.roi[idx], torch.from_numpy(y), out.bias)
+    return out.thresholded(s, b)
+
+
+FITS = {"least squares": least_squares, "ratio": ratio, "threshold and scale": threshold_and_scale}
+
+
+def guarded(fit, out: Outputs, idx: np.ndarray, y: np.ndarray, seed: int) -> tuple[Predictor, Predictor]:
     """The trainer's recalibration: fit on the training part, kept if validation agrees.
-    Returns the scale applied (1 when refused) and the one fitted."""
+    Returns the predictor applied (the shipped counts when refused) and the one fitted."""
     dummy = Cohort(
-        [str(i) for i in range(len(labels))],
-        np.zeros((len(labels), 1, 1, 1), np.float32),
-        labels.astype(np.float32),
-        [1.0, 1.0, 1.0],
+        [str(i) for i in range(len(y))],
+        np.zeros((len(y), 1, 1, 1), np.float32),
+        y.astype(np.float32),
+        [1.0] * 3,
     )
     train, val = split_validation(dummy, 0.2, seed)
     ti, vi = [int(n) for n in train.names], [int(n) for n in val.names]
-    s = fit(counts[ti], labels[ti])
-    before, after = agreement(counts[vi], labels[vi]), agreement(s * counts[vi], labels[vi])
-    return (s if _score(after) >= _score(before) else 1.0), s
+    fitted = fit(out, idx[ti], y[ti])
+    before, after = agreement(out.counts[idx[vi]], y[vi]), agreement(fitted(idx[vi]), y[vi])
+    return (fitted if _score(after) >= _score(before) else out.scaled(1.0)), fitted
 
 
 def _scores(pred: np.ndarray, cohort, test: np.ndarray) -> tuple[float, float]:
     return agreement(pred, cohort.expert[test])["icc21"], agreement(pred, cohort.rater[test])["icc21"]
 
 
-VARIANTS = {
-    f"{name}, {how}": (fit, how) for name, fit in ESTIMATORS.items() for how in ("guarded", "all scans")
-}
+VARIANTS = [(name, how) for name in FITS for how in ("guarded", "all scans")]
 
 
 def main(argv=None) -> None:
@@ -75,32 +118,42 @@ def main(argv=None) -> None:
     ap.add_argument("--draws", type=int, default=200)
     args = ap.parse_args(argv)
     model = load_model(args.model)
+    if getattr(model.net, "head", None) != "density":
+        raise SystemExit(f"{args.model}: not a density model; this script refits Σ s·ReLU(w·f + b)")
+    names = [f"{name}, {how}" for name, how in VARIANTS]
     print("ICC(2,1) against the expert (against the rater), mean over training draws\n")
-    print("| cohort | pool | as shipped | " + " | ".join(VARIANTS) + " | guard refused (would have helped) |")
-    print("|---|---|---|" + "---|" * (len(VARIANTS) + 1))
+    print(
+        "| cohort | pool | as shipped | test rater's level | "
+        + " | ".join(names)
+        + " | guard refused (would have helped) |"
+    )
+    print("|---|---|---|---|" + "---|" * (len(names) + 1))
     for root in args.cohorts:
         cohort = load_sim(root)
         pool, test = splits(cohort)
-        counts, _ = model_outputs(model, cohort, np.arange(len(cohort.names)))
-        table = {k: [] for k in VARIANTS}
-        shipped = _scores(counts[test], cohort, test)
+        out = Outputs(model, cohort)
+        table = {k: [] for k in names}
+        shipped = _scores(out.counts[test], cohort, test)
+        oracle = _scores(least_squares(out, test, cohort.rater[test])(test), cohort, test)
         refused = helped = 0
         for draw in range(args.draws):
             idx = draw_training(pool, args.size, draw)
-            y = cohort.rater[idx]
-            for key, (fit, how) in VARIANTS.items():
-                s, fitted = (
-                    guarded_scale(fit, counts[idx], y, draw)
-                    if how == "guarded"
-                    else (fit(counts[idx], y),) * 2
-                )
-                table[key].append(_scores(s * counts[test], cohort, test))
-                if key == "least squares, guarded" and s != fitted:
+            y = cohort.rater[idx].astype(float)
+            for key, (name, how) in zip(names, VARIANTS):
+                if how == "guarded":
+                    applied, fitted = guarded(FITS[name], out, idx, y, draw)
+                else:
+                    applied = fitted = FITS[name](out, idx, y)
+                table[key].append(_scores(applied(test), cohort, test))
+                if key == "least squares, guarded" and applied is not fitted:
                     refused += 1
-                    helped += _scores(fitted * counts[test], cohort, test)[1] > shipped[1]
+                    helped += _scores(fitted(test), cohort, test)[1] > shipped[1]
         cells = [f"{np.mean(v, 0)[0]:.3f} ({np.mean(v, 0)[1]:.3f})" for v in table.values()]
-        first = "{:.3f} ({:.3f})".format(*shipped)
-        print(f"| {root.name} | {len(pool)} | {first} | " + " | ".join(cells) + f" | {refused} ({helped}) |")
+        first = "{:.3f} ({:.3f}) | {:.3f} ({:.3f})".format(*shipped, *oracle)
+        print(
+            f"| {root.name} | {len(pool)} | {first} | " + " | ".join(cells) + f" | {refused} ({helped}) |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

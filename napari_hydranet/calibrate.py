@@ -81,15 +81,8 @@ def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, act
 
 
 @torch.no_grad()
-def recalibrate_density(
-    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4, fit_threshold: bool = True
-) -> dict:
-    """Refit a density model's count scale s, and its threshold b, to labelled scans.
-
-    The heatmap's shape (w·f) is kept; b ≤ 0 is chosen on a grid of levels (or kept, when
-    ``fit_threshold`` is False) and s by least squares so that Σ s·ReLU(w·f + b) matches
-    the labels. Returns the fit's MSE before and after.
-    """
+def density_maps(net: torch.nn.Module, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
+    """w·f of a density model on scans x (before its threshold b and scale s), on x's grid."""
     net.eval()
     z = torch.cat(
         [
@@ -97,7 +90,18 @@ def recalibrate_density(
             for i in range(0, len(x), batch)
         ]
     )
-    z = z[..., : x.shape[-3], : x.shape[-2], : x.shape[-1]]
+    return z[..., : x.shape[-3], : x.shape[-2], : x.shape[-1]]
+
+
+@torch.no_grad()
+def fit_threshold_and_scale(
+    z: torch.Tensor, roi: torch.Tensor, y: torch.Tensor, bias: float, fit_threshold: bool = True
+) -> tuple[float, float, float]:
+    """(MSE, s, b) of the count Σ s·ReLU(z + b) fitted to labels y by least squares in s.
+
+    b ≤ 0 is chosen on a grid of levels of z inside the ROI mask ``roi`` (or is ``bias``,
+    capped at 0, when ``fit_threshold`` is False).
+    """
     yd = y.double()
 
     def fit(b: float) -> tuple[float, float]:
@@ -105,8 +109,7 @@ def recalibrate_density(
         scale = float((total * yd).sum() / (total * total).sum().clamp_min(1e-12))
         return float(((scale * total - yd) ** 2).mean()), scale
 
-    before = float(((net(x).double() - yd) ** 2).mean()) if len(x) <= 64 else float("nan")
-    inside = z[_roi_like(x, z)].float()[:2_000_000]
+    inside = z[roi].float()[:2_000_000]
     # levels v ≥ 0 that leave log-spaced fractions of the ROI active, from every voxel with
     # w·f > 0 down to 1 in 100,000. (A grid of the ROI's 0.9-0.9999 quantiles put all but one
     # or two of its levels below 0 for the pretrained models, where 0.3 % of voxels are > 0.)
@@ -117,13 +120,27 @@ def recalibrate_density(
         levels = torch.quantile(inside, torch.from_numpy(1 - active).to(inside)).clamp_min(0).tolist()
     # b ≤ 0 keeps a black image at exactly 0 (bias-free convolutions give z = 0 there): a
     # positive b would count every voxel a little, and set-sum's black slots would explode
-    candidates = [b for b in [float(net.last.bias)] + [-v for v in levels] if b <= 0] or [0.0]
+    candidates = [b for b in [bias] + [-v for v in levels] if b <= 0] or [0.0]
     if not fit_threshold:
-        candidates = [min(float(net.last.bias), 0.0)]
-    best = min(((*fit(b), b) for b in candidates), key=lambda t: t[0])
-    net.last.bias.fill_(best[2])
-    net.count_scale.fill_(best[1])
-    return {"mse_before": before, "mse_after": best[0], "bias": best[2], "scale": best[1]}
+        candidates = [min(bias, 0.0)]
+    return min(((*fit(b), b) for b in candidates), key=lambda t: t[0])
+
+
+@torch.no_grad()
+def recalibrate_density(
+    net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4, fit_threshold: bool = True
+) -> dict:
+    """Refit a density model's count scale s, and its threshold b, to labelled scans.
+
+    The heatmap's shape (w·f) is kept; b and s come from ``fit_threshold_and_scale``.
+    Returns the fit's MSE before and after.
+    """
+    z = density_maps(net, x, batch)
+    before = float(((net(x).double() - y.double()) ** 2).mean()) if len(x) <= 64 else float("nan")
+    mse, scale, b = fit_threshold_and_scale(z, _roi_like(x, z), y, float(net.last.bias), fit_threshold)
+    net.last.bias.fill_(b)
+    net.count_scale.fill_(scale)
+    return {"mse_before": before, "mse_after": mse, "bias": b, "scale": scale}
 
 
 # Below this many labelled scans a density model's threshold is kept and only its scale is
