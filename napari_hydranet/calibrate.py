@@ -146,6 +146,8 @@ def recalibrate_density(
 # Below this many labelled scans a density model's threshold is kept and only its scale is
 # refitted: on 20 simulated scans refitting both lowered held-out ICC(2,1) against the
 # labels' rater from 0.62 to 0.60, scale alone raised it to 0.65-0.67 (docs/benchmarks.md).
+# With model 6 and 25 scans, over 200 draws on four cohorts, refitting both was level or lower
+# against the expert and the rater (0 to -0.008; benchmarks/recalibration.py).
 THRESHOLD_FIT_MIN_SCANS = 50
 
 
