@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import draw_training, for_model, load_sim, model_outputs, splits  # noqa: E402
 
-from napari_hydranet.calibrate import density_maps, fit_threshold_and_scale  # noqa: E402
+from napari_hydranet.calibrate import density_maps, fit_threshold_and_scale, roi_like  # noqa: E402
 from napari_hydranet.data import Cohort, split_validation  # noqa: E402
 from napari_hydranet.metrics import agreement  # noqa: E402
 from napari_hydranet.models import load_model  # noqa: E402
@@ -55,12 +55,9 @@ class Outputs:
     def __init__(self, model, cohort) -> None:
         self.counts, _ = model_outputs(model, cohort, np.arange(len(cohort.names)))
         images = for_model(cohort, model).images
-        maps = [
-            density_maps(model.net, torch.from_numpy(images[i : i + 8])[:, None])
-            for i in range(0, len(images), 8)
-        ]
-        self.z = torch.cat(maps)
-        self.roi = torch.from_numpy(images[:, None] > 0)
+        x = torch.from_numpy(images)[:, None]
+        self.z = torch.cat([density_maps(model.net, x[i : i + 8]) for i in range(0, len(x), 8)])
+        self.roi = roi_like(x, self.z)
         self.bias = float(model.net.last.bias.detach())
 
     def scaled(self, s: float) -> Predictor:

@@ -187,8 +187,8 @@ def detection_table(det: dict) -> str:
 def plot_froc(det: dict, png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for name, s in det["methods"].items():
-        ax.plot(s["froc"]["fp_per_scan"], s["froc"]["tpr"], label=name)
-        ax.plot([s["fp_per_scan"]], [s["tpr"]], "k.", ms=6)
+        (curve,) = ax.plot(s["froc"]["fp_per_scan"], s["froc"]["tpr"], label=name)
+        ax.plot([s["fp_per_scan"]], [s["tpr"]], "o", color=curve.get_color(), mec="k", ms=6)
     ax.axvline(1.5, color="grey", ls=":", lw=1)
     ax.set_xlim(0, 6)
     ax.set_ylim(0, 1)

@@ -5,7 +5,7 @@ After the 99th-percentile scaling the tissue is darker in scans with a larger br
 this prints, per training draw, its test ICC(2,1) against the expert and the correlation of
 its test predictions with the mean prepared ROI intensity, beside that intensity's own
 correlation with the expert. Predictions that follow the tissue level more closely than the
-expert does learned that level.
+expert does follow that level rather than the lesions alone.
 
     python benchmarks/tissue_shortcut.py SIM/wmh_b RESULTS/wmh_b
 """

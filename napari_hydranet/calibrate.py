@@ -24,7 +24,7 @@ def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float
     return w, float(y.double().mean())
 
 
-def _roi_like(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def roi_like(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Where the input is non-zero (the ROI), on the grid of the maps z (coarser without a decoder)."""
     roi = (x > 0).float()
     if roi.shape[-3:] != z.shape[-3:]:
@@ -61,7 +61,7 @@ def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, act
             bias.add_(mean_label - net(x).mean().item())
             return
         z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
-        inside = z[_roi_like(x, z)] if (x > 0).any() else z.flatten()
+        inside = z[roi_like(x, z)] if (x > 0).any() else z.flatten()
         spread = inside.float().std().item() or 1.0
 
         def first_counts(sign: float) -> tuple[float, torch.Tensor]:
@@ -137,7 +137,7 @@ def recalibrate_density(
     """
     z = density_maps(net, x, batch)
     before = float(((net(x).double() - y.double()) ** 2).mean()) if len(x) <= 64 else float("nan")
-    mse, scale, b = fit_threshold_and_scale(z, _roi_like(x, z), y, float(net.last.bias), fit_threshold)
+    mse, scale, b = fit_threshold_and_scale(z, roi_like(x, z), y, float(net.last.bias), fit_threshold)
     net.last.bias.fill_(b)
     net.count_scale.fill_(scale)
     return {"mse_before": before, "mse_after": mse, "bias": b, "scale": scale}

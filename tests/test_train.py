@@ -173,8 +173,15 @@ def test_resume_compares_the_learning_rate_the_optimiser_ran_at(cohort, tmp_path
     check_resume_settings(replace(cfg, lr=1e-4), saved, tmp_path)  # the same rate, now explicit
     with pytest.raises(HydranetError, match=r"--lr: 0.0001 then, 0.001 now"):
         check_resume_settings(replace(cfg, lr=1e-3), saved, tmp_path)
+    explicit = json.loads(json.dumps(vars(replace(cfg, lr=1e-4))))
+    check_resume_settings(cfg, explicit, tmp_path)  # and the other way round
     adadelta = json.loads(json.dumps(vars(replace(cfg, optimizer="adadelta"))))
     check_resume_settings(replace(cfg, optimizer="adadelta", lr=1.0), adadelta, tmp_path)
+    # each side's unset rate is its own optimiser's default: Adadelta's 1.0 then, 1.0 now
+    with pytest.raises(HydranetError) as refused:
+        check_resume_settings(replace(cfg, lr=1.0), adadelta, tmp_path)
+    assert "--optimizer: 'adadelta' then, 'adam' now" in str(refused.value)
+    assert "--lr" not in str(refused.value)
 
 
 def test_time_limit_stops_cleanly(cohort, tmp_path):
