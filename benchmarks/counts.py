@@ -198,9 +198,22 @@ def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) 
 
 
 def run(
-    sim, method: str, size: int, seed: int, minutes: dict, pool, test, flips: int, models: Path, base: str
+    sim,
+    method: str,
+    size: int,
+    seed: int,
+    minutes: dict,
+    pool,
+    test,
+    flips: int,
+    models: Path,
+    base: str,
+    train_seed: int | None = None,
 ) -> dict:
+    """One method on training draw ``seed``; networks train with ``train_seed`` (their start,
+    validation split and batches), by default the draw's seed."""
     tr = draw_training(pool, size, seed)
+    train_seed = seed if train_seed is None else train_seed
     t0 = time.monotonic()
     baseline, scaled = method, sim
     if median_variant(method, BASELINES):
@@ -217,18 +230,20 @@ def run(
         pred, _ = model_outputs(load_model(base), sim, test, flips)
         extra = {}
     else:
-        folder = models / f"{size}-{seed}-{method}"
+        tag = "" if train_seed == seed else f"-t{train_seed}"
+        folder = models / f"{size}-{seed}-{method}{tag}"
         if folder.exists():  # an interrupted run: start it again
             shutil.rmtree(folder)
         settings = train_settings(method, minutes, base)
         if method == "cam":
             settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start"), base))
-        model, extra = run_training(sim, tr, settings, seed, folder)
+        model, extra = run_training(sim, tr, settings, train_seed, folder)
         pred, _ = model_outputs(model, sim, test, flips)
     return {
         "method": method,
         "size": size,
         "seed": seed,
+        "train_seed": train_seed,
         "train_scans": [sim.names[i] for i in tr],
         "train_labels": sim.train_source,
         "model": base,
@@ -260,6 +275,12 @@ def main() -> None:
         default="rater",
         help="whose counts train every method; expert: the test's reference (no rater disagreement)",
     )
+    ap.add_argument(
+        "--train-seed",
+        type=int,
+        help="networks' seed (start, validation split, batches) instead of the draw's; "
+        "results are named <size>-<seed>-<method>-t<train seed>.json, so give them their own --out",
+    )
     a = ap.parse_args()
     sim = load_sim(a.cohort)
     sim.train_source = a.train_labels
@@ -268,11 +289,24 @@ def main() -> None:
     for size in a.sizes:
         for seed in a.seeds:
             for method in a.methods:
-                path = a.out / f"{size}-{seed}-{method}.json"
+                tag = "" if a.train_seed is None else f"-t{a.train_seed}"
+                path = a.out / f"{size}-{seed}-{method}{tag}.json"
                 if path.exists():
                     continue
                 print(f"{size} scans, seed {seed}: {method}", flush=True)
-                result = run(sim, method, size, seed, minutes, pool, test, a.flips, a.out / "models", a.model)
+                result = run(
+                    sim,
+                    method,
+                    size,
+                    seed,
+                    minutes,
+                    pool,
+                    test,
+                    a.flips,
+                    a.out / "models",
+                    a.model,
+                    a.train_seed,
+                )
                 save_json(result, path)
                 t = result["test"]
                 print(f"  test ICC(2,1) {t['icc21']:.3f}  MAE {t['mae']:.2f}  MSE {t['mse']:.2f}", flush=True)

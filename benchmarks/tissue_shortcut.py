@@ -42,8 +42,10 @@ def main(argv=None) -> None:
             continue
         pred = np.asarray(r["pred"], float)
         with_level, with_expert = (np.corrcoef(pred, v)[0, 1] for v in (level, cohort.expert[test]))
-        icc = r["test"]["icc21"]
-        print(f"| {r['method']} | {r['seed']} | {icc:.3f} | {with_level:.3f} | {with_expert:.3f} |")
+        icc, draw = r["test"]["icc21"], str(r["seed"])
+        if r.get("train_seed", r["seed"]) != r["seed"]:  # counts.py --train-seed
+            draw += f" (training seed {r['train_seed']})"
+        print(f"| {r['method']} | {draw} | {icc:.3f} | {with_level:.3f} | {with_expert:.3f} |")
 
 
 if __name__ == "__main__":
