@@ -197,6 +197,12 @@ def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) 
     return load_model(workdir / "model"), summary
 
 
+def run_name(size: int, seed: int, method: str, train_seed: int | None = None) -> str:
+    """A run's file and model folder name; a training seed other than the draw's is tagged."""
+    tag = "" if train_seed in (None, seed) else f"-t{train_seed}"
+    return f"{size}-{seed}-{method}{tag}"
+
+
 def run(
     sim,
     method: str,
@@ -230,8 +236,7 @@ def run(
         pred, _ = model_outputs(load_model(base), sim, test, flips)
         extra = {}
     else:
-        tag = "" if train_seed == seed else f"-t{train_seed}"
-        folder = models / f"{size}-{seed}-{method}{tag}"
+        folder = models / run_name(size, seed, method, train_seed)
         if folder.exists():  # an interrupted run: start it again
             shutil.rmtree(folder)
         settings = train_settings(method, minutes, base)
@@ -289,8 +294,7 @@ def main() -> None:
     for size in a.sizes:
         for seed in a.seeds:
             for method in a.methods:
-                tag = "" if a.train_seed is None else f"-t{a.train_seed}"
-                path = a.out / f"{size}-{seed}-{method}{tag}.json"
+                path = a.out / f"{run_name(size, seed, method, a.train_seed)}.json"
                 if path.exists():
                     continue
                 print(f"{size} scans, seed {seed}: {method}", flush=True)

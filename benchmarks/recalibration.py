@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import draw_training, for_model, load_sim, model_outputs, splits  # noqa: E402
+from common import draw_training, for_model, load_sim, splits  # noqa: E402
 
 from napari_hydranet.calibrate import density_maps, fit_threshold_and_scale, roi_like  # noqa: E402
 from napari_hydranet.data import Cohort, split_validation  # noqa: E402
@@ -53,12 +53,12 @@ class Outputs:
     """The shipped model's counts on every scan of a cohort, and its maps w·f for refits."""
 
     def __init__(self, model, cohort) -> None:
-        self.counts, _ = model_outputs(model, cohort, np.arange(len(cohort.names)))
-        images = for_model(cohort, model).images
-        x = torch.from_numpy(images)[:, None]
-        self.z = torch.cat([density_maps(model.net, x[i : i + 8]) for i in range(0, len(x), 8)])
+        x = torch.from_numpy(for_model(cohort, model).images)[:, None]
+        self.z = density_maps(model.net, x, batch=8)
         self.roi = roi_like(x, self.z)
         self.bias = float(model.net.last.bias.detach())
+        # the model's own counts, Σ s·ReLU(w·f + b), from the same maps (one pass over the scans)
+        self.counts = self.thresholded(float(model.net.count_scale), self.bias)(np.arange(len(x)))
 
     def scaled(self, s: float) -> Predictor:
         return lambda idx: s * self.counts[idx]
