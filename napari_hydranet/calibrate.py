@@ -118,8 +118,8 @@ def fit_threshold_and_scale(
     if positive > 0:
         active = np.logspace(np.log10(positive), np.log10(min(positive, 1e-5)), 48)
         levels = torch.quantile(inside, torch.from_numpy(1 - active).to(inside)).clamp_min(0).tolist()
-    # b ≤ 0 keeps a black image at exactly 0 (bias-free convolutions give z = 0 there): a
-    # positive b would count every voxel a little, and set-sum's black slots would explode
+    # b ≤ 0 keeps zero input (outside the ROI) at exactly 0 (bias-free convolutions give
+    # z = 0 there): a positive b would count every voxel outside the ROI a little
     candidates = [b for b in [bias] + [-v for v in levels] if b <= 0] or [0.0]
     if not fit_threshold:
         candidates = [min(bias, 0.0)]

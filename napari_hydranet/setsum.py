@@ -37,6 +37,20 @@ def epoch_batches(
     return [sets[i : i + sets_per_batch] for i in range(0, len(sets), sets_per_batch)]
 
 
+def with_black(values: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The real slots' ``values`` in a set's layout, 0 in the black slots.
+
+    000 §2 builds set-sum on f(B) = 0 for a black image B: a set with black slots is a set
+    of fewer real images. Black slots therefore add exactly 0 instead of the network's
+    output on an all-zero input (a regressor with biases, started from a linear probe of its
+    features, puts an all-zero image many label SDs away and would spend its first epochs
+    learning to send it back to 0).
+    """
+    out = values.new_zeros((len(real), *values.shape[1:]))
+    out[real] = values
+    return out
+
+
 def set_sum_loss(
     predictions: torch.Tensor, labels: torch.Tensor, heads: int, loss: str = "mse"
 ) -> torch.Tensor:

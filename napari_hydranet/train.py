@@ -29,7 +29,7 @@ from .io import atomic_write_bytes, write_csv
 from .metrics import agreement
 from .models import WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .preprocess import INTENSITY_REFERENCES, MedianNotPositive, PreprocessConfig
-from .setsum import BLACK, epoch_batches, set_sum_loss
+from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
 
 # Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
 # ~800 that changes each layer's output by ~60 % at 1e-3 and the count explodes or dies;
@@ -265,18 +265,18 @@ def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
 
 
 def _batch(cohort: Cohort, sets: list[list[int]], device):
-    """Images (black where BLACK), labels, a real-image mask and density targets (or None)."""
+    """The real images, every slot's label (0 where BLACK), the real-slot mask, and the real
+    images' density targets (or None). Black slots never reach the network (``with_black``)."""
     flat = [i for s in sets for i in s]
     real = torch.tensor([i != BLACK for i in flat])
-    zeros = np.zeros(cohort.shape, np.float32)
+    used = [i for i in flat if i != BLACK]
 
     def stack(arrays):
-        return torch.from_numpy(np.stack([arrays[i] if i != BLACK else zeros for i in flat]))[:, None]
+        return torch.from_numpy(np.stack([arrays[i] for i in used]))[:, None].to(device)
 
-    x = stack(cohort.images).to(device)
     y = torch.tensor([float(cohort.labels[i]) if i != BLACK else 0.0 for i in flat]).to(device)
-    d = stack(cohort.densities).to(device) if cohort.densities is not None else None
-    return x, y, real.to(device), d
+    d = stack(cohort.densities) if cohort.densities is not None else None
+    return stack(cohort.images), y, real.to(device), d
 
 
 @torch.no_grad()
@@ -482,20 +482,21 @@ def train(
                     (epoch - 1) * steps_per_epoch + step, cfg.epochs * steps_per_epoch, cfg.lr_schedule
                 )
             x, y, real, d = _batch(train_set, sets, device)
-            if cfg.augment and real.any():
+            if cfg.augment:
                 if d is None:
-                    x[real] = augment(x[real], gen)
+                    x = augment(x, gen)
                 else:
-                    both = augment(torch.cat([x[real], d[real]], 1), gen)
-                    x[real], d[real] = both[:, :1], both[:, 1:]
+                    both = augment(torch.cat([x, d], 1), gen)
+                    x, d = both[:, :1], both[:, 1:]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if d is None:
                     pred = net(x)
                 else:
                     pred, heat = net.forward_both(x)
-            loss = set_sum_loss(pred.float(), y, cfg.heads, cfg.loss)
+            loss = set_sum_loss(with_black(pred.float(), real), y, cfg.heads, cfg.loss)
             if d is not None:  # pretraining: the lesion target, a voxel-wise weighted MSE
-                loss = cfg.count_weight * loss + lesion_map_loss(heat.float() / net.count_scale, d[:, 0])
+                u, target = with_black(heat.float() / net.count_scale, real), with_black(d[:, 0], real)
+                loss = cfg.count_weight * loss + lesion_map_loss(u, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

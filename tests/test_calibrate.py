@@ -22,13 +22,13 @@ def test_density_recalibration_fits_the_labels_and_keeps_black_images_at_zero():
     assert fit["bias"] == 0.0  # 12 scans: only the scale moves, the threshold stays
     assert float(net.last.bias.detach()) <= 0 and fit["bias"] <= 0
     with torch.no_grad():
-        assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0  # set-sum's black slots stay at 0
+        assert float(net(torch.zeros(1, 1, 16, 16, 8))) == 0.0  # zero input (outside the ROI) counts 0
         assert abs(float(net(x).mean()) - float(y.mean())) < 0.25 * float(y.mean())
 
 
 def test_density_recalibration_never_counts_every_voxel():
     """Labels that grow with the ROI's size tempt a positive threshold b, which would count
-    every voxel a little: black images (set-sum's p slots) would then count ~1000."""
+    every voxel a little: an all-zero image (and the outside of every ROI) would then count ~1000."""
     torch.manual_seed(0)
     net = GPUNet(features=(4, 8), head="density")
     x = torch.rand(12, 1, 16, 16, 8)

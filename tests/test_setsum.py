@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from napari_hydranet.setsum import BLACK, epoch_batches, epoch_sets, set_sum_loss
+from napari_hydranet.setsum import BLACK, epoch_batches, epoch_sets, set_sum_loss, with_black
 
 
 def test_each_image_once_per_epoch():
@@ -35,3 +35,14 @@ def test_loss_sums_before_the_loss():
     assert set_sum_loss(pred, labels, heads=2) == 0  # sums match: (3 vs 3), (7 vs 7)
     assert set_sum_loss(pred, labels, heads=1) == 1  # per image: every error is 1
     assert set_sum_loss(pred, labels, heads=4, loss="mae") == 0
+
+
+def test_black_slots_add_exactly_zero():
+    values = torch.tensor([5.0, 7.0], requires_grad=True)
+    real = torch.tensor([False, True, False, True])
+    laid_out = with_black(values, real)
+    assert laid_out.tolist() == [0.0, 5.0, 0.0, 7.0]
+    # one set of four slots, two of them black: the loss is that of the two real images
+    loss = set_sum_loss(laid_out, torch.tensor([0.0, 4.0, 0.0, 6.0]), heads=4)
+    loss.backward()
+    assert loss.item() == 4.0 and values.grad.tolist() == [4.0, 4.0]

@@ -6,11 +6,13 @@ from dataclasses import replace
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement
 from napari_hydranet.models import load_model
+from napari_hydranet.nets import HydraRegressor
 from napari_hydranet.train import (
     COSINE_FLOOR,
     FINETUNE_PATIENCE,
@@ -61,6 +63,19 @@ def test_training_learns_counts(cohort, tmp_path, heads, p_black):
     assert result["icc31"] > 0.5, result
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["training"]["settings"]["heads"] == heads and "validation" in cfg
+
+
+def test_black_slots_never_reach_the_network(cohort, tmp_path, monkeypatch):
+    forward, inputs = HydraRegressor.forward, []
+
+    def recording(self, x):
+        inputs.append(x.detach().flatten(1).abs().amax(1))
+        return forward(self, x)
+
+    monkeypatch.setattr(HydraRegressor, "forward", recording)
+    list(train(_cfg(cohort, tmp_path / "m", heads=4, p_black=0.5, epochs=2)))
+    peaks = torch.cat(inputs)
+    assert len(peaks) > 0 and bool((peaks > 0).all())  # f(B) = 0 by definition, not by output
 
 
 def test_stop_keeps_checkpoint_and_resume_continues(cohort, tmp_path):
