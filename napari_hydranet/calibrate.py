@@ -3,6 +3,8 @@ count-only recalibration (scale and offset) of a trained density model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -32,12 +34,26 @@ def roi_like(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return roi.expand_as(z) > 0
 
 
-def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, active: float = 0.02) -> None:
+# Augmented copies of each scan beside it in the regressor's probe (``calibrate_output``)
+PROBE_VIEWS = 3
+
+
+def calibrate_output(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    active: float = 0.02,
+    augmented: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> None:
     """Set the output layer from data so that training starts on the labels' scale.
 
     Regressor: the pooled features are standardised over the training scans and the last
     layer is the ridge regression of the labels on them (a linear probe), so the first
-    predictions already spread like the labels instead of being one constant.
+    predictions already spread like the labels instead of being one constant. With
+    ``augmented`` (a function returning augmented copies of a batch), ``PROBE_VIEWS``
+    augmented copies of each scan join the fit with the scan's label: the pooled features
+    differ across scans by about as much as a flip or a 2-voxel shift moves them, and a probe
+    fitted on plain scans alone swung by about one label SD under training's augmentation.
     Density head: w·f is scaled to unit spread inside the ROI and its sign chosen so the
     first counts correlate positively with the labels; b puts the top ``active`` fraction
     of voxels above zero; the fixed scale s makes the mean Σ s·ReLU(w·f + b) equal the mean
@@ -50,10 +66,11 @@ def calibrate_output(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, act
         if hasattr(net, "pool_mean"):
             net.pool_mean.zero_()
             net.pool_scale.fill_(1.0)
-            feats = torch.cat([net.pooled(x[i : i + 4]) for i in range(0, len(x), 4)])
+            views = [x] + [augmented(x) for _ in range(PROBE_VIEWS if augmented else 0)]
+            feats = torch.cat([net.pooled(v[i : i + 4]) for v in views for i in range(0, len(v), 4)])
             net.pool_mean.copy_(feats.mean(0))
             net.pool_scale.copy_(feats.std(0).clamp_min(1e-6))
-            w, b = ridge_fit((feats - net.pool_mean) / net.pool_scale, y)
+            w, b = ridge_fit((feats - net.pool_mean) / net.pool_scale, y.repeat(len(views)))
             net.fc.weight.copy_(w[None])
             bias.fill_(b)
             return

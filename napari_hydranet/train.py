@@ -356,10 +356,12 @@ def train(
             net.count_scale.fill_(float(train_set.labels.sum()) / max(voxels, 1.0))
             net.output_bias.fill_(0.0)
     elif base is None:
+        probe_gen = torch.Generator().manual_seed(cfg.seed)  # leaves training's draws as they were
         calibrate_output(
             net,
             torch.from_numpy(train_set.images[:64, None]).to(device),
             torch.from_numpy(train_set.labels[:64]).to(device),
+            augmented=(lambda b: augment(b, probe_gen)) if cfg.augment else None,
         )
 
     steps_per_epoch = len(

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from napari_hydranet.augment import augment
 from napari_hydranet.calibrate import calibrate_output, recalibrate, recalibrate_density
-from napari_hydranet.nets import GPUNet
+from napari_hydranet.nets import GPUNet, HydraRegressor
 
 
 def test_density_recalibration_fits_the_labels_and_keeps_black_images_at_zero():
@@ -94,3 +95,22 @@ def test_density_recalibration_finds_a_threshold_among_few_positive_voxels():
     assert fit["mse_after"] < 0.01 * float(y.var())
     with torch.no_grad():
         assert float(net(torch.zeros(1, 1, 8, 8, 8))) == 0.0
+
+
+def test_regressor_probe_fitted_on_augmented_views_is_steadier_under_augmentation():
+    torch.manual_seed(0)
+    x = torch.zeros(24, 1, 16, 16, 12)
+    x[:, :, 2:14, 2:14, 2:10] = 0.3 + 0.1 * torch.rand(24, 1, 1, 1, 1)  # the ROI, tissue levels vary
+    y = torch.randint(0, 6, (24,)).float()
+    for i, n in enumerate(y.int().tolist()):  # n bright voxels: the lesions
+        x[i, 0, torch.randint(3, 13, (n,)), torch.randint(3, 13, (n,)), torch.randint(3, 9, (n,))] = 1.0
+    swings = {}
+    for views in (False, True):
+        torch.manual_seed(1)
+        net = HydraRegressor(width=4)
+        gen = torch.Generator().manual_seed(2)
+        calibrate_output(net, x, y, augmented=(lambda b: augment(b, gen)) if views else None)
+        with torch.no_grad():
+            shifted = augment(x, torch.Generator().manual_seed(3))
+            swings[views] = float((net(shifted) - net(x)).pow(2).mean().sqrt())
+    assert swings[True] < 0.5 * swings[False], swings
