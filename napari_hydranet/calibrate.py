@@ -51,9 +51,8 @@ def calibrate_output(
     layer is the ridge regression of the labels on them (a linear probe), so the first
     predictions already spread like the labels instead of being one constant. With
     ``augmented`` (a function returning augmented copies of a batch), ``PROBE_VIEWS``
-    augmented copies of each scan join the fit with the scan's label: the pooled features
-    differ across scans by about as much as a flip or a 2-voxel shift moves them, and a probe
-    fitted on plain scans alone swung by about one label SD under training's augmentation.
+    augmented copies of each scan join the fit with the scan's label: a probe fitted on plain
+    scans alone moved by about one label SD when they were flipped and shifted as in training.
     Density head: w·f is scaled to unit spread inside the ROI and its sign chosen so the
     first counts correlate positively with the labels; b puts the top ``active`` fraction
     of voxels above zero; the fixed scale s makes the mean Σ s·ReLU(w·f + b) equal the mean

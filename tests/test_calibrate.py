@@ -109,7 +109,7 @@ def test_regressor_probe_fitted_on_augmented_views_is_steadier_under_augmentatio
         torch.manual_seed(1)
         net = HydraRegressor(width=4)
         gen = torch.Generator().manual_seed(2)
-        calibrate_output(net, x, y, augmented=(lambda b: augment(b, gen)) if views else None)
+        calibrate_output(net, x, y, augmented=(lambda b, g=gen: augment(b, g)) if views else None)
         with torch.no_grad():
             shifted = augment(x, torch.Generator().manual_seed(3))
             swings[views] = float((net(shifted) - net(x)).pow(2).mean().sqrt())
