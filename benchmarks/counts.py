@@ -215,9 +215,10 @@ def run(
     models: Path,
     base: str,
     train_seed: int | None = None,
+    lr: float | None = None,
 ) -> dict:
     """One method on training draw ``seed``; networks train with ``train_seed`` (their start,
-    validation split and batches), by default the draw's seed."""
+    validation split and batches), by default the draw's seed, and at ``lr`` if given."""
     tr = draw_training(pool, size, seed)
     train_seed = seed if train_seed is None else train_seed
     t0 = time.monotonic()
@@ -239,7 +240,7 @@ def run(
         folder = models / run_name(size, seed, method, train_seed)
         if folder.exists():  # an interrupted run: start it again
             shutil.rmtree(folder)
-        settings = train_settings(method, minutes, base)
+        settings = {**train_settings(method, minutes, base), **({"lr": lr} if lr else {})}
         if method == "cam":
             settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start"), base))
         model, extra = run_training(sim, tr, settings, train_seed, folder)
@@ -249,6 +250,7 @@ def run(
         "size": size,
         "seed": seed,
         "train_seed": train_seed,
+        "lr": lr,
         "train_scans": [sim.names[i] for i in tr],
         "train_labels": sim.train_source,
         "model": base,
@@ -286,6 +288,12 @@ def main() -> None:
         help="networks' seed (start, validation split, batches) instead of the draw's; "
         "results are named <size>-<seed>-<method>-t<train seed>.json, so give them their own --out",
     )
+    ap.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of every trained method instead of its optimiser's default "
+        "(results keep their names, so give them their own --out)",
+    )
     a = ap.parse_args()
     sim = load_sim(a.cohort)
     sim.train_source = a.train_labels
@@ -310,6 +318,7 @@ def main() -> None:
                     a.out / "models",
                     a.model,
                     a.train_seed,
+                    a.lr,
                 )
                 save_json(result, path)
                 t = result["test"]
