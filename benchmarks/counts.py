@@ -240,7 +240,9 @@ def run(
         folder = models / run_name(size, seed, method, train_seed)
         if folder.exists():  # an interrupted run: start it again
             shutil.rmtree(folder)
-        settings = {**train_settings(method, minutes, base), **({"lr": lr} if lr else {})}
+        settings = train_settings(method, minutes, base)
+        if lr:
+            settings["lr"] = lr
         if method == "cam":
             settings["init"] = str(cam_start(sim, tr, folder.with_name(folder.name + "-start"), base))
         model, extra = run_training(sim, tr, settings, train_seed, folder)
