@@ -1,3 +1,3 @@
 """napari-hydranet: lesion counts and localisation from one global label per scan."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from . import __version__
 from .augment import augment
 from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import DENSITY_TARGETS, Cohort, load_cohort, split_validation
@@ -202,11 +203,21 @@ def resume_weights(folder: Path) -> dict:
     return _net_weights(load_file(str(Path(folder) / "state.safetensors")))
 
 
-def _load_resume(folder: Path, net, opt, gen: torch.Generator) -> dict:
+def _read_resume_state(folder: Path) -> dict:
     try:
         state = json.loads((folder / "state.json").read_text())
+        if not isinstance(state.get("config"), dict):
+            raise KeyError("config")
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError) as exc:
+        raise HydranetError(f"{folder}: cannot resume ({exc!r})") from None
+    return state
+
+
+def _load_resume(folder: Path, state: dict, net, opt, gen: torch.Generator) -> None:
+    """Put the saved network, optimiser and random state back; ``state`` is state.json's."""
+    try:
         tensors = load_file(str(folder / "state.safetensors"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise HydranetError(f"{folder}: cannot resume ({exc})") from None
     net.load_state_dict(_net_weights(tensors))
     opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
@@ -219,7 +230,6 @@ def _load_resume(folder: Path, net, opt, gen: torch.Generator) -> dict:
         opt_state["state"].setdefault(int(pid), {})[name] = v
     opt.load_state_dict(opt_state)
     gen.set_state(tensors["rng.torch"])
-    return state
 
 
 def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
@@ -308,11 +318,8 @@ def train(
     if resume and not (resume_dir / "state.json").exists():
         raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
     if resume:
-        try:
-            saved = json.loads((resume_dir / "state.json").read_text())["config"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise HydranetError(f"{resume_dir}: cannot resume ({exc})") from None
-        check_resume_settings(cfg, saved, out)
+        state = _read_resume_state(resume_dir)
+        check_resume_settings(cfg, state["config"], out)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -347,8 +354,14 @@ def train(
     best: dict | None = None
     start_epoch = 1
     if resume:
-        state = _load_resume(resume_dir, net, opt, gen)
+        _load_resume(resume_dir, state, net, opt, gen)
         rng.bit_generator.state = state["numpy_rng"]
+        started_with = state.get("package_version", "before 0.3.0")
+        if started_with != __version__:  # the training rules may have changed in between
+            notes.append(
+                f"this training was started by napari-hydranet {started_with} and goes on under "
+                f"{__version__}'s rules (what changed: CHANGES.md)"
+            )
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
     elif base is None and train_set.densities is not None:
         with torch.no_grad():  # count units per unit of lesion target, from the training masks
@@ -523,6 +536,7 @@ def train(
                 "best": best,
                 "numpy_rng": rng.bit_generator.state,
                 "config": asdict(cfg),
+                "package_version": __version__,
             },
             gen,
         )

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_hydranet import __version__
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement
@@ -318,3 +319,28 @@ def test_few_validation_scans_are_flagged(cohort, tmp_path):
 
     assert any("only 2 validation scans" in n for n in notes(val_fraction=0.1))
     assert not any("validation scans" in n for n in notes())  # 25 scans: 5 held out
+
+
+def test_resuming_a_training_from_another_version_says_so(cohort, tmp_path):
+    out = tmp_path / "m"
+    cfg = _cfg(cohort, out, epochs=1)
+    list(train(cfg))
+    path = out / "resume" / "state.json"
+    state = json.loads(path.read_text())
+    assert state["package_version"] == __version__
+    events = list(train(replace(cfg, epochs=2), resume=True))
+    start = next(e for e in events if e["event"] == "start")
+    assert not any("started by napari-hydranet" in n for n in start["notes"])
+    state = json.loads(path.read_text())
+    del state["package_version"]  # as 0.2.0 wrote it
+    path.write_text(json.dumps(state))
+    events = list(train(replace(cfg, epochs=3), resume=True))
+    start = next(e for e in events if e["event"] == "start")
+    assert any(
+        f"started by napari-hydranet before 0.3.0 and goes on under {__version__}" in n
+        for n in start["notes"]
+    )
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [3]
+    path.write_text("{}")
+    with pytest.raises(HydranetError, match="cannot resume"):
+        list(train(replace(cfg, epochs=4), resume=True))
