@@ -49,23 +49,35 @@ class Model:
     def label(self) -> dict:
         return self.config.get("label", {"name": "count", "unit": ""})
 
-    def card(self) -> str:
-        """A short human-readable description for the widget and the CLI."""
+    def card(self, full: bool = False) -> str:
+        """A human-readable description for the widget and the CLI: what the model counts, its
+        notice, its validation and detection figures and its training data, cut to the first
+        clause unless ``full``."""
         lab = self.label
         val = self.config.get("validation") or {}
-        tr = self.config.get("training") or {}
+        det = self.config.get("detection") or {}
+        data = (self.config.get("training") or {}).get("data", "unknown data")
+        if not full and "; " in data:
+            data = data.split("; ", 1)[0] + " …"
         lines = [
             f"{self.config.get('name', self.path.name if self.path else 'model')}: "
-            f"{self.arch}, counts {lab.get('name', 'count')} ({lab.get('unit', '')})",
-            f"trained on: {tr.get('data', 'unknown data')}",
+            f"{self.arch}, counts {lab.get('name', 'count')} ({lab.get('unit', '')})"
         ]
-        if val.get("icc21") is not None:
-            lines.append(
-                f"validation: ICC(2,1) {val['icc21']:.2f}, MAE {val.get('mae', float('nan')):.2f} "
-                f"(n = {val.get('n', '?')})"
-            )
         if self.config.get("notice"):
             lines.append(self.config["notice"])
+        if val.get("icc21") is not None:
+            where = f"; {val['cohort']}" if val.get("cohort") else ""
+            lines.append(
+                f"validation: ICC(2,1) {val['icc21']:.2f}, MAE {val.get('mae', float('nan')):.2f} "
+                f"(n = {val.get('n', '?')}{where})"
+            )
+        if det.get("tpr") is not None:
+            lines.append(
+                f"detection: sensitivity {det['tpr']:.0%} at {det['fp_per_scan']:.2f} false positives "
+                f"per scan (within {det.get('radius_voxels', '?')} voxels of a lesion, "
+                f"{det.get('scans', '?')} scans)"
+            )
+        lines.append(f"trained on: {data}")
         return "\n".join(lines)
 
 

@@ -191,12 +191,16 @@ class ModelPicker(QWidget):
         name = self.combo.currentData()
         if not name:
             self.card.setText("")
+            self.card.setToolTip("")
             return
         try:
             folder = resolve_model_dir(name)
-            self.card.setText(Model(None, read_config(folder), folder).card())
+            model = Model(None, read_config(folder), folder)
+            self.card.setText(model.card())
+            self.card.setToolTip(model.card(full=True))
         except HydranetError as exc:
             self.card.setText(f"⚠ {exc}")
+            self.card.setToolTip("")
 
     def disconnect_registry(self) -> None:
         try:
