@@ -24,10 +24,13 @@ def add_prediction(viewer: napari.Viewer, scan_path: Path, pred: Prediction) -> 
 def show_prediction(scan_path: Path, pred: Prediction, model: Model, run: bool = True) -> napari.Viewer:
     viewer = napari.Viewer(title="napari-hydranet demo")
     layers = add_prediction(viewer, scan_path, pred)
-    viewer.camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
-    viewer.text_overlay.visible = True
-    viewer.text_overlay.position = "top_left"
-    viewer.text_overlay.text = (
+    # napari 0.9 moved the camera to viewer.scene and the canvas overlays to viewer.canvas
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    text = viewer.canvas.overlays.text if hasattr(viewer, "canvas") else viewer.text_overlay
+    camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
+    text.visible = True
+    text.position = "top_left"
+    text.text = (
         f"{pred.scan}: {pred.count:.1f} ± {pred.count_sd:.1f} {model.label.get('unit', '')} "
         f"({pred.n_detections} detections)"
     )

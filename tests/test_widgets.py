@@ -74,6 +74,7 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     viewer.window.add_dock_widget(widget)
     widget.model_picker.select(tiny_model)
     assert "tiny test model" in widget.model_picker.card.text()
+    assert widget.model_picker.card.toolTip() == load_model(tiny_model).card(full=True)
     widget.image_combo.set_layer(scan)
     widget.mask_combo.set_layer(mask)
     foreign = viewer.add_image(np.zeros(scan.data.shape), name="sample heatmap", units="mm")  # not ours
@@ -347,3 +348,18 @@ def test_curve_tick_labels_tell_close_ticks_apart():
     assert tick_labels([0.0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
     assert tick_labels([0.0, 100.0, 200.0]) == ["0", "100", "200"]
     assert tick_labels([0.0005, 0.001]) == ["0.0005", "0.0010"]
+
+
+def test_demo_viewer_shows_the_count_and_anterior_up(make_napari_viewer, tiny_model, monkeypatch):
+    from napari_hydranet import _viewer
+
+    monkeypatch.setattr(_viewer.napari, "Viewer", lambda **kw: make_napari_viewer(**kw))
+    sample = load_sample()
+    model = load_model(tiny_model)
+    pred = predict_file(model, sample.scan, torch.device("cpu"), mask_path=sample.mask)[0]
+    viewer = _viewer.show_prediction(sample.scan, pred, model, run=False)
+    assert [layer.name for layer in viewer.layers] == ["sample", "sample heatmap", "sample detections"]
+    text = viewer.canvas.overlays.text
+    assert text.visible and f"{pred.count:.1f} ± {pred.count_sd:.1f} lesions" in text.text
+    assert f"({pred.n_detections} detections)" in text.text
+    assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
