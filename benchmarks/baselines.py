@@ -154,8 +154,8 @@ def fit_volume(maps: np.ndarray, labels: np.ndarray) -> VolumeThreshold:
         score = icc(np.stack([a * raw + c, labels], 1), "2,1")
         if a > 0 and (best is None or score > best.train_icc21):
             best = VolumeThreshold(float(t), float(a), float(c), float(score))
-    if best is None:
-        raise ValueError("no threshold gives volumes that grow with the labels")
+    if best is None:  # no voxel count grows with the labels: a user is left with their mean
+        best = VolumeThreshold(float("inf"), 0.0, float(np.mean(labels)), float("nan"))
     return best
 
 
