@@ -50,12 +50,13 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
     elif kind == "checkpoint":
         print(f"  saved best model (epoch {event['epoch']}) to {event['path']}")
     elif kind == "done":
-        best = event["best"] or {}
-        print(
-            f"done ({event['message']}) after {event['epochs']} epochs, {event['seconds']:.0f} s; "
-            f"best epoch {best.get('epoch', '-')}, val ICC(2,1) {best.get('val_icc21', float('nan')):.3f}, "
-            f"model in {event['path']}"
+        best = event["best"]
+        saved = (
+            f"best epoch {best['epoch']}, val ICC(2,1) {best['val_icc21']:.3f}, model in {event['path']}"
+            if best
+            else "no model saved: no epoch finished"
         )
+        print(f"done ({event['message']}) after {event['epochs']} epochs, {event['seconds']:.0f} s; {saved}")
 
 
 class _StopFlag:
@@ -124,6 +125,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     tty = sys.stderr.isatty() and not a.json
     for event in train(cfg, should_stop=stop, resume=a.resume):
         _emit(event, a.json, tty)
+    if event["event"] == "done" and not event["best"]:  # stopped or out of time in epoch 1
+        print(
+            f"hydranet train: no model in {cfg.out}: it stopped before its first epoch finished "
+            "(give it more time with --time-limit)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -100,3 +100,31 @@ def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):
     found = np.array([[float(d[k]) for k in "ijk"] for d in dets])
     hits = sum(np.linalg.norm(found - c, axis=1).min() <= 3 for c in sample.lesions)
     assert hits >= 0.5 * sample.count  # GP-UNet detections land on the known lesions
+
+
+def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
+    common = ["train", str(cohort / "scans"), "--labels", str(cohort / "train.csv"), "--masks"]
+    common += [
+        str(cohort / "masks"),
+        "--arch",
+        "regressor",
+        "--arch-args",
+        '{"width": 8}',
+        "--crop",
+        "24",
+        "24",
+        "16",
+    ]
+    assert main([*common, "--out", str(tmp_path / "m"), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "epoch    1" in out
+        and "best epoch 1, val ICC(2,1)" in out
+        and (tmp_path / "m" / "weights.safetensors").is_file()
+    )
+    # out of time before the first epoch finished: no model, and the command says so
+    assert main([*common, "--out", str(tmp_path / "n"), "--time-limit", "0.00001"]) == 1
+    captured = capsys.readouterr()
+    assert "no model saved: no epoch finished" in captured.out
+    assert "stopped before its first epoch finished" in captured.err
+    assert not (tmp_path / "n" / "weights.safetensors").exists()
