@@ -193,6 +193,36 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(a: argparse.Namespace) -> int:
+    from .models import load_model
+    from .preprocess import MEDIAN_SPAN
+
+    model = load_model(a.model_dir)  # checks the weights fit the architecture, without running code
+    if a.json:
+        print(json.dumps({k: v for k, v in model.config.items() if k != "history_tail"}, indent=1))
+        return 0
+    cfg, pre = model.config, model.preprocess
+    params = sum(t.numel() for t in model.net.parameters())
+    crop = "×".join(map(str, pre.crop_shape)) if pre.crop_shape else "whole scan"
+    args = cfg["architecture"].get("args") or {}
+    scale = (
+        f"{MEDIAN_SPAN:g} × the ROI's median"
+        if pre.intensity_reference == "median"
+        else f"the ROI's {pre.trim_percentile:g}th percentile"
+    )
+    print(model.card(full=True))
+    print(f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters")
+    print(
+        f"input: ROI mask {'used' if pre.use_mask else 'not used'}, crop {crop}, "
+        f"intensities divided by {scale}"
+    )
+    print(
+        f"folder: {model.path} (format {cfg.get('format_version')}, written by napari-hydranet "
+        f"{cfg.get('package_version', '?')} on {cfg.get('created', '?')})"
+    )
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -318,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label-column", default="label")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="what a model counts, how it was validated and trained")
+    i.add_argument("model_dir", nargs="?", default="default", help="model folder, or 'default'")
+    i.add_argument("--json", action="store_true", help="its config.json")
+    i.set_defaults(func=cmd_info)
 
     d = sub.add_parser("demo", help="the bundled model on the bundled sample scan")
     d.add_argument("--out", default="hydranet-demo", help="folder for the outputs")

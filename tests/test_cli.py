@@ -128,3 +128,15 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     assert "no model saved: no epoch finished" in captured.out
     assert "stopped before its first epoch finished" in captured.err
     assert not (tmp_path / "n" / "weights.safetensors").exists()
+
+
+def test_info_describes_a_model_and_refuses_other_folders(tmp_path, capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "not for clinical use" in out and "validation: ICC(2,1)" in out and "stage 6" in out  # full card
+    assert "parameters" in out and "crop 64×52×40" in out
+    assert main(["info", "default", "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["format"] == "napari-hydranet-model" and "history_tail" not in config
+    assert main(["info", str(tmp_path)]) == 2
+    assert "not a napari-hydranet model folder" in capsys.readouterr().err
