@@ -203,33 +203,59 @@ def resume_weights(folder: Path) -> dict:
     return _net_weights(load_file(str(Path(folder) / "state.safetensors")))
 
 
+RESUME_KEYS = {
+    "config": dict,
+    "epoch": int,
+    "history": list,
+    "numpy_rng": dict,
+    "param_groups": list,
+    "opt_scalars": dict,
+}
+
+
 def _read_resume_state(folder: Path) -> dict:
+    """``state.json`` of a training's ``resume/`` folder, checked for what resuming reads."""
+    path = folder / "state.json"
     try:
-        state = json.loads((folder / "state.json").read_text())
-        if not isinstance(state.get("config"), dict):
-            raise KeyError("config")
-    except (OSError, json.JSONDecodeError, KeyError, AttributeError) as exc:
-        raise HydranetError(f"{folder}: cannot resume ({exc!r})") from None
+        state = json.loads(path.read_text())
+    except OSError as exc:
+        raise HydranetError(f"{path}: cannot resume: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise HydranetError(f"{path}: cannot resume: not JSON ({exc})") from None
+    if not isinstance(state, dict):
+        raise HydranetError(f"{path}: cannot resume: not a training's state")
+    wrong = [k for k, kind in RESUME_KEYS.items() if not isinstance(state.get(k), kind)]
+    if wrong or "best" not in state:
+        lacks = ", ".join(wrong + ([] if "best" in state else ["best"]))
+        raise HydranetError(f"{path}: cannot resume: missing or malformed {lacks}")
     return state
 
 
-def _load_resume(folder: Path, state: dict, net, opt, gen: torch.Generator) -> None:
-    """Put the saved network, optimiser and random state back; ``state`` is state.json's."""
+def _load_resume(folder: Path, state: dict, net, opt, gen: torch.Generator, rng: np.random.Generator) -> None:
+    """Put the saved network, optimiser and random states back; ``state`` is state.json's."""
+    path = folder / "state.safetensors"
     try:
-        tensors = load_file(str(folder / "state.safetensors"))
-    except OSError as exc:
-        raise HydranetError(f"{folder}: cannot resume ({exc})") from None
-    net.load_state_dict(_net_weights(tensors))
-    opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise HydranetError(f"{path}: cannot resume: {exc}") from None
+    try:
+        net.load_state_dict(_net_weights(tensors))
+        opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
+        for key, v in tensors.items():
+            if key.startswith("opt."):
+                _, pid, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[name] = v
+        for key, v in state["opt_scalars"].items():
+            pid, name = key.split(".", 1)
             opt_state["state"].setdefault(int(pid), {})[name] = v
-    for key, v in state["opt_scalars"].items():
-        pid, name = key.split(".", 1)
-        opt_state["state"].setdefault(int(pid), {})[name] = v
-    opt.load_state_dict(opt_state)
-    gen.set_state(tensors["rng.torch"])
+        opt.load_state_dict(opt_state)
+        gen.set_state(tensors["rng.torch"])
+        rng.bit_generator.state = state["numpy_rng"]
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise HydranetError(
+            f"{path}: cannot resume: the saved state does not fit this training's network "
+            f"or optimiser ({exc})"
+        ) from None
 
 
 def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
@@ -354,8 +380,7 @@ def train(
     best: dict | None = None
     start_epoch = 1
     if resume:
-        _load_resume(resume_dir, state, net, opt, gen)
-        rng.bit_generator.state = state["numpy_rng"]
+        _load_resume(resume_dir, state, net, opt, gen, rng)
         started_with = state.get("package_version", "before 0.3.0")
         if started_with != __version__:  # the training rules may have changed in between
             notes.append(

@@ -344,3 +344,40 @@ def test_resuming_a_training_from_another_version_says_so(cohort, tmp_path):
     path.write_text("{}")
     with pytest.raises(HydranetError, match="cannot resume"):
         list(train(replace(cfg, epochs=4), resume=True))
+
+
+def test_a_damaged_resume_folder_says_what_is_wrong(cohort, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "m"
+    cfg = _cfg(cohort, out, epochs=1)
+    list(train(cfg))
+    state_json, tensors_file = out / "resume" / "state.json", out / "resume" / "state.safetensors"
+    good_json, good_tensors = state_json.read_text(), tensors_file.read_bytes()
+    again = replace(cfg, epochs=2)
+
+    state_json.write_text("{not json")
+    with pytest.raises(HydranetError, match="state.json: cannot resume: not JSON"):
+        list(train(again, resume=True))
+    state = json.loads(good_json)
+    del state["param_groups"]
+    state["epoch"] = "one"
+    state_json.write_text(json.dumps(state))
+    with pytest.raises(HydranetError, match="missing or malformed epoch, param_groups"):
+        list(train(again, resume=True))
+
+    state_json.write_text(good_json)
+    tensors_file.write_bytes(good_tensors[: len(good_tensors) // 2])
+    with pytest.raises(HydranetError, match="state.safetensors: cannot resume"):
+        list(train(again, resume=True))
+    tensors_file.write_bytes(good_tensors)
+    tensors = load_file(str(tensors_file))
+    del tensors[next(k for k in tensors if k.startswith("model."))]
+    save_file(tensors, str(tensors_file))
+    with pytest.raises(HydranetError, match="does not fit this training's network"):
+        list(train(again, resume=True))
+
+    assert state_json.read_text() == good_json  # a refused resume writes nothing
+    tensors_file.write_bytes(good_tensors)
+    events = list(train(again, resume=True))
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
