@@ -73,7 +73,7 @@ from napari_hydranet.data import load_cohort
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement, detection_scores, match
 from napari_hydranet.models import load_model, save_model
-from napari_hydranet.train import resume_weights
+from napari_hydranet.resume import resume_weights
 
 
 def lesion_centres(lesions_csv: Path) -> dict[str, np.ndarray]:

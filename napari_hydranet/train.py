@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
 from .augment import augment
@@ -26,10 +24,11 @@ from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import DENSITY_TARGETS, Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
-from .io import atomic_write_bytes, write_csv
+from .io import write_csv
 from .metrics import agreement
 from .models import WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .preprocess import INTENSITY_REFERENCES, MedianNotPositive, PreprocessConfig
+from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
 
 # Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
@@ -177,87 +176,6 @@ def lesion_map_loss(u: torch.Tensor, target: torch.Tensor, pos_weight: float = 2
     return (weight * (u - target) ** 2).mean()
 
 
-def _save_resume(folder: Path, net, opt, state: dict, gen: torch.Generator) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    opt_state = opt.state_dict()
-    scalars = {}
-    for pid, pstate in opt_state["state"].items():
-        for k, v in pstate.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    tensors["rng.torch"] = gen.get_state()
-    atomic_write_bytes(folder / "state.safetensors", safetensors_bytes(tensors))
-    state = dict(state, opt_scalars=scalars, param_groups=opt_state["param_groups"])
-    atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1).encode())
-
-
-def _net_weights(tensors: dict) -> dict:
-    return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-
-
-def resume_weights(folder: Path) -> dict:
-    """The network's weights at the last finished epoch, from a training's ``resume/`` folder."""
-    return _net_weights(load_file(str(Path(folder) / "state.safetensors")))
-
-
-RESUME_KEYS = {
-    "config": dict,
-    "epoch": int,
-    "history": list,
-    "numpy_rng": dict,
-    "param_groups": list,
-    "opt_scalars": dict,
-}
-
-
-def _read_resume_state(folder: Path) -> dict:
-    """``state.json`` of a training's ``resume/`` folder, checked for what resuming reads."""
-    path = folder / "state.json"
-    try:
-        state = json.loads(path.read_text())
-    except OSError as exc:
-        raise HydranetError(f"{path}: cannot resume: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise HydranetError(f"{path}: cannot resume: not JSON ({exc})") from None
-    if not isinstance(state, dict):
-        raise HydranetError(f"{path}: cannot resume: not a training's state")
-    wrong = [k for k, kind in RESUME_KEYS.items() if not isinstance(state.get(k), kind)]
-    if wrong or "best" not in state:
-        lacks = ", ".join(wrong + ([] if "best" in state else ["best"]))
-        raise HydranetError(f"{path}: cannot resume: missing or malformed {lacks}")
-    return state
-
-
-def _load_resume(folder: Path, state: dict, net, opt, gen: torch.Generator, rng: np.random.Generator) -> None:
-    """Put the saved network, optimiser and random states back; ``state`` is state.json's."""
-    path = folder / "state.safetensors"
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise HydranetError(f"{path}: cannot resume: {exc}") from None
-    try:
-        net.load_state_dict(_net_weights(tensors))
-        opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
-        for key, v in tensors.items():
-            if key.startswith("opt."):
-                _, pid, name = key.split(".", 2)
-                opt_state["state"].setdefault(int(pid), {})[name] = v
-        for key, v in state["opt_scalars"].items():
-            pid, name = key.split(".", 1)
-            opt_state["state"].setdefault(int(pid), {})[name] = v
-        opt.load_state_dict(opt_state)
-        gen.set_state(tensors["rng.torch"])
-        rng.bit_generator.state = state["numpy_rng"]
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-        raise HydranetError(
-            f"{path}: cannot resume: the saved state does not fit this training's network "
-            f"or optimiser ({exc})"
-        ) from None
-
-
 def check_resume_settings(cfg: TrainConfig, saved: dict, folder: Path) -> None:
     """Refuse to resume with settings other than those the training was started with.
 
@@ -344,7 +262,7 @@ def train(
     if resume and not (resume_dir / "state.json").exists():
         raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
     if resume:
-        state = _read_resume_state(resume_dir)
+        state = read_state(resume_dir)
         check_resume_settings(cfg, state["config"], out)
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -380,7 +298,7 @@ def train(
     best: dict | None = None
     start_epoch = 1
     if resume:
-        _load_resume(resume_dir, state, net, opt, gen, rng)
+        load_state(resume_dir, state, net, opt, gen, rng)
         started_with = state.get("package_version", "before 0.3.0")
         if started_with != __version__:  # the training rules may have changed in between
             notes.append(
@@ -551,7 +469,7 @@ def train(
             break
         yield from finish_epoch(epoch, float(np.mean(losses)), te)
         wait = 0 if best["epoch"] == epoch else wait + 1
-        _save_resume(
+        save_state(
             resume_dir,
             net,
             opt,
