@@ -38,7 +38,7 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
     print(f"predicted count: {pred.count:.1f} ± {pred.count_sd:.1f} {unit} (test-time flips)")
     print(
         f"detections: {pred.n_detections}, of which {scores['tp']} within 3 voxels of a known lesion "
-        f"(sensitivity {scores['tpr']:.0%}, {scores['fp']} false positives)"
+        f"(sensitivity {scores['tpr']:.0%}, {scores['fp']} false positive{'' if scores['fp'] == 1 else 's'})"
     )
     print(f"outputs written to {out.resolve()}: counts.csv, detections.csv, sample_heatmap.nii.gz")
     if headless or not has_display():
