@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -80,7 +81,7 @@ def load_state(folder: Path, state: dict, net, opt, gen: torch.Generator, rng: n
     path = folder / "state.safetensors"
     try:
         tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for damaged files
+    except (SafetensorError, OSError) as exc:
         raise HydranetError(f"{path}: cannot resume: {exc}") from None
     try:
         net.load_state_dict(_net_weights(tensors))
