@@ -62,12 +62,18 @@ def cache_suffix(pre: PreprocessConfig) -> str:
     return "" if pre == PreprocessConfig() else "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
+def load_labels(root: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A simulated cohort's scan names (sorted, the order of every index here), rater and expert counts."""
+    rater, expert = _table(Path(root) / "labels.csv"), _table(Path(root) / "expert.csv")
+    names = sorted(expert)
+    return names, np.array([rater[n] for n in names]), np.array([expert[n] for n in names])
+
+
 def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
     """Read a simulated cohort and prepare every scan once (cached in ``root/prepared.npz``)."""
     root = Path(root)
     pre = pre or PreprocessConfig()
-    rater, expert = _table(root / "labels.csv"), _table(root / "expert.csv")
-    names = sorted(expert)
+    names, rater, expert = load_labels(root)
     centres: dict[str, list] = {n: [] for n in names}
     if (root / "lesions.csv").exists():  # the WMH task has volumes, not lesion centres
         with open(root / "lesions.csv", newline="") as fh:
@@ -92,8 +98,8 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
     return SimCohort(
         root,
         names,
-        np.array([rater[n] for n in names]),
-        np.array([expert[n] for n in names]),
+        rater,
+        expert,
         [np.array(centres[n], float).reshape(-1, 3) for n in names],
         images,
         offsets,
