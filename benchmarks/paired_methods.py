@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import load_labels  # noqa: E402
+from counts import run_name  # noqa: E402
 
 from napari_hydranet.metrics import icc  # noqa: E402
 
@@ -31,7 +32,7 @@ def paired_sets(runs: Path, size: int, a: str, b: str) -> tuple[list[int], np.nd
     seeds, pa, pb = [], [], []
     for path in sorted(runs.glob(f"{size}-*-{b}.json")):
         seed = int(path.name.split("-")[1])
-        other = runs / f"{size}-{seed}-{a}.json"
+        other = runs / f"{run_name(size, seed, a)}.json"
         if other.exists():
             seeds.append(seed)
             pb.append(json.loads(path.read_text())["pred"])
@@ -64,7 +65,7 @@ def main() -> None:
     if len(a.runs) != len(a.cohorts):
         raise SystemExit("give one --cohorts folder for each --runs folder")
     rng = np.random.default_rng(0)
-    data = []
+    data, pooled = [], []
     print(f"ICC(2,1) against the {a.reference}: {a.b} minus {a.a}, {a.size} training scans\n")
     print("| cohort | per set | mean | 95 % interval |\n|---|---|---|---|")
     for runs, cohort in zip(a.runs, a.cohorts):
@@ -75,11 +76,12 @@ def main() -> None:
             raise SystemExit(f"{runs}: {pa.shape[1]} test predictions, {cohort} has {len(y)} test scans")
         data.append((pa, pb, y))
         d = differences(pa, pb, y)
+        pooled.append(d)
         boot = [_resample_mean([(pa, pb, y)], rng) for _ in range(a.resamples)]
         lo, hi = np.percentile(boot, [2.5, 97.5])
         per_set = ", ".join(f"{s}: {v:+.3f}" for s, v in zip(seeds, d))
         print(f"| {cohort.name} | {per_set} | {d.mean():+.3f} | {lo:+.3f} to {hi:+.3f} |", flush=True)
-    pooled = np.concatenate([differences(*x) for x in data])
+    pooled = np.concatenate(pooled)
     boot = [_resample_mean(data, rng) for _ in range(a.resamples)]
     lo, hi = np.percentile(boot, [2.5, 97.5])
     level = np.abs(pooled) < 0.0005  # shown as ±0.000
