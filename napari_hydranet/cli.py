@@ -14,6 +14,8 @@ from pathlib import Path
 from . import __version__
 from .errors import HydranetError
 
+MIN_CROP = 16  # the smallest --crop per axis (voxels); a few 3×3×3 convolutions and poolings need room
+
 
 def _progress(done: int, total: int, text: str) -> None:
     width = 28
@@ -79,10 +81,40 @@ class _StopFlag:
         return self.event.is_set()
 
 
+def _number(kind, low=None, high=None, low_open=False):
+    """An argparse type: ``kind`` (int or float) within [low, high] ((low, high] if ``low_open``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value != value or (low is not None and (value <= low if low_open else value < low)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '≥'} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be ≤ {high}")
+        return value
+
+    return parse
+
+
+def _arch_args(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HydranetError(f"--arch-args: not valid JSON ({exc})") from None
+    if not isinstance(args, dict):
+        raise HydranetError("--arch-args: a JSON object is needed, e.g. '{\"features\": [8, 16, 32]}'")
+    return args
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
-    arch_args = json.loads(a.arch_args) if a.arch_args else {}
+    arch_args = _arch_args(a.arch_args)
     cfg = TrainConfig(
         scans_dir=a.scans_dir,
         labels=a.labels,
@@ -160,19 +192,28 @@ def cmd_predict(a: argparse.Namespace) -> int:
         intensity_weight=a.intensity_weight,
         detect=True,
     )
+    failed = []
     for ev in events:
         if ev["event"] == "stopped":
             print(f"stopped after {ev['done']} of {ev['total']} scans; the tables hold those")
             return 130
+        if ev["event"] == "failed":
+            failed.append(ev["message"])
+            print(("\n" if tty else "") + f"hydranet: skipped: {ev['message']}", file=sys.stderr)
+            continue
         for note in ev["notes"]:
             print(f"note: {note}", file=sys.stderr)
         if tty:
             _progress(ev["done"], ev["total"], f"{ev['scan']}: {ev['count']:.1f}")
-    print(f"counts for {len(paths)} scans written to {a.out}")
-    if a.detections:
-        print(f"detections written to {a.detections}")
-    if a.heatmaps:
-        print(f"heatmaps written to {a.heatmaps}")
+    done = len(paths) - len(failed)
+    if done:
+        print(f"counts for {done} scans written to {a.out}")
+        if a.detections:
+            print(f"detections written to {a.detections}")
+        if a.heatmaps:
+            print(f"heatmaps written to {a.heatmaps}")
+    if failed:
+        raise HydranetError(f"{len(failed)} of {len(paths)} scans could not be predicted (listed above)")
     return 0
 
 
@@ -251,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="model folder to fine-tune, or 'default' for the bundled one")
     t.add_argument("--loss", choices=["mse", "mae"], default="mse")
     t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
-    t.add_argument("--lr", type=float, help="learning rate (default: adam 1e-4, adadelta 1.0)")
+    t.add_argument(
+        "--lr", type=_number(float, 0, low_open=True), help="learning rate (default: adam 1e-4, adadelta 1.0)"
+    )
     t.add_argument(
         "--lr-schedule",
         choices=["constant", "cosine"],
@@ -262,12 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--json", action="store_true", help="print events as JSON lines")
     t.add_argument("--resume", action="store_true", help="continue the training in --out")
-    t.add_argument(
+    r = t.add_mutually_exclusive_group()
+    r.add_argument(
         "--recalibrate-only",
         action="store_true",
         help="with --init: only refit the count's scale and offset to the labels (seconds)",
     )
-    t.add_argument(
+    r.add_argument(
         "--no-recalibrate", action="store_true", help="with --init: skip that refit before fine-tuning"
     )
     t.add_argument(
@@ -281,11 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many epochs without a better validation score "
         "(default: 10 when fine-tuning with --init, never from scratch; 0: never)",
     )
-    t.add_argument("--time-limit", type=float, help="minutes; stop cleanly when reached")
+    t.add_argument(
+        "--time-limit", type=_number(float, 0, low_open=True), help="minutes; stop cleanly when reached"
+    )
     t.add_argument("--no-augment", action="store_true", help="no flips or shifts")
     t.add_argument(
         "--crop",
-        type=int,
+        type=_number(int, MIN_CROP),
         nargs=3,
         default=[64, 52, 40],
         metavar=("I", "J", "K"),
@@ -332,10 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--detections", help="detections CSV to write")
     q.add_argument("--masks", help="folder of ROI masks named like the scans")
     q.add_argument("--device", default="auto")
-    q.add_argument("--flips", type=int, default=8, help="test-time flips (1-8) for count and spread")
+    q.add_argument(
+        "--flips", type=_number(int, 1, 8), default=8, help="test-time flips (1-8) for count and spread"
+    )
     q.add_argument(
         "--intensity-weight",
-        type=float,
+        type=_number(float, 0, 1),
         default=0.0,
         help="threshold (1-w)·heatmap + w·intensity for detections (004 method f)",
     )
@@ -374,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hydranet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`hydranet info --json | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -78,9 +78,11 @@ def load_cohort(
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     names, images, values, spacings, densities = [], [], [], [], []
+    notes = list(labels.notes)
     for name, value in labels.values.items():
         path = Path(scans_dir) / name
         scan = read_scan(path)
+        notes += scan.notes  # NaN or inf voxels set to 0, a 4D file of one volume
         mask_path = find_mask(masks_dir, path) if masks_dir else None
         prepared = prepare(scan, pre, read_scan(mask_path) if mask_path else None)
         if images and prepared.array.shape != images[0].shape:
@@ -100,7 +102,7 @@ def load_cohort(
         np.stack(images).astype(np.float32),
         np.asarray(values, np.float32),
         [float(s) for s in np.median(np.asarray(spacings), 0)],
-        labels.notes,
+        notes,
         np.stack(densities).astype(np.float32) if densities else None,
     )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .device import select_device
 from .infer import COUNT_COLUMNS, DETECTION_COLUMNS, predict_file
-from .io import write_csv, write_volume
+from .io import check_folder_output, write_csv, write_volume
 from .metrics import detection_scores, match
 from .models import load_model
 from .sample import load_sample
@@ -22,6 +22,7 @@ def has_display() -> bool:
 
 def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
     """Predict the sample, write counts/detections/heatmap to ``out``, then show them."""
+    check_folder_output(out, "demo's output folder (--out)")
     dev = select_device(device)
     model = load_model("default", dev)
     sample = load_sample()

@@ -11,7 +11,17 @@ import torch
 
 from .augment import flip_variants
 from .detect import DetectionResult, count_consistent, score_map
-from .io import find_mask, read_scan, scan_stem, write_csv, write_volume
+from .errors import HydranetError
+from .io import (
+    HEATMAP_SUFFIX,
+    check_folder_output,
+    check_table_output,
+    find_mask,
+    read_scan,
+    scan_stem,
+    write_csv,
+    write_volume,
+)
 from .models import Model
 from .preprocess import Prepared, prepare
 
@@ -154,6 +164,30 @@ def spacing_notes(model: Model, scan) -> list[str]:
     ]
 
 
+def check_outputs(
+    paths: Sequence[Path],
+    out_csv: Path,
+    detections_csv: Path | None = None,
+    heatmaps_dir: Path | None = None,
+) -> None:
+    """Refuse outputs that would destroy an input or each other, and scans sharing a name."""
+    check_table_output(out_csv, "counts table", paths)
+    if detections_csv is not None:
+        check_table_output(detections_csv, "detections table", paths)
+        if Path(detections_csv).resolve() == Path(out_csv).resolve():
+            raise HydranetError(f"{out_csv}: the counts and the detections need two different files")
+    if heatmaps_dir is not None:
+        check_folder_output(heatmaps_dir, "heatmaps folder")
+    by_name: dict[str, Path] = {}
+    for path in paths:
+        if path.name in by_name:
+            raise HydranetError(
+                f"two inputs are named {path.name} ({by_name[path.name]}, {path}): the tables and "
+                "heatmaps name scans by file name; predict them into separate outputs, or rename one"
+            )
+        by_name[path.name] = path
+
+
 def predict_files(
     model: Model,
     paths: Sequence[Path],
@@ -165,11 +199,15 @@ def predict_files(
     should_stop: Callable[[], bool] = lambda: False,
     **kwargs,
 ) -> Iterator[dict]:
-    """Predict every file and write the outputs; yields one progress event per scan.
+    """Predict every file and write the outputs; yields one event per scan: ``scan``, or
+    ``failed`` with the reason for a scan that could not be read or prepared (the others go on).
 
-    The counts CSV (and detections CSV) are rewritten atomically after each scan, so a
+    The output paths are checked before any work (none may name an input, a folder or lie
+    under a file; scans must differ in file name, which keys the tables and heatmaps). The
+    counts CSV (and detections CSV) are rewritten atomically after each scan, so a
     cancelled run leaves complete tables of the scans done so far.
     """
+    check_outputs(paths, out_csv, detections_csv, heatmaps_dir)
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []
     inputs = {p.resolve() for p in paths}
@@ -177,14 +215,24 @@ def predict_files(
         if should_stop():
             yield {"event": "stopped", "done": done - 1, "total": len(paths)}
             return
-        pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
+        try:
+            pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
+        except HydranetError as exc:
+            yield {
+                "event": "failed",
+                "done": done,
+                "total": len(paths),
+                "scan": path.name,
+                "message": str(exc),
+            }
+            continue
         count_rows.append(pred.count_row(unit))
         write_csv(out_csv, COUNT_COLUMNS, count_rows)
         if detections_csv is not None:
             det_rows.extend(pred.detection_rows(affine))
             write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
         if heatmaps_dir is not None and pred.heatmap is not None:
-            target = Path(heatmaps_dir) / f"{scan_stem(path)}_heatmap.nii.gz"
+            target = Path(heatmaps_dir) / f"{scan_stem(path)}{HEATMAP_SUFFIX}.nii.gz"
             write_volume(target, pred.source_heatmap(), affine, protect=inputs)
         yield {
             "event": "scan",

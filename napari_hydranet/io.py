@@ -24,6 +24,7 @@ import numpy as np
 from .errors import HydranetError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # not commas: a table from elsewhere
 
 
 @dataclass
@@ -109,13 +110,31 @@ def read_scan(path: str | os.PathLike) -> Scan:
     return Scan(np.ascontiguousarray(data), affine, path, notes)
 
 
+HEATMAP_SUFFIX = "_heatmap"  # heatmaps are written as <scan>_heatmap.nii.gz
+
+
+def is_heatmap(path: str | os.PathLike) -> bool:
+    """A heatmap this package wrote (``<scan>_heatmap.nii[.gz]``), not a scan."""
+    return scan_stem(path).endswith(HEATMAP_SUFFIX)
+
+
 def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand a mix of NIfTI files and folders (not recursive) into a sorted file list."""
+    """Expand a mix of NIfTI files and folders (not recursive) into a list of files.
+
+    Folders give their NIfTI files sorted by name, except the heatmaps this package writes
+    and hidden files (such as macOS ``._`` sidecars); a file reached twice is listed once.
+    """
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found.extend(sorted(q for q in p.iterdir() if q.is_file() and is_nifti(q)))
+            found.extend(
+                sorted(
+                    q
+                    for q in p.iterdir()
+                    if q.is_file() and is_nifti(q) and not is_heatmap(q) and not q.name.startswith(".")
+                )
+            )
         elif p.is_file():
             if not is_nifti(p):
                 raise HydranetError(f"{p}: not a NIfTI file (.nii or .nii.gz)")
@@ -123,8 +142,45 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise HydranetError(f"{p}: no such file or folder")
     if not found:
-        raise HydranetError("no NIfTI files (.nii, .nii.gz) found in the inputs")
-    return found
+        raise HydranetError(
+            "no NIfTI files (.nii, .nii.gz) found in the inputs (folders are not searched recursively)"
+        )
+    unique: dict[Path, Path] = {}
+    for q in found:
+        unique.setdefault(q.resolve(), q)
+    return list(unique.values())
+
+
+def _check_parents(path: Path) -> None:
+    """Refuse a path whose nearest existing ancestor is a file, not a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise HydranetError(f"{path}: {parent} is a file, not a folder")
+            return
+
+
+def check_table_output(path: str | os.PathLike, what: str, inputs: Iterable[Path] = ()) -> Path:
+    """Refuse an output table path that is a folder, lies under a file, names an input scan
+    or is named like a NIfTI scan; checked before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise HydranetError(f"{path}: is a folder; give the {what} a file name (.csv)")
+    _check_parents(path)
+    if any(path.resolve() == Path(q).resolve() for q in inputs):
+        raise HydranetError(f"{path}: refusing to overwrite an input scan with the {what}")
+    if is_nifti(path):
+        raise HydranetError(f"{path}: the {what} is a CSV table; name it .csv, not like a scan")
+    return path
+
+
+def check_folder_output(path: str | os.PathLike, what: str) -> Path:
+    """Refuse an output folder path that is an existing file or lies under one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HydranetError(f"{path}: is a file; the {what} must be a folder")
+    _check_parents(path)
+    return path
 
 
 def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | None:
@@ -246,6 +302,12 @@ def read_labels(
     header = [h.strip() for h in rows[0]]
     for col in (scan_column, label_column):
         if col not in header:
+            separator = next((n for c, n in SEPARATORS.items() if len(header) == 1 and c in header[0]), None)
+            if separator:
+                raise HydranetError(
+                    f"{path}: the columns are separated by {separator}; save the table as "
+                    "comma-separated CSV (scan,label)"
+                )
             raise HydranetError(
                 f"{path}: no column '{col}' in the header {header} "
                 "(use --scan-column/--label-column to name yours)"
@@ -264,6 +326,7 @@ def read_labels(
         if not scan:
             errors.append(f"row {rownum}: empty scan name")
             continue
+        scan = os.path.normpath(scan)  # ./a.nii.gz and a.nii.gz are one scan
         if scan in values:
             errors.append(f"row {rownum}: scan '{scan}' is listed twice")
             continue

@@ -84,9 +84,11 @@ class Model:
 def build_net(arch: str, args: dict) -> torch.nn.Module:
     if arch not in ARCHITECTURES:
         raise HydranetError(f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+    if not isinstance(args, dict):
+        raise HydranetError(f"architecture '{arch}': arguments must be a JSON object, not {args!r}")
     try:
         return ARCHITECTURES[arch](**args)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise HydranetError(f"architecture '{arch}': bad arguments {args} ({exc})") from None
 
 
@@ -133,7 +135,12 @@ def read_config(folder: str | os.PathLike) -> dict:
         raise HydranetError(f"{folder / CONFIG}: not valid JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise HydranetError(f"{folder / CONFIG}: not a napari-hydranet model config")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+    version = config.get("format_version", 0)
+    if not isinstance(version, int) or not isinstance(config.get("architecture", {}), dict):
+        raise HydranetError(
+            f"{folder / CONFIG}: malformed (format_version must be a number, architecture an object)"
+        )
+    if version > FORMAT_VERSION:
         raise HydranetError(
             f"{folder}: model format {config['format_version']} is newer than this "
             f"napari-hydranet ({__version__}) reads; update the package"
@@ -149,6 +156,8 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
         PreprocessConfig.from_dict(config.get("preprocess", {}))
     except HydranetError as exc:
         raise HydranetError(f"{folder / CONFIG}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise HydranetError(f"{folder / CONFIG}: malformed preprocess settings ({exc})") from None
     arch = config.get("architecture", {})
     net = build_net(arch.get("name", "?"), arch.get("args", {}))
     try:

@@ -174,6 +174,16 @@ def _rescaled(scan: Scan, roi: np.ndarray | None, cfg: PreprocessConfig) -> np.n
         raise type(exc)(f"{scan.path or scan.name}: {exc}") from None
 
 
+def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
+    """Refuse a volume whose voxels (NaNs read as 0) all hold one value: nothing to count."""
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        raise HydranetError(
+            f"{scan.path or scan.name}: every voxel{where} is {low:g} (NaNs read as 0): "
+            "a blank scan, nothing to count"
+        )
+
+
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
     data = scan.array
@@ -188,10 +198,12 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         roi = mask.array > 0
         if not roi.any():
             raise HydranetError(f"{mask.path}: the mask is empty")
+        _check_not_blank(scan, data[roi], " inside the ROI mask")
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
         scaled = _rescaled(scan, roi, cfg) * weight
         centre = np.array(ndimage.center_of_mass(roi))
     else:
+        _check_not_blank(scan, data, "")
         if cfg.use_mask:
             notes.append(f"{scan.name}: no ROI mask given; the whole volume is used")
         scaled = _rescaled(scan, None, cfg)

@@ -24,9 +24,9 @@ from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import DENSITY_TARGETS, Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
-from .io import write_csv
+from .io import check_folder_output, write_csv
 from .metrics import agreement
-from .models import WEIGHTS, build_net, load_model, resolve_model_dir, save_model
+from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .preprocess import INTENSITY_REFERENCES, MedianNotPositive, PreprocessConfig
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
@@ -123,6 +123,11 @@ class TrainConfig:
         return FINETUNE_PATIENCE if self.init and not self.density_dir else 0
 
     def validate(self) -> None:
+        if str(self.out) == DEFAULT_NAME:
+            raise HydranetError(
+                f"--out {DEFAULT_NAME}: that name means the bundled model; choose another folder"
+            )
+        check_folder_output(self.out, "model folder (--out)")
         if self.heads < 1:
             raise HydranetError("--heads must be ≥ 1")
         if not 0 <= self.p_black < 1:

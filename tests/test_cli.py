@@ -140,3 +140,104 @@ def test_info_describes_a_model_and_refuses_other_folders(tmp_path, capsys):
     assert config["format"] == "napari-hydranet-model" and "history_tail" not in config
     assert main(["info", str(tmp_path)]) == 2
     assert "not a napari-hydranet model folder" in capsys.readouterr().err
+
+
+def _predict(*args):
+    return main(["predict", "default", *map(str, args), "--flips", "1"])
+
+
+def test_predict_refuses_outputs_that_would_destroy_inputs(cohort, tmp_path, capsys):
+    scan = tmp_path / "s.nii.gz"
+    scan.write_bytes((cohort / "scans" / "sub-000.nii.gz").read_bytes())
+    before = scan.read_bytes()
+    cases = [
+        (["--out", scan], "refusing to overwrite an input scan"),
+        (["--out", tmp_path / "c.csv", "--detections", scan], "refusing to overwrite an input scan"),
+        (["--out", tmp_path / "c.csv", "--detections", tmp_path / "c.csv"], "two different files"),
+        (["--out", tmp_path], "is a folder"),
+        (["--out", scan / "c.csv"], "is a file, not a folder"),
+        (["--out", tmp_path / "c.csv", "--heatmaps", scan], "is a file"),
+        (["--out", tmp_path / "c.nii"], "name it .csv"),
+    ]
+    for extra, message in cases:
+        assert _predict(scan, *extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+    assert scan.read_bytes() == before
+    assert not (tmp_path / "c.csv").exists()  # refused before any work
+
+
+def test_predict_goes_on_past_a_bad_scan_and_reports_it(cohort, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.nii.gz", "c.nii.gz"):
+        (folder / name).write_bytes((cohort / "scans" / "sub-000.nii.gz").read_bytes())
+    (folder / "b.nii.gz").write_bytes((cohort / "scans" / "sub-001.nii.gz").read_bytes()[:300])
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "blank.nii.gz")
+    (folder / "._a.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS sidecar")  # hidden: not a scan
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)), folder / "a_heatmap.nii.gz")
+    assert _predict(folder, "--out", tmp_path / "c.csv") == 2
+    err = capsys.readouterr().err
+    assert "b.nii.gz" in err and "blank.nii.gz" in err and "2 of 4 scans could not be predicted" in err
+    assert "every voxel is 0" in err
+    assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["a.nii.gz", "c.nii.gz"]
+
+
+def test_predict_refuses_two_scans_with_one_name(cohort, tmp_path, capsys):
+    for sub in ("A", "B"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "flair.nii.gz").write_bytes((cohort / "scans" / "sub-000.nii.gz").read_bytes())
+    assert _predict(tmp_path / "A", tmp_path / "B", "--out", tmp_path / "c.csv") == 2
+    assert "two inputs are named flair.nii.gz" in capsys.readouterr().err
+    # the same file reached twice (a folder and a file in it) is predicted once
+    assert _predict(tmp_path / "A", tmp_path / "A" / "flair.nii.gz", "--out", tmp_path / "c.csv") == 0
+    assert len(_rows(tmp_path / "c.csv")) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["predict", "default", "x.nii", "--out", "x.csv", "--flips", "0"], "--flips: 0 must be ≥ 1"),
+        (["predict", "default", "x.nii", "--out", "x.csv", "--intensity-weight", "5"], "must be ≤ 1"),
+        (["train", ".", "--labels", "x.csv", "--out", "m", "--lr", "-1"], "--lr: -1 must be > 0"),
+        (["train", ".", "--labels", "x.csv", "--out", "m", "--time-limit", "0"], "must be > 0"),
+        (["train", ".", "--labels", "x.csv", "--out", "m", "--crop", "0", "0", "0"], "must be ≥ 16"),
+        (
+            ["train", ".", "--labels", "x.csv", "--out", "m", "--recalibrate-only", "--no-recalibrate"],
+            "not allowed",
+        ),
+    ],
+)
+def test_bad_option_values_are_refused_by_the_parser(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "default"], "means the bundled model"),
+        (["--out", "labels.csv"], "is a file"),
+        (["--out", "m", "--arch-args", "{bad"], "--arch-args: not valid JSON"),
+        (["--out", "m", "--arch-args", "[1, 2]"], "a JSON object is needed"),
+        (["--out", "m", "--arch-args", '{"features": "x"}'], "bad arguments"),
+    ],
+)
+def test_train_refuses_bad_outputs_and_network_arguments(
+    cohort, extra, message, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.csv").write_text((cohort / "train.csv").read_text())
+    argv = ["train", str(cohort / "scans"), "--labels", "labels.csv", "--epochs", "1", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert (tmp_path / "labels.csv").read_text() == (cohort / "train.csv").read_text()
+
+
+def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f.txt").write_text("mine")
+    assert main(["demo", "--headless", "--out", str(tmp_path / "f.txt")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "f.txt").read_text() == "mine"

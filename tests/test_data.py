@@ -1,4 +1,4 @@
-"""Pretraining targets made from lesion label masks."""
+"""Pretraining targets made from lesion label masks; loading a labelled cohort."""
 
 import numpy as np
 import pytest
@@ -37,3 +37,27 @@ def test_lesion_target_is_unchanged_by_missing_label_ids_and_rejects_bad_input()
         lesion_target(lab, "spheres")
     with pytest.raises(HydranetError, match="negative"):
         lesion_target(-lab, "lesions")
+
+
+def test_load_cohort_passes_on_the_scans_notes_and_refuses_a_blank_scan(cohort, tmp_path):
+    import shutil
+
+    import nibabel as nib
+
+    from napari_hydranet.data import load_cohort
+    from napari_hydranet.preprocess import PreprocessConfig
+
+    scans = tmp_path / "scans"
+    shutil.copytree(cohort / "scans", scans)
+    img = nib.load(scans / "sub-001.nii.gz")
+    data = img.get_fdata().astype(np.float32)
+    data[0, 0, :3] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), scans / "sub-001.nii.gz")
+    (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,0\nsub-001.nii.gz,5\n")
+    with pytest.warns(UserWarning, match="NaN"):
+        loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    assert any("sub-001.nii.gz" in n and "3 NaN/inf voxels set to 0" in n for n in loaded.notes)
+    nib.save(nib.Nifti1Image(np.full(data.shape, np.nan, np.float32), img.affine), scans / "sub-001.nii.gz")
+    with pytest.raises(HydranetError, match="sub-001.nii.gz: every voxel inside the ROI mask is 0"):
+        with pytest.warns(UserWarning, match="NaN"):
+            load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")

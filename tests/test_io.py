@@ -105,6 +105,9 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
         ("scan,label\ns1.nii.gz,many\n", "row 2: label 'many'"),
         ("scan,label\ns1.nii.gz,-2\n", "row 2: label -2"),
         ("name,count\ns1.nii.gz,2\n", "no column 'scan'"),
+        ("scan,label\ns1.nii.gz,3\n./s1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
+        ("scan;label\ns1.nii.gz;3\n", "separated by semicolons; save the table as comma-separated"),
+        ("scan\tlabel\ns1.nii.gz\t3\n", "separated by tabs"),
     ],
 )
 def test_labels_errors_name_the_row(tmp_path, text, message):

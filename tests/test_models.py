@@ -100,3 +100,21 @@ def test_cpu_placement_is_channels_last_with_the_same_outputs(tmp_path):
     save_model(tmp_path, model.net, model.config)
     for a, b in zip(reference.state_dict().values(), load_model(tmp_path).net.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format_version": "two"}, "malformed"),
+        ({"architecture": "gpunet"}, "malformed"),
+        ({"preprocess": {"crop_shape": "64x52x40"}}, "malformed preprocess settings"),
+        ({"architecture": {"name": "gpunet", "args": [4, 8]}}, "must be a JSON object"),
+        ({"architecture": {"name": "gpunet", "args": {"features": "x"}}}, "bad arguments"),
+    ],
+)
+def test_hand_edited_configs_give_a_clear_error(tmp_path, change, message):
+    save_model(tmp_path, GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, **change)))
+    with pytest.raises(HydranetError, match=message):
+        load_model(tmp_path)
