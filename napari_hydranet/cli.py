@@ -43,8 +43,9 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
         _progress(event["step"], event["steps"], f"epoch {event['epoch']} loss {event['loss']:.3g}")
     elif kind == "epoch":
         refit = f"  after refit {event['val_icc21_refit']:6.3f}" if "val_icc21_refit" in event else ""
+        loss = "–" if event["loss"] != event["loss"] else f"{event['loss']:.4g}"  # NaN: epoch 0, no steps
         print(
-            f"epoch {event['epoch']:4d}  loss {event['loss']:9.4g}  "
+            f"epoch {event['epoch']:4d}  loss {loss:>9}  "
             f"val ICC(2,1) {event['val_icc21']:6.3f}{refit}  MAE {event['val_mae']:7.3f}  "
             f"spread {event['val_pred_sd']:6.2f}  {event['seconds']:5.1f}s",
             flush=True,

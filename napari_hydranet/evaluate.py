@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import HydranetError
 from .io import read_labels, scan_stem
 from .metrics import agreement
@@ -13,6 +15,8 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     Scans are matched by file name, or by name without .nii/.nii.gz when the tables
     differ in suffixes; scans in only one table are listed in ``notes``.
     """
+    if not Path(counts_csv).is_file():
+        raise HydranetError(f"{counts_csv}: no such counts table")
     counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True).values
     labels = read_labels(labels_csv, None, scan_column, label_column).values
     by_stem = {scan_stem(k): v for k, v in labels.items()}

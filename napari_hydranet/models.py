@@ -124,6 +124,8 @@ def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) ->
 
 def read_config(folder: str | os.PathLike) -> dict:
     folder = resolve_model_dir(folder)
+    if folder.is_file():
+        raise HydranetError(f"{folder}: a file; a model is a folder (config.json, weights.safetensors)")
     if not folder.is_dir():
         raise HydranetError(f"{folder}: no such model folder")
     missing = [f for f in (CONFIG, WEIGHTS) if not (folder / f).is_file()]

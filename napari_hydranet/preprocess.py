@@ -205,7 +205,10 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     else:
         _check_not_blank(scan, data, "")
         if cfg.use_mask:
-            notes.append(f"{scan.name}: no ROI mask given; the whole volume is used")
+            notes.append(
+                f"{scan.name}: no ROI mask given; the whole volume is used, though the model was "
+                "trained on ROIs: counts are not comparable with masked ones"
+            )
         scaled = _rescaled(scan, None, cfg)
         total = scaled.sum()
         if total > 0:
@@ -213,6 +216,11 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         else:
             centre = (np.array(data.shape) - 1) / 2
     if cfg.crop_shape is not None:
+        if any(n < c / 2 for n, c in zip(data.shape, cfg.crop_shape)):
+            notes.append(
+                f"{scan.name}: {'×'.join(map(str, data.shape))} voxels, under half the network's "
+                f"input ({'×'.join(map(str, cfg.crop_shape))}) on some axis; the count may mean little"
+            )
         out, offset = crop_box(scaled, centre, cfg.crop_shape)
     else:
         out, offset = scaled, (0, 0, 0)

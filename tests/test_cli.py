@@ -73,6 +73,7 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
         (["predict", "/nonexistent_model", "x.nii", "--out", "x.csv"], "no such model folder"),
         (["train", "/nonexistent", "--labels", "/nonexistent.csv", "--out", "m"], "no such labels file"),
         (["train", ".", "--labels", "x.csv", "--out", "m", "--p-black", "1.5"], "--p-black"),
+        (["evaluate", "/nonexistent.csv", "x.csv"], "/nonexistent.csv: no such counts table"),
     ],
 )
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
@@ -241,3 +242,9 @@ def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f.txt").write_text("mine")
     assert main(["demo", "--headless", "--out", str(tmp_path / "f.txt")]) == 2
     assert "is a file" in capsys.readouterr().err and (tmp_path / "f.txt").read_text() == "mine"
+
+
+def test_info_on_a_file_says_a_model_is_a_folder(tmp_path, capsys):
+    (tmp_path / "scan.nii.gz").write_bytes(b"not a model")
+    assert main(["info", str(tmp_path / "scan.nii.gz")]) == 2
+    assert "a model is a folder" in capsys.readouterr().err

@@ -76,3 +76,18 @@ def test_mask_grid_must_match():
         prepare(Scan(arr, np.eye(4)), PreprocessConfig(), Scan(np.ones((4, 4, 4)), np.eye(4)))
     with pytest.raises(HydranetError, match="empty"):
         prepare(Scan(arr, np.eye(4)), PreprocessConfig(), Scan(np.zeros((8, 8, 8)), np.eye(4)))
+
+
+def test_blank_scans_are_refused_and_tiny_ones_noted():
+    rng = np.random.default_rng(0)
+    with pytest.raises(HydranetError, match="every voxel is 0"):
+        prepare(Scan(np.zeros((8, 8, 8), np.float32), np.eye(4)), PreprocessConfig())
+    inside = np.zeros((8, 8, 8), np.float32)
+    inside[2:6, 2:6, 2:6] = 1
+    scan = Scan(rng.random((8, 8, 8)).astype(np.float32) * (1 - inside) + 3 * inside, np.eye(4))
+    with pytest.raises(HydranetError, match="every voxel inside the ROI mask is 3"):
+        prepare(scan, PreprocessConfig(), Scan(inside, np.eye(4)))
+    tiny = prepare(Scan(rng.random((5, 30, 30)).astype(np.float32), np.eye(4)), PreprocessConfig())
+    assert any("5×30×30 voxels, under half the network's input (64×52×40)" in n for n in tiny.notes)
+    full = prepare(Scan(rng.random((40, 30, 30)).astype(np.float32), np.eye(4)), PreprocessConfig())
+    assert not any("under half" in n for n in full.notes)
