@@ -8,6 +8,8 @@ from .errors import HydranetError
 from .io import read_labels, scan_stem
 from .metrics import agreement
 
+FEW_SCANS = 10  # below this an ICC's 95 % interval spans most of its range
+
 
 def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_column: str = "label") -> dict:
     """ICC(2,1), ICC(3,1), MAE, MSE and n over the scans both tables hold.
@@ -34,4 +36,9 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     notes += [f"{s}: labelled but not predicted" for s in labels if scan_stem(s) not in matched]
     if len(pred) < 2:
         raise HydranetError(f"{counts_csv} and {labels_csv} share {len(pred)} scans; need at least 2")
+    if len(pred) < FEW_SCANS:
+        notes.append(f"only {len(pred)} scans in common: the ICCs are too uncertain to read much into")
+    for name, values in (("counts", pred), ("labels", ref)):
+        if len(set(values)) == 1:
+            notes.append(f"every one of the {name} is {values[0]:g}: the ICCs cannot measure agreement")
     return {**agreement(pred, ref), "notes": notes}

@@ -63,7 +63,11 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     assert out["n"] == 2 and out["mae"] == 1 and out["icc31"] == pytest.approx(1.0)
     assert any("other.nii" in n for n in out["notes"])
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
-    assert "ICC(2,1)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ICC(2,1)" in out and "only 2 scans in common" in out
+    (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,2\nsub-001.nii.gz,2\n")
+    assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
+    assert "every one of the labels is 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
