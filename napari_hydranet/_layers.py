@@ -75,6 +75,7 @@ def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     meta = {
         "affine": np.asarray(affine).tolist(),
         "source": pred.scan,
+        "source_path": str(pred.path) if pred.path else None,
         "kind": "heatmap",
         "count": pred.count,
         "count_sd": pred.count_sd,

@@ -39,7 +39,9 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
     array = np.asarray(data)
     if array.ndim != 3:
         raise HydranetError(f"layer '{meta.get('name')}': {array.ndim}D data; only 3D layers are written")
-    write_volume(path, np.transpose(array, (2, 1, 0)), _file_affine(meta))
+    md = meta.get("metadata") or {}
+    sources = [md[k] for k in ("path", "source_path") if md.get(k)]  # the scan it shows or came from
+    write_volume(path, np.transpose(array, (2, 1, 0)), _file_affine(meta), protect=sources)
     return [str(path)]
 
 

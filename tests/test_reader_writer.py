@@ -8,6 +8,8 @@ import pytest
 from conftest import NIBABEL_DATA
 
 from napari_hydranet._reader import napari_get_reader
+from napari_hydranet._writer import write_volume_layer
+from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import DETECTION_COLUMNS
 
 # napari warns that it shows oblique volumes without the out-of-slice rotation: expected
@@ -107,6 +109,12 @@ def test_image_and_labels_writers_keep_the_affine(make_napari_viewer, made_files
     plain = viewer.add_image(scan.data, affine=scan.affine, name="plain")
     napari.save_layers(str(tmp_path / "plain.nii.gz"), [plain], plugin="napari-hydranet")
     np.testing.assert_allclose(nib.load(str(tmp_path / "plain.nii.gz")).affine, source.affine, atol=1e-5)
+    # never over the scan a layer shows or was computed from
+    before = made_files["oblique"].read_bytes()
+    for layer in (scan, labels):
+        with pytest.raises(HydranetError, match="refusing to overwrite an input scan"):
+            write_volume_layer(str(made_files["oblique"]), layer.data, layer.as_layer_data_tuple()[1])
+    assert made_files["oblique"].read_bytes() == before
 
 
 def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files, tmp_path):
