@@ -33,10 +33,12 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
         return
     kind = event["event"]
     if kind == "start":
-        print(
-            f"training on {event['device']}: {event['train']} scans, {event['val']} for validation, "
+        plan = (
             f"{event['steps_per_epoch']} steps per epoch, epochs {event['start_epoch']}..{event['epochs']}"
+            if not event["recalibrate_only"]
+            else "count recalibration only"
         )
+        print(f"training on {event['device']}: {event['train']} scans, {event['val']} for validation, {plan}")
         for note in event["notes"]:
             print(f"note: {note}")
     elif kind == "step" and tty:

@@ -343,6 +343,7 @@ def train(
         "val": len(val_set),
         "steps_per_epoch": steps_per_epoch,
         "epochs": cfg.epochs,
+        "recalibrate_only": cfg.recalibrate_only,
         "start_epoch": start_epoch,
         "notes": notes,
         "label_mean": float(train_set.labels.mean()),

@@ -252,3 +252,17 @@ def test_info_on_a_file_says_a_model_is_a_folder(tmp_path, capsys):
     (tmp_path / "scan.nii.gz").write_bytes(b"not a model")
     assert main(["info", str(tmp_path / "scan.nii.gz")]) == 2
     assert "a model is a folder" in capsys.readouterr().err
+
+
+def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsys):
+    argv = [
+        "train",
+        str(cohort / "scans"),
+        "--labels",
+        str(cohort / "train.csv"),
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    assert main([*argv, "--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only"]) == 0
+    out = capsys.readouterr().out
+    assert "count recalibration only" in out and "epoch    0  loss         –" in out and "nan" not in out
