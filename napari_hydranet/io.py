@@ -92,6 +92,11 @@ def read_scan(path: str | os.PathLike) -> Scan:
             )
     if len(shape) < 3:
         raise HydranetError(f"{path}: a {len(shape)}D image of shape {tuple(shape)}; expected 3D")
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c" or dtype.names:
+        raise HydranetError(
+            f"{path}: voxels of type {dtype} (complex or RGB); expected one real intensity each"
+        )
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:

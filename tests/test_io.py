@@ -55,6 +55,13 @@ def test_corrupt_and_missing_files(tmp_path):
         read_scan(bad)
     with pytest.raises(HydranetError, match="no such file"):
         read_scan(tmp_path / "absent.nii")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.complex64), np.eye(4)), tmp_path / "c.nii")
+    with pytest.raises(HydranetError, match="c.nii: voxels of type complex64"):
+        read_scan(tmp_path / "c.nii")
+    rgb = np.zeros((4, 4, 4), [("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii")
+    with pytest.raises(HydranetError, match="complex or RGB"):
+        read_scan(tmp_path / "rgb.nii")
 
 
 def test_find_scans_mixes_files_and_folders(tmp_path):
