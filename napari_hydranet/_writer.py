@@ -40,8 +40,12 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
     if array.ndim != 3:
         raise HydranetError(f"layer '{meta.get('name')}': {array.ndim}D data; only 3D layers are written")
     md = meta.get("metadata") or {}
-    sources = [md[k] for k in ("path", "source_path") if md.get(k)]  # the scan it shows or came from
-    write_volume(path, np.transpose(array, (2, 1, 0)), _file_affine(meta), protect=sources)
+    # never over the scan a heatmap came from, nor an intensity image over its own file (it would
+    # come back as float32 with a new header); integer layers may be, e.g. a corrected mask
+    protect = [md[k] for k in ("source_path",) if md.get(k)]
+    if md.get("path") and not np.issubdtype(array.dtype, np.integer):
+        protect.append(md["path"])
+    write_volume(path, np.transpose(array, (2, 1, 0)), _file_affine(meta), protect=protect)
     return [str(path)]
 
 

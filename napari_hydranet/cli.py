@@ -198,7 +198,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     failed = []
     for ev in events:
         if ev["event"] == "stopped":
-            print(f"stopped after {ev['done']} of {ev['total']} scans; the tables hold those")
+            held = ev["done"] - len(failed)
+            print(f"stopped after {ev['done']} of {ev['total']} scans; the tables hold the {held} predicted")
             return 130
         if ev["event"] == "failed":
             failed.append(ev["message"])

@@ -178,14 +178,15 @@ def check_outputs(
             raise HydranetError(f"{out_csv}: the counts and the detections need two different files")
     if heatmaps_dir is not None:
         check_folder_output(heatmaps_dir, "heatmaps folder")
-    by_name: dict[str, Path] = {}
+    by_stem: dict[str, Path] = {}
     for path in paths:
-        if path.name in by_name:
+        stem = scan_stem(path)
+        if stem in by_stem:
             raise HydranetError(
-                f"two inputs are named {path.name} ({by_name[path.name]}, {path}): the tables and "
-                "heatmaps name scans by file name; predict them into separate outputs, or rename one"
+                f"two inputs are named {stem} ({by_stem[stem]}, {path}): the tables and heatmaps "
+                "name scans by file name; predict them into separate outputs, or rename one"
             )
-        by_name[path.name] = path
+        by_stem[stem] = path
 
 
 def predict_files(
@@ -203,7 +204,8 @@ def predict_files(
     ``failed`` with the reason for a scan that could not be read or prepared (the others go on).
 
     The output paths are checked before any work (none may name an input, a folder or lie
-    under a file; scans must differ in file name, which keys the tables and heatmaps). The
+    under a file; scans must differ in file name without .nii/.nii.gz, which keys the tables
+    and heatmaps). The
     counts CSV (and detections CSV) are rewritten atomically after each scan, so a
     cancelled run leaves complete tables of the scans done so far.
     """

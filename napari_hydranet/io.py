@@ -130,16 +130,14 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     and hidden files (such as macOS ``._`` sidecars); a file reached twice is listed once.
     """
     found: list[Path] = []
+    skipped = 0
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found.extend(
-                sorted(
-                    q
-                    for q in p.iterdir()
-                    if q.is_file() and is_nifti(q) and not is_heatmap(q) and not q.name.startswith(".")
-                )
-            )
+            files = sorted(q for q in p.iterdir() if q.is_file() and is_nifti(q))
+            kept = [q for q in files if not is_heatmap(q) and not q.name.startswith(".")]
+            skipped += len(files) - len(kept)
+            found.extend(kept)
         elif p.is_file():
             if not is_nifti(p):
                 raise HydranetError(f"{p}: not a NIfTI file (.nii or .nii.gz)")
@@ -147,12 +145,13 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise HydranetError(f"{p}: no such file or folder")
     if not found:
+        also = f"; {skipped} hidden or *{HEATMAP_SUFFIX} files are not scans" if skipped else ""
         raise HydranetError(
-            "no NIfTI files (.nii, .nii.gz) found in the inputs (folders are not searched recursively)"
+            f"no NIfTI files (.nii, .nii.gz) found in the inputs (folders are not searched recursively{also})"
         )
-    unique: dict[Path, Path] = {}
-    for q in found:
-        unique.setdefault(q.resolve(), q)
+    unique: dict[str, Path] = {}
+    for q in found:  # a path reached twice, not two links to one file (DataLad stores those)
+        unique.setdefault(os.path.abspath(q), q)
     return list(unique.values())
 
 

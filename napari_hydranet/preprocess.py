@@ -178,9 +178,9 @@ def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
     """Refuse a volume whose voxels (NaNs read as 0) all hold one value: nothing to count."""
     low, high = float(values.min()), float(values.max())
     if low == high:
+        nans = " (NaNs read as 0)" if any("NaN" in n for n in scan.notes) else ""
         raise HydranetError(
-            f"{scan.path or scan.name}: every voxel{where} is {low:g} (NaNs read as 0): "
-            "a blank scan, nothing to count"
+            f"{scan.path or scan.name}: every voxel{where} is {low:g}{nans}: a blank scan, nothing to count"
         )
 
 

@@ -193,7 +193,11 @@ def test_predict_refuses_two_scans_with_one_name(cohort, tmp_path, capsys):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "flair.nii.gz").write_bytes((cohort / "scans" / "sub-000.nii.gz").read_bytes())
     assert _predict(tmp_path / "A", tmp_path / "B", "--out", tmp_path / "c.csv") == 2
-    assert "two inputs are named flair.nii.gz" in capsys.readouterr().err
+    assert "two inputs are named flair" in capsys.readouterr().err
+    nib.save(nib.load(tmp_path / "A" / "flair.nii.gz"), tmp_path / "A" / "flair.nii")  # one heatmap name
+    assert _predict(tmp_path / "A", "--out", tmp_path / "c.csv") == 2
+    assert "two inputs are named flair" in capsys.readouterr().err
+    (tmp_path / "A" / "flair.nii").unlink()
     # the same file reached twice (a folder and a file in it) is predicted once
     assert _predict(tmp_path / "A", tmp_path / "A" / "flair.nii.gz", "--out", tmp_path / "c.csv") == 0
     assert len(_rows(tmp_path / "c.csv")) == 1

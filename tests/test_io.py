@@ -73,6 +73,15 @@ def test_find_scans_mixes_files_and_folders(tmp_path):
     assert [p.name for p in found] == ["a.nii", "b.nii.gz", "c.nii.gz"]
     with pytest.raises(HydranetError, match="not a NIfTI"):
         find_scans([tmp_path / "notes.txt"])
+    # two links to one file (as DataLad stores scans) are two scans; a path given twice is one
+    (tmp_path / "sub" / "d.nii.gz").symlink_to(tmp_path / "sub" / "c.nii.gz")
+    found = find_scans([tmp_path / "sub", tmp_path / "sub" / ".." / "sub" / "c.nii.gz"])
+    assert [p.name for p in found] == ["c.nii.gz", "d.nii.gz"]
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "c_heatmap.nii.gz").write_bytes(b"")
+    (tmp_path / "only" / "._c.nii.gz").write_bytes(b"")
+    with pytest.raises(HydranetError, match="2 hidden or \\*_heatmap files are not scans"):
+        find_scans([tmp_path / "only"])
 
 
 def test_write_volume_is_atomic_and_protects_inputs(tmp_path):

@@ -109,12 +109,20 @@ def test_image_and_labels_writers_keep_the_affine(make_napari_viewer, made_files
     plain = viewer.add_image(scan.data, affine=scan.affine, name="plain")
     napari.save_layers(str(tmp_path / "plain.nii.gz"), [plain], plugin="napari-hydranet")
     np.testing.assert_allclose(nib.load(str(tmp_path / "plain.nii.gz")).affine, source.affine, atol=1e-5)
-    # never over the scan a layer shows or was computed from
-    before = made_files["oblique"].read_bytes()
-    for layer in (scan, labels):
+    # never an intensity image over its own file, nor anything over the scan a heatmap came
+    # from; an integer (labels) layer may replace its own file: a corrected mask
+    own = tmp_path / "own.nii.gz"
+    own.write_bytes(made_files["oblique"].read_bytes())
+    (mine,) = viewer.open(str(own), plugin="napari-hydranet")
+    before = own.read_bytes()
+    from_own = {"metadata": {"affine": mine.metadata["affine"], "source_path": str(own)}}
+    for data, meta in ((mine.data, mine.as_layer_data_tuple()[1]), (mine.data * 0.5, from_own)):
         with pytest.raises(HydranetError, match="refusing to overwrite an input scan"):
-            write_volume_layer(str(made_files["oblique"]), layer.data, layer.as_layer_data_tuple()[1])
-    assert made_files["oblique"].read_bytes() == before
+            write_volume_layer(str(own), data, meta)
+    assert own.read_bytes() == before
+    mask = (mine.data > 500).astype(np.uint8)
+    write_volume_layer(str(own), mask, {"metadata": dict(mine.metadata)})
+    np.testing.assert_array_equal(np.asarray(nib.load(str(own)).dataobj), np.transpose(mask, (2, 1, 0)))
 
 
 def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files, tmp_path):

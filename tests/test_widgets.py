@@ -86,6 +86,7 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert heat.data.shape == scan.data.shape
     np.testing.assert_allclose(heat.affine.affine_matrix, scan.affine.affine_matrix)
     np.testing.assert_allclose(heat.metadata["affine"], scan.metadata["affine"])
+    assert heat.metadata["source_path"] == scan.metadata["path"]  # the writer protects that scan
     expected, affine = predict_file(
         load_model(tiny_model), load_sample().scan, torch.device("cpu"), mask_path=load_sample().mask
     )
