@@ -19,9 +19,11 @@ split and kept only when the validation ICC(2,1) does not drop, or on ``all scan
 Each is scored on the test scans against the expert and the rater (mean over draws). The
 column "test rater's level" refits s by least squares to the test scans' own rater labels
 (one fit, no draws): where a recalibration that takes the rater's level can get against the
-expert at best. The last column counts the draws where the guard refused the least-squares
-refit, and of those, the refits that would have raised agreement with the rater on the test
-scans.
+expert at best. The column "pool's rater, threshold and scale" fits b and s to the rater's
+labels of the whole pool (one fit): what far more labels than a user has would buy a
+recalibration, whose only freedom is which voxels of the map count and how much. The last
+column counts the draws where the guard refused the least-squares refit, and of those, the
+refits that would have raised agreement with the rater on the test scans.
 
     python benchmarks/recalibration.py SIM/fresh SIM/indist SIM/shift --draws 200
 """
@@ -120,11 +122,11 @@ def main(argv=None) -> None:
     names = [f"{name}, {how}" for name, how in VARIANTS]
     print("ICC(2,1) against the expert (against the rater), mean over training draws\n")
     print(
-        "| cohort | pool | as shipped | test rater's level | "
+        "| cohort | pool | as shipped | test rater's level | pool's rater, threshold and scale | "
         + " | ".join(names)
         + " | guard refused (would have helped) |"
     )
-    print("|---|---|---|---|" + "---|" * (len(names) + 1))
+    print("|---|---|---|---|---|" + "---|" * (len(names) + 1))
     for root in args.cohorts:
         cohort = load_sim(root)
         pool, test = splits(cohort)
@@ -132,6 +134,8 @@ def main(argv=None) -> None:
         table = {k: [] for k in names}
         shipped = _scores(out.counts[test], cohort, test)
         oracle = _scores(least_squares(out, test, cohort.rater[test])(test), cohort, test)
+        pooled = threshold_and_scale(out, pool, cohort.rater[pool].astype(float))
+        whole_pool = _scores(pooled(test), cohort, test)
         refused = helped = 0
         for draw in range(args.draws):
             idx = draw_training(pool, args.size, draw)
@@ -146,7 +150,7 @@ def main(argv=None) -> None:
                     refused += 1
                     helped += _scores(fitted(test), cohort, test)[1] > shipped[1]
         cells = [f"{np.mean(v, 0)[0]:.3f} ({np.mean(v, 0)[1]:.3f})" for v in table.values()]
-        first = "{:.3f} ({:.3f}) | {:.3f} ({:.3f})".format(*shipped, *oracle)
+        first = "{:.3f} ({:.3f}) | {:.3f} ({:.3f}) | {:.3f} ({:.3f})".format(*shipped, *oracle, *whole_pool)
         print(
             f"| {root.name} | {len(pool)} | {first} | " + " | ".join(cells) + f" | {refused} ({helped}) |",
             flush=True,
