@@ -65,7 +65,7 @@ def untrained_model(folder: Path) -> Path:
 
 def new_viewer(title: str):
     viewer = napari.Viewer(title=f"napari-hydranet: {title}")
-    viewer.window._qt_window.resize(1500, 980)
+    viewer.window._qt_window.resize(1500, 1040)
     return viewer
 
 

@@ -116,7 +116,10 @@ def split_validation(cohort: Cohort, fraction: float, seed: int) -> tuple[Cohort
     n = len(cohort)
     n_val = max(2, int(round(n * fraction)))
     if n - n_val < 2:
-        raise HydranetError(f"{n} labelled scans are too few to hold out {n_val} for validation")
+        raise HydranetError(
+            f"{n} labelled scans are too few to hold out {n_val} for validation and train on 2 or more; "
+            f"label at least {n_val + 2}"
+        )
     rng = np.random.default_rng(seed)
     order = np.argsort(cohort.labels + rng.random(n) * 1e-3, kind="stable")
     strata = np.array_split(order, n_val)

@@ -36,16 +36,18 @@ class Scan:
     array : float32 array, shape (I, J, K), in the file's voxel order.
     affine : (4, 4) voxel-to-world (mm) matrix of the file.
     path : the source file, or None for data made in memory.
+    label : what to call data without a file in messages (e.g. a napari layer).
     """
 
     array: np.ndarray
     affine: np.ndarray
     path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    label: str | None = None
 
     @property
     def name(self) -> str:
-        return scan_stem(self.path) if self.path is not None else "scan"
+        return scan_stem(self.path) if self.path is not None else self.label or "scan"
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -105,14 +107,18 @@ def read_scan(path: str | os.PathLike) -> Scan:
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
-    notes = []
-    bad = ~np.isfinite(data)
-    if bad.any():
-        msg = f"{path}: {int(bad.sum())} NaN/inf voxels set to 0"
-        warnings.warn(msg, stacklevel=2)
-        notes.append(msg)
-        data = np.where(bad, np.float32(0), data)
+    data, notes = finite(data, str(path))
     return Scan(np.ascontiguousarray(data), affine, path, notes)
+
+
+def finite(data: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
+    """``data`` with NaN and inf set to 0, and a note (also warned) saying how many were."""
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return data, []
+    msg = f"{where}: {int(bad.sum())} NaN/inf voxels set to 0"
+    warnings.warn(msg, stacklevel=3)
+    return np.where(bad, np.float32(0), data), [msg]
 
 
 HEATMAP_SUFFIX = "_heatmap"  # heatmaps are written as <scan>_heatmap.nii.gz

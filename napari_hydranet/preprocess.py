@@ -191,13 +191,16 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     if mask is not None:
         if mask.array.shape != data.shape:
             raise HydranetError(
-                f"{mask.path}: mask shape {mask.array.shape} differs from the scan's {data.shape}"
+                f"{mask.path or mask.name}: mask shape {mask.array.shape} differs from the scan's "
+                f"{data.shape}"
             )
         if not np.allclose(mask.affine, scan.affine, atol=1e-3):
-            raise HydranetError(f"{mask.path}: mask affine differs from the scan's {scan.path}")
+            raise HydranetError(
+                f"{mask.path or mask.name}: mask affine differs from the scan's ({scan.path or scan.name})"
+            )
         roi = mask.array > 0
         if not roi.any():
-            raise HydranetError(f"{mask.path}: the mask is empty")
+            raise HydranetError(f"{mask.path or mask.name}: the mask is empty")
         _check_not_blank(scan, data[roi], " inside the ROI mask")
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
         scaled = _rescaled(scan, roi, cfg) * weight

@@ -159,6 +159,18 @@ def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_mod
     _wait_worker(qtbot, widget)
     assert len(errors) == 1 and "mask shape" in errors[0]
     assert "sample detections" not in viewer.layers
+    text = widget.result_label.text()  # the dock says so too, not only a passing toast
+    assert "not predicted" in text and "mask shape" in text and "layer 'wrong grid'" in text
+
+    # NaNs in a layer (not read through our reader) are set to 0 and noted, as for files
+    data = scan.data.copy()
+    data[0] = np.nan
+    widget.image_combo.set_layer(viewer.add_image(data, affine=scan.affine, metadata=dict(scan.metadata)))
+    widget.mask_combo.set_layer(None)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert len(errors) == 1
+    assert "NaN/inf voxels set to 0" in widget.result_label.text()
     widget.close()
 
 
@@ -328,6 +340,19 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert train.labels.path() == tmp_path / "corrected.csv"
     assert train.scans.path() == folder / "scans" and train.masks.path() == folder / "masks"
     assert "✓ 1 labelled scans" in train.problems.item(0).text()
+    assert widget.status.text() == "3 of 3 scans predicted"
+
+    # a second run starts a new table; a blank scan is skipped and listed
+    nib.save(
+        nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "scans" / "blank.nii.gz"
+    )
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert (
+        sorted(widget.table.records) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"] and widget.table.rowCount() == 3
+    )
+    assert widget.status.text().startswith("3 of 4 scans predicted; 1 skipped: blank.nii.gz")
+    assert len(errors) == 1 and "blank.nii.gz" in errors[0]
 
 
 def test_curve_ticks_are_round_and_cover_the_range():

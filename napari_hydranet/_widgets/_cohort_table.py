@@ -51,6 +51,11 @@ class CohortTable(QTableWidget):
         self._busy = False
         self.itemChanged.connect(self._on_changed)
 
+    def clear_rows(self) -> None:
+        """Empty the table and its records (a new run)."""
+        self.records.clear()
+        self.setRowCount(0)
+
     def add_row(self, name: str, pred, label: float | None = None) -> None:
         self.records[name] = {
             "count": pred.count,

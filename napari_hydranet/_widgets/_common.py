@@ -3,24 +3,27 @@ layer → ``Scan`` conversion and error messages."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from .._layers import napari_affine
 from ..errors import HydranetError
-from ..io import Scan
+from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
 from ._registry import model_registry
 
@@ -30,6 +33,49 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, HydranetError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+class _VerticalScroll(QScrollArea):
+    """Scrolls vertically only, and is as wide as its contents need (plus the scroll bar)."""
+
+    def setWidget(self, widget: QWidget) -> None:
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the scroll area is a layout boundary: pass the new size on
+        return super().eventFilter(obj, event)
+
+    def _widen(self, hint):
+        inner = self.widget()
+        if inner is not None:
+            hint.setWidth(inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
+        return hint
+
+    def minimumSizeHint(self):
+        return self._widen(super().minimumSizeHint())
+
+    def sizeHint(self):
+        hint = self._widen(super().sizeHint())
+        if self.widget() is not None:
+            hint.setHeight(self.widget().sizeHint().height())
+        return hint
+
+
+def scrolling_layout(dock: QWidget) -> QVBoxLayout:
+    """A layout for the dock's contents inside a vertical scroll area, so that a dock taller
+    than the screen (or than its share of napari's dock area) still shows every control."""
+    inner = QWidget()
+    scroll = _VerticalScroll()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(dock)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(inner)
 
 
 def layer_to_scan(layer) -> Scan:
@@ -48,8 +94,10 @@ def layer_to_scan(layer) -> Scan:
         affine = napari_affine(layer.affine.affine_matrix)
     path = Path(meta["path"]) if meta.get("path") else None
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)), dtype=np.float32)
-    scan = Scan(array, affine, path)
-    return scan
+    with warnings.catch_warnings():  # the note reaches the dock with the result
+        warnings.simplefilter("ignore", UserWarning)
+        array, notes = finite(array, f"layer '{layer.name}'")
+    return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")
 
 
 def scan_name(layer) -> str:

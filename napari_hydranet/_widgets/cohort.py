@@ -14,7 +14,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -26,7 +25,7 @@ from ..io import find_scans, read_labels, read_scan, write_csv
 from ..models import load_model
 from ._agreement import draw_agreement
 from ._cohort_table import COLUMNS, CohortTable
-from ._common import ModelPicker, PathPicker, error_text
+from ._common import ModelPicker, PathPicker, error_text, scrolling_layout
 from ._plots import make_canvas
 
 EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected"]
@@ -67,6 +66,9 @@ class CohortWidget(QWidget):
         self.run_button, self.cancel_button = QPushButton("Predict all"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
+        self.status = QLabel("")  # what the last run did, and the scans it skipped
+        self.status.setWordWrap(True)
+        self.failed: list[tuple[str, str]] = []  # (scan, reason) of the last run
         self.table = CohortTable()
         self.table.setMinimumHeight(160)
         self.table.corrected.connect(self._draw)
@@ -86,10 +88,11 @@ class CohortWidget(QWidget):
         out = QHBoxLayout()
         out.addWidget(self.send_button)
         out.addWidget(self.export_button)
-        box = QVBoxLayout(self)
+        box = scrolling_layout(self)
         box.addLayout(form)
         box.addLayout(run)
         box.addWidget(self.progress)
+        box.addWidget(self.status)
         box.addWidget(QLabel("Click a row to open the scan; type a count to correct it."))
         box.addWidget(self.table, 1)
         box.addLayout(out)
@@ -110,7 +113,11 @@ class CohortWidget(QWidget):
             show_error("Cohort: choose a folder of scans")
             return
         self.results.clear()
-        self.table.setRowCount(0)
+        self.failed.clear()
+        self.table.clear_rows()
+        self.status.setText("predicting…")
+        self.status.setToolTip("")
+        self._draw()
         self.load_labels()
         job = thread_worker(_cohort_job)
         self.worker = job(self.model_picker.model_dir(), self.scans.path(), self.masks.path())
@@ -129,10 +136,12 @@ class CohortWidget(QWidget):
         kind = item[0]
         if kind == "fatal":
             show_error(f"Cohort: {item[1]}")
+            self.status.setText(f"⚠ not run: {item[1]}")
         elif kind == "total":
             self.progress.setRange(0, item[1])
         elif kind == "error":
             show_error(f"Cohort: {item[1]}: {item[2]}")
+            self.failed.append((item[1], item[2]))
             self.progress.setValue(self.progress.value() + 1)
         else:
             _, path, pred, affine = item
@@ -144,6 +153,19 @@ class CohortWidget(QWidget):
     def _on_finished(self) -> None:
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        if self.status.text().startswith("⚠"):
+            return  # the run never started; the reason is shown
+        done, total = len(self.results), self.progress.maximum()
+        text = f"{done} of {total} scans predicted"
+        if done + len(self.failed) < total:
+            text += " (cancelled)"
+        if self.failed:
+            text += f"; {len(self.failed)} skipped: " + "; ".join(
+                f"{name} ({reason.split(': ', 1)[-1]})" for name, reason in self.failed[:3]
+            )
+            text += " …" if len(self.failed) > 3 else ""
+        self.status.setText(text)
+        self.status.setToolTip("\n".join(f"{name}: {reason}" for name, reason in self.failed))
 
     def load_labels(self) -> None:
         csv = self.labels_csv.path()
@@ -191,7 +213,11 @@ class CohortWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Export counts", "cohort_counts.csv", "CSV (*.csv)")
             if not path:
                 return None
-        write_csv(path, EXPORT_COLUMNS, self.rows())
+        try:
+            write_csv(path, EXPORT_COLUMNS, self.rows())
+        except OSError as exc:
+            show_error(f"Cohort: cannot write {path} ({exc.strerror or exc})")
+            return None
         show_info(f"Cohort: table written to {path}")
         return Path(path)
 
@@ -206,7 +232,11 @@ class CohortWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Save corrected labels", start, "CSV (*.csv)")
             if not path:
                 return None
-        write_csv(path, ["scan", "label"], corrected)
+        try:
+            write_csv(path, ["scan", "label"], corrected)
+        except OSError as exc:
+            show_error(f"Cohort: cannot write {path} ({exc.strerror or exc})")
+            return None
         trainer = self._train_widget()
         if trainer is not None:
             trainer.set_inputs(self.scans.path(), path, self.masks.path())

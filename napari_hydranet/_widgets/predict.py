@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSlider,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -28,7 +27,7 @@ from ..device import select_device
 from ..infer import Prediction, predict_prepared
 from ..models import load_model
 from ..preprocess import prepare
-from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scan_name
+from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scan_name, scrolling_layout
 
 INTENSITY_WEIGHT = 0.5
 SLIDER_STEPS = 1000  # the slider spans default / 100 … default × 100 on a log scale
@@ -123,7 +122,7 @@ class PredictWidget(QWidget):
         thr = QHBoxLayout()
         thr.addWidget(self.slider, 1)
         thr.addWidget(self.reset_button)
-        box = QVBoxLayout(self)
+        box = scrolling_layout(self)
         box.addLayout(form)
         box.addWidget(self.combine_box)
         box.addWidget(self.run_button)
@@ -157,9 +156,11 @@ class PredictWidget(QWidget):
                 mask.affine = scan.affine  # a layer drawn in napari lies on the scan's grid
         except Exception as exc:
             show_error(f"Predict: {error_text(exc)}")
+            self.result_label.setText(f"⚠ {scan_name(layer)}: not predicted. {error_text(exc)}")
             return
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
         name = scan_name(layer)
+        self.result_label.setText(f"{name}: predicting…")
         self.worker = thread_worker(_predict_job)(
             self.model_picker.model_dir(), self._model, scan, mask, weight
         )
@@ -182,6 +183,7 @@ class PredictWidget(QWidget):
     def _on_result(self, out: dict, name: str, affine: np.ndarray) -> None:
         if "error" in out:
             show_error(f"Predict: {out['error']}")
+            self.result_label.setText(f"⚠ {name}: not predicted. {out['error']}")
             return
         self._model = out["model"]
         pred: Prediction = out["pred"]

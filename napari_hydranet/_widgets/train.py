@@ -22,14 +22,13 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..errors import HydranetError
 from ..io import read_labels
 from ..models import WEIGHTS
-from ._common import PathPicker
+from ._common import PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
 from ._train_process import TrainProcess
@@ -130,7 +129,7 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        box = QVBoxLayout(self)
+        box = scrolling_layout(self)
         box.addLayout(data)
         box.addLayout(settings)
         box.addWidget(advanced)
