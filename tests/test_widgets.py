@@ -389,3 +389,14 @@ def test_demo_viewer_shows_the_count_and_anterior_up(make_napari_viewer, tiny_mo
     assert text.visible and f"{pred.count:.1f} ± {pred.count_sd:.1f} lesions" in text.text
     assert f"({pred.n_detections} detections)" in text.text
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
+
+
+def test_train_child_errors_are_told_in_the_docks_words():
+    from napari_hydranet._widgets._train_process import for_dock
+
+    line = "hydranet: error: m: already holds a model; use --resume to continue it or choose another --out"
+    assert for_dock(line) == (
+        "m: already holds a model; continue it with `hydranet train --resume` or choose another Output"
+    )
+    assert for_dock("hydranet: error: --time-limit: 0 must be > 0") == "Time limit: 0 must be > 0"
+    assert for_dock("exit status 9") == "exit status 9"

@@ -7,6 +7,7 @@ stderr as ``hydranet: error: …``. When it ends, its memory (GPU included) is f
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 from qtpy.QtCore import QObject, QProcess, QProcessEnvironment, Signal
@@ -73,4 +74,29 @@ class TrainProcess(QObject):
         self._read_stdout()
         lines = [ln for ln in self._stderr.strip().splitlines() if ln.strip()]
         reason = next((ln for ln in reversed(lines) if ln.startswith("hydranet:")), None)
-        self.ended.emit(code, reason or (lines[-1] if lines else f"exit status {code}"))
+        self.ended.emit(code, for_dock(reason or (lines[-1] if lines else f"exit status {code}")))
+
+
+# The command line's options as the Train dock names them, for the child's messages.
+DOCK_NAMES = {
+    "--out": "Output",
+    "--init": "Model folder",
+    "--labels": "Labels",
+    "--masks": "Masks",
+    "--epochs": "Epochs",
+    "--heads": "Heads n",
+    "--p-black": "p black",
+    "--lr": "Learning rate",
+    "--val-fraction": "Validation",
+    "--time-limit": "Time limit",
+    "--crop": "Crop",
+    "--arch-args": "Network",
+}
+
+
+def for_dock(message: str) -> str:
+    """A child's error line in the dock's words: no ``hydranet: error:`` prefix, fields by name."""
+    for prefix in ("hydranet: error: ", "hydranet: "):
+        message = message.removeprefix(prefix)
+    message = message.replace("use --resume to continue it", "continue it with `hydranet train --resume`")
+    return re.sub(r"--[a-z-]+", lambda m: DOCK_NAMES.get(m.group(0), m.group(0)), message)
