@@ -224,6 +224,20 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert (out / WEIGHTS).is_file()
     assert load_model(out).arch == "regressor"
     assert str(out.resolve()) in predict.model_picker.keys()
+    assert widget.stop_button.text() == "Stop"
+
+    # Stop twice kills the child: the best model saved before is kept, said so and offered
+    widget.out.set_path(tmp_path / "killed")
+    with qtbot.waitSignal(widget.model_ready, timeout=TIMEOUT) as ready:
+        widget.start()
+        qtbot.waitUntil(lambda: widget._checkpoint is not None, timeout=TIMEOUT)
+        widget.stop()
+        widget.stop()
+    qtbot.waitUntil(lambda: not widget.is_running(), timeout=TIMEOUT)
+    kept = (tmp_path / "killed").resolve()
+    assert ready.args == [str(kept)] and (kept / WEIGHTS).is_file()
+    assert widget.status.text().startswith("training ended: killed; the best model so far (epoch")
+    assert widget.stop_button.text() == "Stop" and widget.time_label.text() == ""
     assert errors == []
     predict.close()
 

@@ -63,6 +63,7 @@ class TrainWidget(QWidget):
         self.last_event: dict | None = None
         self._plan = (1, 1, 1)  # start epoch, last epoch, steps per epoch
         self._patience, self._best_epoch = 0, None  # early stopping: epochs, best epoch so far
+        self._checkpoint, self._killed = None, False  # the last saved best model; Kill pressed
         self._t0 = 0.0
         self._first_step: tuple[float, int] | None = None  # clock and progress at the first step
 
@@ -237,6 +238,7 @@ class TrainWidget(QWidget):
             show_error("Train: the labels CSV has problems (listed in the dock)")
             return
         self.history, self.last_event = [], None
+        self._checkpoint, self._killed = None, False
         self._draw()
         self._t0 = time.monotonic()
         self.status.setText("starting…")
@@ -248,13 +250,14 @@ class TrainWidget(QWidget):
 
     def stop(self) -> None:
         """First press: SIGTERM (stops after the current step, keeps the best model); then kill."""
-        if not self.is_running():
-            return
+        if not self.is_running() or (self.last_event or {}).get("event") == "done":
+            return  # nothing to stop, or it has just finished
         if self.stop_button.text() == "Stop":
             self.runner.terminate()
             self.status.setText("stopping after the current step…")
             self.stop_button.setText("Kill")
         else:
+            self._killed = True
             self.runner.kill()
 
     def handle_event(self, ev: dict) -> None:
@@ -283,7 +286,7 @@ class TrainWidget(QWidget):
             self.history.append(ev)
             self._draw()
         elif kind == "checkpoint":
-            self._best_epoch = ev["epoch"]
+            self._best_epoch, self._checkpoint = ev["epoch"], ev["path"]
             self.status.setText(
                 f"best so far: epoch {ev['epoch']} (val ICC(2,1) {ev['val_icc21']:.2f}, "
                 f"MAE {ev['val_mae']:.2f}) saved in {ev['path']}"
@@ -294,6 +297,7 @@ class TrainWidget(QWidget):
             where = f"best epoch {best.get('epoch')} in {ev['path']}" if saved else "no model saved"
             self.status.setText(f"done ({ev['message']}) after {ev['epochs']} epochs; {where}")
             self.time_label.setText(f"took {_hms(ev['seconds'])}")
+            self.progress.setValue(self.progress.maximum())
             if saved:
                 model_registry().add(ev["path"])
                 self.model_ready.emit(ev["path"])
@@ -328,11 +332,19 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.progress.setRange(0, max(self.progress.maximum(), 1))
+        self.stop_button.setText("Stop")
         if self.last_event is not None and self.last_event["event"] == "done":
             show_info(f"Train: {self.status.text()}")
             return
+        self.time_label.setText("")
+        if self._killed:
+            reason = "killed"
+        if self._checkpoint is not None:  # a model was saved before it ended: keep it in use
+            model_registry().add(self._checkpoint)
+            self.model_ready.emit(self._checkpoint)
+            reason += f"; the best model so far (epoch {self._best_epoch}) is kept in {self._checkpoint}"
         self.status.setText(f"training ended: {reason}")
-        if code not in (0, 130):
+        if code not in (0, 130) and not self._killed:
             show_error(f"Train: {reason}")
 
     def _draw(self) -> None:
