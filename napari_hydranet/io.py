@@ -302,6 +302,8 @@ def read_labels(
     path = Path(path)
     if not path.is_file():
         raise HydranetError(f"{path}: no such labels file")
+    if scans_dir is not None and not Path(scans_dir).is_dir():
+        raise HydranetError(f"{scans_dir}: no such scans folder")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
@@ -352,7 +354,9 @@ def read_labels(
             errors.append(f"row {rownum}: label {raw} of '{scan}' must be a number ≥ 0")
             continue
         if scans_dir is not None and not (Path(scans_dir) / scan).is_file():
-            errors.append(f"row {rownum}: scan '{scan}' not found in {scans_dir}")
+            named = [f"{scan}{x}" for x in NIFTI_SUFFIXES if (Path(scans_dir) / f"{scan}{x}").is_file()]
+            hint = f" (the file is '{named[0]}': write the name with its suffix)" if named else ""
+            errors.append(f"row {rownum}: scan '{scan}' not found in {scans_dir}{hint}")
             continue
         values[scan] = value
     if errors:

@@ -117,6 +117,7 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
     "text, message",
     [
         ("scan,label\ns1.nii.gz,3\ns3.nii.gz,1\n", "row 3: scan 's3.nii.gz' not found"),
+        ("scan,label\ns1,3\n", "row 2: scan 's1' not found in .*the file is 's1.nii.gz'"),
         ("scan,label\ns1.nii.gz,3\ns1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,many\n", "row 2: label 'many'"),
         ("scan,label\ns1.nii.gz,-2\n", "row 2: label -2"),
@@ -134,3 +135,9 @@ def test_labels_errors_name_the_row(tmp_path, text, message):
 def test_labels_custom_columns(tmp_path):
     labels = _labels(tmp_path, "id,epvs\ns2.nii.gz,7\n", scan_column="id", label_column="epvs")
     assert labels.values == {"s2.nii.gz": 7.0}
+
+
+def test_labels_with_a_missing_scans_folder_say_so_once(tmp_path):
+    (tmp_path / "l.csv").write_text("scan,label\na.nii.gz,1\nb.nii.gz,2\n")
+    with pytest.raises(HydranetError, match="nowhere: no such scans folder$"):
+        read_labels(tmp_path / "l.csv", tmp_path / "nowhere")

@@ -47,6 +47,7 @@ class CohortTable(QTableWidget):
         )
         self.verticalHeader().setVisible(False)
         self.setSortingEnabled(True)
+        self.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # scans A→Z until the user sorts
         self.records: dict[str, dict] = {}  # scan → count, count_sd, detections, label, corrected
         self._busy = False
         self.itemChanged.connect(self._on_changed)

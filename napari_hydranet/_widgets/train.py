@@ -106,6 +106,16 @@ class TrainWidget(QWidget):
         )
         self.curves = CurvePanels(["training loss", "val ICC(2,1)", "val MAE"])
 
+        self.heads.setToolTip(
+            "set-sum heads: each training example is n scans whose counts are summed and "
+            "compared with the sum of their labels (Hydranet); 1 = plain regression"
+        )
+        self.p_black.setToolTip(
+            "the chance that a slot of a set holds an empty (black) image, which adds exactly 0"
+        )
+        self.val_fraction.setToolTip(
+            "fraction of the labelled scans held out to choose the best epoch (never trained on)"
+        )
         data = QFormLayout()
         data.addRow("Scans", self.scans)
         data.addRow("Labels", self.labels)
