@@ -122,10 +122,12 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     n0 = len(points.data)
     widget.slider.setValue(widget.slider.maximum())
     assert len(points.data) < n0
+    assert widget.lesion_label.text() == f"{len(points.data)} detections at this threshold"
+    assert widget.next_button.isEnabled() == (len(points.data) > 0)
     widget.slider.setValue(widget.slider.minimum())
-    assert len(points.data) > 0
+    assert len(points.data) > 0 and widget.next_button.isEnabled()
     widget.reset_button.click()
-    assert len(points.data) == n0
+    assert len(points.data) == n0 and widget.lesion_label.text() == f"{n0} detections"
     widget.combine_box.setChecked(True)
     assert points.metadata["threshold"] != pytest.approx(expected.result.threshold)
 

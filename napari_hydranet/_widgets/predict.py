@@ -287,7 +287,11 @@ class PredictWidget(QWidget):
             self.threshold_label.setText("")
             self.lesion_label.setText("")
             return
-        self.lesion_label.setText(f"{len(run.points.data)} detections")
+        n = len(run.points.data)
+        moved = self.slider.value() != SLIDER_STEPS // 2  # the headline holds the count-consistent one
+        self.lesion_label.setText(f"{n} detections" + (" at this threshold" if moved else ""))
+        for button in (self.prev_button, self.next_button):
+            button.setEnabled(n > 0)
         self.threshold_label.setText(
             f"threshold {self.threshold():.3g} (count-consistent {run.default_threshold:.3g})"
         )
