@@ -192,7 +192,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         if mask.array.shape != data.shape:
             raise HydranetError(
                 f"{mask.path or mask.name}: mask shape {mask.array.shape} differs from the scan's "
-                f"{data.shape}"
+                f"{data.shape} (voxels along i, j, k; napari shows them as k, j, i)"
             )
         if not np.allclose(mask.affine, scan.affine, atol=1e-3):
             raise HydranetError(

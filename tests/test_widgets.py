@@ -199,8 +199,10 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     widget.recal_only.setChecked(True)
     args = widget.build_args()
     assert args[args.index("--init") + 1] == "default" and "--recalibrate-only" in args
+    assert not widget.epochs.isEnabled() and not widget.lr.isEnabled()  # no gradient steps to set
     widget.start_from.setCurrentText("scratch")
     assert not widget.recal_only.isEnabled() and "--recalibrate-only" not in widget.build_args()
+    assert widget.epochs.isEnabled() and widget.lr.isEnabled()
     widget.arch.setCurrentText("regressor")
     widget.arch_args.setText(json.dumps({"width": 4}))
     widget.crop.setText("24 24 16")

@@ -153,6 +153,7 @@ class TrainWidget(QWidget):
         for picker in (self.scans, self.labels):
             picker.edit.editingFinished.connect(self.check_labels)
         self.start_from.currentIndexChanged.connect(self._update_enabled)
+        self.recal_only.toggled.connect(self._update_enabled)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self._update_enabled()
@@ -189,6 +190,9 @@ class TrainWidget(QWidget):
         for w in (self.arch, self.arch_args, self.crop):
             w.setEnabled(choice == "scratch")
         self.recal_only.setEnabled(choice != "scratch")
+        steps = not (self.recal_only.isEnabled() and self.recal_only.isChecked())
+        for w in (self.heads, self.p_black, self.epochs, self.lr, self.time_limit):
+            w.setEnabled(steps)  # a recalibration takes no gradient steps
 
     def build_args(self) -> list[str]:
         """The ``hydranet train`` arguments for the current settings (HydranetError if wrong)."""
