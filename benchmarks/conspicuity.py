@@ -1,14 +1,18 @@
-"""Does the bundled model's count map know which lesions the rater misses?
+"""Does a count need to know which lesions the rater misses to agree with the expert?
 
 The training rater misses faint lesions (``simulate.rater_miss_probability``: up to
-``rater_miss`` at the visibility level, none from 0.4 above it). A count refit can drop
-lesions only through the map's threshold, so it can mimic this rater only if faint lesions
-carry less of the count than clear ones. For every expert-visible lesion of the test scans
-(the last 100) this script sums the model's count, s·ReLU(w·f + b), over a 5×5×5-voxel box
-around the lesion's centre, and reports how that mass goes with the lesion's visibility and
-with the rater's chance of missing it.
+``rater_miss`` at the visibility level, none from 0.4 above it). Two tables:
 
-    python benchmarks/conspicuity.py SIM/fresh SIM/fresh_c [--model default]
+1. The bundled model's map: for every expert-visible lesion of the test scans (the last
+   100), its count s·ReLU(w·f + b) summed over a 5×5×5-voxel box around the lesion's centre,
+   against the lesion's visibility and the rater's chance of missing it.
+2. Perfect counters (the simulation's own lesion lists): the expert's count with one scale,
+   or the counts of faint and of clear lesions with a weight each, fitted by least squares
+   to the rater's labels of ``--size`` training scans (``--draws`` draws from the pool),
+   scored on the test scans against the expert and the rater: what a counter that makes no
+   counting errors reaches from a user's labels, with and without knowing conspicuity.
+
+    python benchmarks/conspicuity.py SIM/fresh SIM/fresh_c [--model default] [--draws 200]
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import load_sim, splits  # noqa: E402
+from common import draw_training, load_sim, splits  # noqa: E402
 from recalibration import Outputs  # noqa: E402
 from simulate import Settings, epvs_visibility, rater_miss_probability  # noqa: E402
 
+from napari_hydranet.metrics import agreement  # noqa: E402
 from napari_hydranet.models import load_model  # noqa: E402
 
 HALF_BOX = 2  # voxels each side of a lesion's centre
@@ -68,10 +73,47 @@ def lesion_masses(model, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.asarray(mass), visibility, rater_miss_probability(visibility, settings)
 
 
+def true_counts(cohort, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per scan, the expert-visible lesions the rater may miss (faint) and those it always counts."""
+    settings = Settings(**json.loads((root / "settings.json").read_text())["settings"])
+    index = {name: i for i, name in enumerate(cohort.names)}
+    faint, clear = np.zeros(len(cohort.names)), np.zeros(len(cohort.names))
+    with open(root / "lesions.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["visible"].strip() != "1":
+                continue
+            i = index[row["scan"]]
+            v = epvs_visibility(
+                float(row["contrast"]), float(row["radius_mm"]), float(row["length_mm"]), cohort.spacing[i]
+            )
+            (faint if rater_miss_probability(v, settings) > 0 else clear)[i] += 1
+    return faint, clear
+
+
+def perfect_counters(cohort, root: Path, size: int, draws: int) -> dict[str, np.ndarray]:
+    """Mean (ICC vs expert, ICC vs rater) over draws of a scaled expert count and of weighted
+    faint and clear counts, fitted to the rater's labels of ``size`` pool scans."""
+    faint, clear = true_counts(cohort, root)
+    pool, test = splits(cohort)
+    features = {"one scale": (faint + clear)[:, None], "faint and clear weights": np.stack([faint, clear], 1)}
+    scores = {k: [] for k in features}
+    for draw in range(draws):
+        idx = draw_training(pool, size, draw)
+        for name, x in features.items():
+            w = np.linalg.lstsq(x[idx], cohort.rater[idx].astype(float), rcond=None)[0]
+            pred = x[test] @ w
+            scores[name].append(
+                [agreement(pred, cohort.expert[test])["icc21"], agreement(pred, cohort.rater[test])["icc21"]]
+            )
+    return {k: np.mean(v, 0) for k, v in scores.items()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("cohorts", nargs="+", type=Path)
     ap.add_argument("--model", default="default")
+    ap.add_argument("--size", type=int, default=25)
+    ap.add_argument("--draws", type=int, default=200)
     args = ap.parse_args(argv)
     model = load_model(args.model)
     print(
@@ -89,6 +131,16 @@ def main(argv=None) -> None:
             f"{mass[~faint].mean():.2f} ± {mass[~faint].std():.2f}, n = {(~faint).sum()} |",
             flush=True,
         )
+    print(
+        f"\nPerfect counters fitted to {args.size} rater labels, ICC(2,1) against the expert "
+        f"(against the rater), mean over {args.draws} draws\n"
+    )
+    print("| cohort | expert count, one scale | faint and clear counts, a weight each |")
+    print("|---|---|---|")
+    for root in args.cohorts:
+        fits = perfect_counters(load_sim(root), root, args.size, args.draws)
+        cells = " | ".join(f"{e:.3f} ({r:.3f})" for e, r in fits.values())
+        print(f"| {root.name} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
