@@ -19,7 +19,6 @@ The training rater misses faint lesions (``simulate.rater_miss_probability``: up
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -32,36 +31,26 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import draw_training, load_sim, splits  # noqa: E402
-from recalibration import Outputs  # noqa: E402
+from recalibration import Outputs, parse_draw_args, scores_on_test  # noqa: E402
 from simulate import Settings, epvs_visibility, rater_miss_probability  # noqa: E402
 
 from napari_hydranet.metrics import agreement  # noqa: E402
-from napari_hydranet.models import load_model  # noqa: E402
 
 HALF_BOX = 2  # voxels each side of a lesion's centre
 
 
-def lesion_masses(model, cohort, out: Outputs, root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count mass, visibility and rater miss probability of each expert-visible test lesion."""
-    _, test = splits(cohort)
-    scale, bias = float(model.net.count_scale), out.bias
+def visible_lesions(cohort, root: Path) -> list[tuple[int, np.ndarray, float, float]]:
+    """(scan index, centre ijk in the source, visibility, rater miss probability) of every
+    expert-visible lesion of the cohort."""
     settings = Settings(**json.loads((root / "settings.json").read_text())["settings"])
     index = {name: i for i, name in enumerate(cohort.names)}
-    in_test = {int(t) for t in test}
-    mass, visibility = [], []
+    lesions = []
     with open(root / "lesions.csv", newline="") as fh:
         for row in csv.DictReader(fh):
+            if row["visible"].strip() != "1":
+                continue
             i = index[row["scan"]]
-            if i not in in_test or row["visible"].strip() != "1":
-                continue
-            centre = np.round([float(row[k]) for k in "ijk"] - cohort.offsets[i]).astype(int)
-            z = out.z[i, 0]
-            lo, hi = np.maximum(centre - HALF_BOX, 0), np.minimum(centre + HALF_BOX + 1, z.shape)
-            if np.any(hi <= lo):  # outside the network's crop
-                continue
-            box = z[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-            mass.append(scale * float(torch.relu(box + bias).sum()))
-            visibility.append(
+            v = float(
                 epvs_visibility(
                     float(row["contrast"]),
                     float(row["radius_mm"]),
@@ -69,31 +58,37 @@ def lesion_masses(model, cohort, out: Outputs, root: Path) -> tuple[np.ndarray, 
                     cohort.spacing[i],
                 )
             )
-    visibility = np.asarray(visibility, float)
-    return np.asarray(mass), visibility, rater_miss_probability(visibility, settings)
+            centre = np.array([float(row[k]) for k in "ijk"])
+            lesions.append((i, centre, v, float(rater_miss_probability(v, settings))))
+    return lesions
 
 
-def true_counts(cohort, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Per scan, the expert-visible lesions the rater may miss (faint) and those it always counts."""
-    settings = Settings(**json.loads((root / "settings.json").read_text())["settings"])
-    index = {name: i for i, name in enumerate(cohort.names)}
-    faint, clear = np.zeros(len(cohort.names)), np.zeros(len(cohort.names))
-    with open(root / "lesions.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["visible"].strip() != "1":
-                continue
-            i = index[row["scan"]]
-            v = epvs_visibility(
-                float(row["contrast"]), float(row["radius_mm"]), float(row["length_mm"]), cohort.spacing[i]
-            )
-            (faint if rater_miss_probability(v, settings) > 0 else clear)[i] += 1
-    return faint, clear
+def lesion_masses(model, cohort, out: Outputs, lesions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count mass, visibility and rater miss probability of each expert-visible test lesion."""
+    _, test = splits(cohort)
+    scale, bias = float(model.net.count_scale), out.bias
+    in_test = {int(t) for t in test}
+    kept = []
+    for i, centre, visibility, miss in lesions:
+        if i not in in_test:
+            continue
+        voxel = np.round(centre - cohort.offsets[i]).astype(int)
+        z = out.z[i, 0]
+        lo, hi = np.maximum(voxel - HALF_BOX, 0), np.minimum(voxel + HALF_BOX + 1, z.shape)
+        if np.any(hi <= lo):  # outside the network's crop
+            continue
+        box = z[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        kept.append((scale * float(torch.relu(box + bias).sum()), visibility, miss))
+    return tuple(np.array(column, float) for column in zip(*kept))
 
 
-def perfect_counters(cohort, root: Path, size: int, draws: int) -> dict[str, np.ndarray]:
+def perfect_counters(cohort, lesions, size: int, draws: int) -> dict[str, np.ndarray]:
     """Mean (ICC vs expert, ICC vs rater) over draws of a scaled expert count and of weighted
-    faint and clear counts, fitted to the rater's labels of ``size`` pool scans."""
-    faint, clear = true_counts(cohort, root)
+    faint and clear counts (the rater may miss the faint ones), fitted to the rater's labels
+    of ``size`` pool scans."""
+    faint, clear = np.zeros(len(cohort.names)), np.zeros(len(cohort.names))
+    for i, _, _, miss in lesions:
+        (faint if miss > 0 else clear)[i] += 1
     pool, test = splits(cohort)
     features = {"one scale": (faint + clear)[:, None], "faint and clear weights": np.stack([faint, clear], 1)}
     scores = {k: [] for k in features}
@@ -101,10 +96,7 @@ def perfect_counters(cohort, root: Path, size: int, draws: int) -> dict[str, np.
         idx = draw_training(pool, size, draw)
         for name, x in features.items():
             w = np.linalg.lstsq(x[idx], cohort.rater[idx].astype(float), rcond=None)[0]
-            pred = x[test] @ w
-            scores[name].append(
-                [agreement(pred, cohort.expert[test])["icc21"], agreement(pred, cohort.rater[test])["icc21"]]
-            )
+            scores[name].append(scores_on_test(x[test] @ w, cohort, test))
     return {k: np.mean(v, 0) for k, v in scores.items()}
 
 
@@ -129,18 +121,13 @@ SIGMAS = (0.0, 0.5, 0.75, 1.0, 1.25)  # count errors (SD, lesions) for the third
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("cohorts", nargs="+", type=Path)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--size", type=int, default=25)
-    ap.add_argument("--draws", type=int, default=200)
-    args = ap.parse_args(argv)
-    model = load_model(args.model)
+    args, model = parse_draw_args(__doc__, argv)
     masses, fits, noisy = [], [], []
     for root in args.cohorts:
         cohort = load_sim(root)
         out = Outputs(model, cohort)
-        mass, visibility, miss = lesion_masses(model, cohort, out, root)
+        lesions = visible_lesions(cohort, root)
+        mass, visibility, miss = lesion_masses(model, cohort, out, lesions)
         faint = miss > 0
         masses.append(
             f"| {root.name} | {len(mass)} | {spearmanr(mass, visibility)[0]:.2f} | "
@@ -149,7 +136,7 @@ def main(argv=None) -> None:
             f"{mass[~faint].mean():.2f} ± {mass[~faint].std():.2f}, n = {(~faint).sum()} |"
         )
         cells = " | ".join(
-            f"{e:.3f} ({r:.3f})" for e, r in perfect_counters(cohort, root, args.size, args.draws).values()
+            f"{e:.3f} ({r:.3f})" for e, r in perfect_counters(cohort, lesions, args.size, args.draws).values()
         )
         fits.append(f"| {root.name} | {cells} |")
         _, test = splits(cohort)

@@ -102,15 +102,16 @@ def guarded(fit, out: Outputs, idx: np.ndarray, y: np.ndarray, seed: int) -> tup
     return (fitted if _score(after) >= _score(before) else out.scaled(1.0)), fitted
 
 
-def _scores(pred: np.ndarray, cohort, test: np.ndarray) -> tuple[float, float]:
+def scores_on_test(pred: np.ndarray, cohort, test: np.ndarray) -> tuple[float, float]:
     return agreement(pred, cohort.expert[test])["icc21"], agreement(pred, cohort.rater[test])["icc21"]
 
 
 VARIANTS = [(name, how) for name in FITS for how in ("guarded", "all scans")]
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_draw_args(doc: str, argv=None) -> tuple[argparse.Namespace, object]:
+    """Cohorts, --model (a density model, loaded), --size and --draws of a script over draws."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("cohorts", nargs="+", type=Path)
     ap.add_argument("--model", default="default")
     ap.add_argument("--size", type=int, default=25)
@@ -118,7 +119,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     model = load_model(args.model)
     if getattr(model.net, "head", None) != "density":
-        raise SystemExit(f"{args.model}: not a density model; this script refits Σ s·ReLU(w·f + b)")
+        raise SystemExit(f"{args.model}: not a density model; this script uses Σ s·ReLU(w·f + b)")
+    return args, model
+
+
+def main(argv=None) -> None:
+    args, model = parse_draw_args(__doc__, argv)
     names = [f"{name}, {how}" for name, how in VARIANTS]
     print("ICC(2,1) against the expert (against the rater), mean over training draws\n")
     print(
@@ -132,10 +138,10 @@ def main(argv=None) -> None:
         pool, test = splits(cohort)
         out = Outputs(model, cohort)
         table = {k: [] for k in names}
-        shipped = _scores(out.counts[test], cohort, test)
-        oracle = _scores(least_squares(out, test, cohort.rater[test])(test), cohort, test)
+        shipped = scores_on_test(out.counts[test], cohort, test)
+        oracle = scores_on_test(least_squares(out, test, cohort.rater[test])(test), cohort, test)
         pooled = threshold_and_scale(out, pool, cohort.rater[pool].astype(float))
-        whole_pool = _scores(pooled(test), cohort, test)
+        whole_pool = scores_on_test(pooled(test), cohort, test)
         refused = helped = 0
         for draw in range(args.draws):
             idx = draw_training(pool, args.size, draw)
@@ -145,10 +151,10 @@ def main(argv=None) -> None:
                     applied, fitted = guarded(FITS[name], out, idx, y, draw)
                 else:
                     applied = fitted = FITS[name](out, idx, y)
-                table[key].append(_scores(applied(test), cohort, test))
+                table[key].append(scores_on_test(applied(test), cohort, test))
                 if key == "least squares, guarded" and applied is not fitted:
                     refused += 1
-                    helped += _scores(fitted(test), cohort, test)[1] > shipped[1]
+                    helped += scores_on_test(fitted(test), cohort, test)[1] > shipped[1]
         cells = [f"{np.mean(v, 0)[0]:.3f} ({np.mean(v, 0)[1]:.3f})" for v in table.values()]
         first = "{:.3f} ({:.3f}) | {:.3f} ({:.3f}) | {:.3f} ({:.3f})".format(*shipped, *oracle, *whole_pool)
         print(
