@@ -108,17 +108,17 @@ def read_scan(path: str | os.PathLike) -> Scan:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
     data, notes = finite(data, str(path))
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     return Scan(np.ascontiguousarray(data), affine, path, notes)
 
 
 def finite(data: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
-    """``data`` with NaN and inf set to 0, and a note (also warned) saying how many were."""
+    """``data`` with NaN and inf set to 0, and a note saying how many were."""
     bad = ~np.isfinite(data)
     if not bad.any():
         return data, []
-    msg = f"{where}: {int(bad.sum())} NaN/inf voxels set to 0"
-    warnings.warn(msg, stacklevel=3)
-    return np.where(bad, np.float32(0), data), [msg]
+    return np.where(bad, np.float32(0), data), [f"{where}: {int(bad.sum())} NaN/inf voxels set to 0"]
 
 
 HEATMAP_SUFFIX = "_heatmap"  # heatmaps are written as <scan>_heatmap.nii.gz

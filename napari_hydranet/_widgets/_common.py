@@ -3,7 +3,6 @@ layer → ``Scan`` conversion and error messages."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +93,7 @@ def layer_to_scan(layer) -> Scan:
         affine = napari_affine(layer.affine.affine_matrix)
     path = Path(meta["path"]) if meta.get("path") else None
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)), dtype=np.float32)
-    with warnings.catch_warnings():  # the note reaches the dock with the result
-        warnings.simplefilter("ignore", UserWarning)
-        array, notes = finite(array, f"layer '{layer.name}'")
+    array, notes = finite(array, f"layer '{layer.name}'")  # the note reaches the dock with the result
     return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")
 
 

@@ -50,6 +50,16 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
             yield ("error", path.name, error_text(exc))
 
 
+def _write_table(path, header, rows) -> bool:
+    """Write a CSV; False, with the reason shown, when the path cannot be written."""
+    try:
+        write_csv(path, header, rows)
+    except OSError as exc:
+        show_error(f"Cohort: cannot write {path} ({exc.strerror or exc})")
+        return False
+    return True
+
+
 class CohortWidget(QWidget):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
@@ -213,10 +223,7 @@ class CohortWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Export counts", "cohort_counts.csv", "CSV (*.csv)")
             if not path:
                 return None
-        try:
-            write_csv(path, EXPORT_COLUMNS, self.rows())
-        except OSError as exc:
-            show_error(f"Cohort: cannot write {path} ({exc.strerror or exc})")
+        if not _write_table(path, EXPORT_COLUMNS, self.rows()):
             return None
         show_info(f"Cohort: table written to {path}")
         return Path(path)
@@ -232,10 +239,7 @@ class CohortWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Save corrected labels", start, "CSV (*.csv)")
             if not path:
                 return None
-        try:
-            write_csv(path, ["scan", "label"], corrected)
-        except OSError as exc:
-            show_error(f"Cohort: cannot write {path} ({exc.strerror or exc})")
+        if not _write_table(path, ["scan", "label"], corrected):
             return None
         trainer = self._train_widget()
         if trainer is not None:
