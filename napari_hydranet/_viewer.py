@@ -30,10 +30,7 @@ def show_prediction(scan_path: Path, pred: Prediction, model: Model, run: bool =
     camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
     text.visible = True
     text.position = "top_left"
-    text.text = (
-        f"{pred.scan}: {pred.count:.1f} ± {pred.count_sd:.1f} {model.label.get('unit', '')} "
-        f"({pred.n_detections} detections)"
-    )
+    text.text = f"{pred.scan}: {pred.summary(model.label.get('unit', ''))} ({pred.n_detections} detections)"
     points = layers[2]
     if len(points.data):
         viewer.dims.set_point(0, float(points.data_to_world(points.data[0])[0]))

@@ -172,7 +172,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     from .device import select_device
-    from .infer import predict_files
+    from .infer import format_count, predict_files
     from .io import find_scans
     from .models import load_model
 
@@ -208,7 +208,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         for note in ev["notes"]:
             print(f"note: {note}", file=sys.stderr)
         if tty:
-            _progress(ev["done"], ev["total"], f"{ev['scan']}: {ev['count']:.1f}")
+            _progress(ev["done"], ev["total"], f"{ev['scan']}: {format_count(ev['count'])}")
     done = len(paths) - len(failed)
     if done:
         print(f"counts for {done} scans written to {a.out}")

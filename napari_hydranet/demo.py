@@ -36,7 +36,7 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
     scores = detection_scores([match(centres, sample.lesions, radius=3.0)])
     print(model.card())
     print(f"\nsample scan: {sample.count} known lesions")
-    print(f"predicted count: {pred.count:.1f} ± {pred.count_sd:.1f} {unit} (test-time flips)")
+    print(f"predicted count: {pred.summary(unit)} (test-time flips)")
     print(
         f"detections: {pred.n_detections}, of which {scores['tp']} within 3 voxels of a known lesion "
         f"(sensitivity {scores['tpr']:.0%}, {scores['fp']} false positive{'' if scores['fp'] == 1 else 's'})"

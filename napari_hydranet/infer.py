@@ -29,6 +29,11 @@ COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit",
 DETECTION_COLUMNS = ["scan", "lesion", "i", "j", "k", "x", "y", "z", "size", "score", "size_mm3"]
 
 
+def format_count(value: float, digits: int = 1) -> str:
+    """A count for people to read: ``digits`` decimals, and never "-0.0" for a count near 0."""
+    return f"{round(value, digits) + 0.0:.{digits}f}"  # -0.0 + 0.0 is +0.0
+
+
 @dataclass
 class Prediction:
     """What a model says about one scan.
@@ -50,6 +55,10 @@ class Prediction:
     @property
     def n_detections(self) -> int:
         return len(self.result.detections) if self.result else 0
+
+    def summary(self, unit: str) -> str:
+        """ "6.5 ± 0.3 lesions": the count and its spread over the test-time flips."""
+        return f"{format_count(self.count)} ± {self.count_sd:.1f} {unit}".rstrip()
 
     def count_row(self, unit: str) -> list:
         """The row of the counts CSV (``COUNT_COLUMNS``)."""

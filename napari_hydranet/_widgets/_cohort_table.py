@@ -13,6 +13,8 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from ..infer import format_count
+
 COLUMNS = ["scan", "count", "spread", "detections", "label", "corrected"]
 _EDITABLE = {"count", "label"}
 _CORRECTED = QColor(80, 140, 90, 90)
@@ -89,7 +91,7 @@ class CohortTable(QTableWidget):
         """Write a row's record into its cells (without triggering corrections)."""
         rec = self.records[self.scan_at(row)]
         values = {
-            "count": (f"{rec['count']:.1f}", rec["count"]),
+            "count": (format_count(rec["count"]), rec["count"]),
             "spread": (f"{rec['count_sd']:.2f}", rec["count_sd"]),
             "detections": (str(rec["detections"]), float(rec["detections"])),
             "label": ("" if rec["label"] is None else f"{rec['label']:g}", rec["label"]),

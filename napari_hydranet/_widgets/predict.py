@@ -210,9 +210,7 @@ class PredictWidget(QWidget):
         self._runs[name] = run
         self._current = run
         unit = self._model[1].label.get("unit", "")
-        self.result_label.setText(
-            f"{name}: {pred.count:.1f} ± {pred.count_sd:.1f} {unit}  ·  {pred.n_detections} detections"
-        )
+        self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.n_detections} detections")
         for note in pred.notes:
             self.result_label.setText(self.result_label.text() + f"\nnote: {note}")
         self._set_inspection_enabled(run.points is not None)
