@@ -39,16 +39,14 @@ from napari_hydranet.metrics import agreement  # noqa: E402
 HALF_BOX = 2  # voxels each side of a lesion's centre
 
 
-def visible_lesions(cohort, root: Path) -> list[tuple[int, np.ndarray, float, float]]:
-    """(scan index, centre ijk in the source, visibility, rater miss probability) of every
-    expert-visible lesion of the cohort."""
+def cohort_lesions(cohort, root: Path) -> list[tuple[int, np.ndarray, float, bool, float]]:
+    """(scan index, centre ijk in the source, visibility, counted by the expert, rater miss
+    probability) of every simulated lesion of the cohort, visible or not."""
     settings = Settings(**json.loads((root / "settings.json").read_text())["settings"])
     index = {name: i for i, name in enumerate(cohort.names)}
     lesions = []
     with open(root / "lesions.csv", newline="") as fh:
         for row in csv.DictReader(fh):
-            if row["visible"].strip() != "1":
-                continue
             i = index[row["scan"]]
             v = float(
                 epvs_visibility(
@@ -59,8 +57,15 @@ def visible_lesions(cohort, root: Path) -> list[tuple[int, np.ndarray, float, fl
                 )
             )
             centre = np.array([float(row[k]) for k in "ijk"])
-            lesions.append((i, centre, v, float(rater_miss_probability(v, settings))))
+            visible = row["visible"].strip() == "1"
+            lesions.append((i, centre, v, visible, float(rater_miss_probability(v, settings))))
     return lesions
+
+
+def visible_lesions(cohort, root: Path) -> list[tuple[int, np.ndarray, float, float]]:
+    """(scan index, centre ijk in the source, visibility, rater miss probability) of every
+    expert-visible lesion of the cohort."""
+    return [(i, c, v, miss) for i, c, v, visible, miss in cohort_lesions(cohort, root) if visible]
 
 
 def lesion_masses(model, cohort, out: Outputs, lesions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -117,10 +117,15 @@ def parse_draw_args(doc: str, argv=None) -> tuple[argparse.Namespace, object]:
     ap.add_argument("--size", type=int, default=25)
     ap.add_argument("--draws", type=int, default=200)
     args = ap.parse_args(argv)
-    model = load_model(args.model)
+    return args, load_density_model(args.model)
+
+
+def load_density_model(name: str):
+    """A model whose count is Σ s·ReLU(w·f + b) over its map (what these scripts refit)."""
+    model = load_model(name)
     if getattr(model.net, "head", None) != "density":
-        raise SystemExit(f"{args.model}: not a density model; this script uses Σ s·ReLU(w·f + b)")
-    return args, model
+        raise SystemExit(f"{name}: not a density model; this script uses Σ s·ReLU(w·f + b)")
+    return model
 
 
 def main(argv=None) -> None:
