@@ -150,6 +150,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         density_dir=a.density,
         density_target=a.density_target,
         count_weight=a.count_weight,
+        lesion_weight=a.lesion_weight,
         recalibrate=not a.no_recalibrate,
         recalibrate_only=a.recalibrate_only,
     )
@@ -367,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="with --density: weight of the count loss beside the lesion-voxel loss",
+    )
+    t.add_argument(
+        "--lesion-weight",
+        type=_number(float, 0, low_open=True),
+        default=20.0,
+        help="with --density: weight of lesion voxels against background voxels in the "
+        "lesion-voxel loss (1: the map's sum estimates the count without bias)",
     )
     t.add_argument("--scan-column", default="scan")
     t.add_argument("--label-column", default="label")

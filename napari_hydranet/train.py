@@ -98,6 +98,7 @@ class TrainConfig:
     density_dir: str | None = None  # lesion label masks: pretraining on simulated data only
     density_target: str = "voxels"  # data.lesion_target's kind: "voxels" or "lesions"
     count_weight: float = 0.0  # pretraining: weight of the count loss beside the lesion-map loss
+    lesion_weight: float = 20.0  # pretraining: weight of lesion voxels in the lesion-map loss
     recalibrate: bool = True  # fine-tunes: refit the count first, kept if validation agrees
     recalibrate_only: bool = False  # fine-tunes: only that (seconds), no gradient steps
 
@@ -175,7 +176,10 @@ def lesion_map_loss(u: torch.Tensor, target: torch.Tensor, pos_weight: float = 2
 
     Pretraining only. Targets of order one keep this a well-conditioned dense regression;
     the fixed count scale (lesions per unit of target) turns the map into counts. Lesion
-    voxels, ~0.2 % of the crop, weigh ``pos_weight`` times more.
+    voxels, ~0.2 % of the crop, weigh ``pos_weight`` times more. With ``pos_weight`` 1 the
+    loss's optimum at a voxel is its target's expectation, so the map's sum estimates the
+    count; with w > 1 a lesion that is counted with probability p gets w·p / (w·p + 1 − p) of
+    its mass (w = 20, p = 0.1: 0.69), so uncounted look-alikes add to the count.
     """
     weight = 1 + (pos_weight - 1) * (target > 0)
     return (weight * (u - target) ** 2).mean()
@@ -460,7 +464,7 @@ def train(
             loss = set_sum_loss(with_black(pred.float(), real), y, cfg.heads, cfg.loss)
             if d is not None:  # pretraining: the lesion target, a voxel-wise weighted MSE
                 u, target = with_black(heat.float() / net.count_scale, real), with_black(d[:, 0], real)
-                loss = cfg.count_weight * loss + lesion_map_loss(u, target)
+                loss = cfg.count_weight * loss + lesion_map_loss(u, target, cfg.lesion_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -210,6 +210,7 @@ def test_predict_refuses_two_scans_with_one_name(cohort, tmp_path, capsys):
         (["predict", "default", "x.nii", "--out", "x.csv", "--intensity-weight", "5"], "must be ≤ 1"),
         (["train", ".", "--labels", "x.csv", "--out", "m", "--lr", "-1"], "--lr: -1 must be > 0"),
         (["train", ".", "--labels", "x.csv", "--out", "m", "--time-limit", "0"], "must be > 0"),
+        (["train", ".", "--labels", "x.csv", "--out", "m", "--lesion-weight", "0"], "must be > 0"),
         (["train", ".", "--labels", "x.csv", "--out", "m", "--crop", "0", "0", "0"], "must be ≥ 16"),
         (
             ["train", ".", "--labels", "x.csv", "--out", "m", "--recalibrate-only", "--no-recalibrate"],

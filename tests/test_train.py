@@ -20,6 +20,7 @@ from napari_hydranet.train import (
     WARMUP_STEPS,
     TrainConfig,
     check_resume_settings,
+    lesion_map_loss,
     lr_factor,
     train,
 )
@@ -272,10 +273,12 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
 
 
 @pytest.mark.parametrize(
-    "target, count_weight", [("voxels", 0.0), ("lesions", 0.0), ("lesions", 0.01)], ids=str
+    "target, count_weight, lesion_weight",
+    [("voxels", 0.0, 20.0), ("lesions", 0.0, 20.0), ("lesions", 0.01, 20.0), ("lesions", 0.0, 1.0)],
+    ids=str,
 )
 def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(
-    cohort, tmp_path, target, count_weight
+    cohort, tmp_path, target, count_weight, lesion_weight
 ):
     """Pretraining checkpoints are compared after the count's refit, with or without a count loss."""
     import nibabel as nib
@@ -301,6 +304,7 @@ def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(
         density_dir=str(masks),
         density_target=target,
         count_weight=count_weight,
+        lesion_weight=lesion_weight,
     )
     events = list(train(cfg))
     epochs = [e for e in events if e["event"] == "epoch"]
@@ -310,6 +314,27 @@ def test_pretraining_on_lesion_masks_keeps_the_best_refitted_checkpoint(
     saved = config["validation"]
     assert saved["epoch"] == best["epoch"] and saved["icc21_refit"] == pytest.approx(best["val_icc21_refit"])
     assert config["training"]["settings"]["density_target"] == target
+    assert config["training"]["settings"]["lesion_weight"] == lesion_weight
+
+
+@pytest.mark.parametrize("weight", [1.0, 20.0])
+def test_lesion_map_loss_gives_an_ambiguous_lesion_its_weighted_share(weight):
+    """One voxel value for ten look-alike voxels of which one is a lesion (target 1): the
+    loss's minimum is the expectation 0.1 at weight 1, and w·p / (w·p + 1 − p) above."""
+    target = torch.zeros(1, 10)
+    target[0, 0] = 1.0
+    u = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([u], max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = lesion_map_loss(u.expand(1, 10), target, weight)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    p = 0.1
+    assert float(u.detach()) == pytest.approx(weight * p / (weight * p + 1 - p), abs=1e-4)
 
 
 def test_few_validation_scans_are_flagged(cohort, tmp_path):
