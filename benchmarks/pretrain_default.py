@@ -43,13 +43,17 @@ for 12 more epochs (50 min), best epoch 12. Third stage: 14 epochs at a fifth of
 rate, best epoch 9 (model 3). Fourth stage, with the voxel-copying augmentation of 3abafac
 (stages 1-3 interpolated): 11 epochs, best epoch 4 (model 4). Fifth stage, on 600 more scans
 with broader settings: 26 epochs, best epoch 21 (model 5). Sixth stage, each lesion's voxels
-sharing one mass instead of 1 per lesion voxel: 23 epochs, best epoch 23, the last (model 6,
-shipped). Stages 7-9 continued model 6 and were not shipped (docs/benchmarks.md, "After model
+sharing one mass instead of 1 per lesion voxel: 23 epochs, best epoch 23, the last (model 6).
+Stages 7-9 continued model 6 and were not shipped (docs/benchmarks.md, "After model
 6"): the stage 6 command without its --time-limit, with --init MODEL6 --lr-schedule cosine and,
 for stage 7, SIM/pretrain_wide2
 (the four further setting groups merged in) --epochs 20; stage 8, the same with --count-weight
 0.001 --epochs 12; stage 9, SIM/pretrain_wide --count-weight 0.001 --epochs 10; then this script
-with MODEL6 PREk PREk/resume, which chose model 6 each time. NOTE is the card's
+with MODEL6 PREk PREk/resume, which chose model 6 each time. Stage 10 (model 7, shipped):
+the stage 6 command on SIM/pretrain_wide with --init MODEL6 --time-limit 60
+--lr-schedule cosine --epochs 20 --lesion-weight 1 (lesion voxels weighted like background
+voxels; stages 1-9 used 20): 20 epochs in 45 min, best epoch 10; then this script with MODEL6
+PRE10 PRE10/resume, which chose the last epoch (docs/benchmarks.md, "Model 7"). NOTE is the card's
 account of these stages; the card's selection names were then written out by hand ("model 4",
 "stage 5, best (epoch 21)", ...).) This script refits the count
 scale and threshold on the pretraining scans (``recalibrate_density``); given several models,
