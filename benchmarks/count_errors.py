@@ -32,9 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import load_sim, splits  # noqa: E402
+from common import for_model, load_sim, splits  # noqa: E402
 from conspicuity import cohort_lesions  # noqa: E402
-from recalibration import Outputs, load_density_model  # noqa: E402
+from recalibration import load_density_model  # noqa: E402
+
+from napari_hydranet.calibrate import density_maps  # noqa: E402
 
 NEAR = 3.0  # voxels: map mass this close to a lesion's centre is that lesion's
 BINS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, np.inf)  # visibility / level, table 2
@@ -66,21 +68,21 @@ def decompose(model, cohort, root: Path):
     """Per test scan: (expert, mass at counted lesions, at sub-visible lesions, elsewhere);
     per lesion: (visibility / level, mass)."""
     level = json.loads((root / "settings.json").read_text())["settings"]["visibility_level"]
-    out = Outputs(model, cohort)
-    scale, bias = float(model.net.count_scale), out.bias
     _, test = splits(cohort)
+    x = torch.from_numpy(for_model(cohort, model).images[test])[:, None]
+    z = density_maps(model.net, x, batch=8)  # the test scans' maps only
+    scale, bias = float(model.net.count_scale), float(model.net.last.bias.detach())
     by_scan = {int(i): [] for i in test}
     for i, centre, visibility, visible, _ in cohort_lesions(cohort, root):
         if i in by_scan:
             by_scan[i].append((centre - cohort.offsets[i], visibility / level, visible))
     parts, lesions = [], []
-    for i in test:
-        mass = (scale * torch.relu(out.z[i, 0] + bias)).double().numpy()
+    for n, i in enumerate(test):
+        mass = (scale * torch.relu(z[n, 0] + bias)).double().numpy()
         found = by_scan[int(i)]
         shares, elsewhere = attribute(mass, [c for c, _, _ in found])
-        counted = sum(m for m, (_, _, v) in zip(shares, found, strict=True) if v)
-        subvisible = sum(m for m, (_, _, v) in zip(shares, found, strict=True) if not v)
-        parts.append((cohort.expert[i], counted, subvisible, elsewhere))
+        visible = np.array([v for _, _, v in found], bool)
+        parts.append((cohort.expert[i], shares[visible].sum(), shares[~visible].sum(), elsewhere))
         lesions += [(rel, m) for m, (_, rel, _) in zip(shares, found, strict=True)]
     return np.array(parts, float), np.array(lesions, float)
 

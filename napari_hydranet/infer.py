@@ -57,7 +57,7 @@ class Prediction:
         return len(self.result.detections) if self.result else 0
 
     def summary(self, unit: str) -> str:
-        """ "6.5 ± 0.3 lesions": the count and its spread over the test-time flips."""
+        """The count and its spread over the test-time flips, e.g. "6.5 ± 0.3 lesions"."""
         return f"{format_count(self.count)} ± {self.count_sd:.1f} {unit}".rstrip()
 
     def count_row(self, unit: str) -> list:
