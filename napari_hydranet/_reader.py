@@ -1,10 +1,11 @@
-"""npe2 reader: NIfTI files → Image layers with the scan's geometry (see ``_layers``)."""
+"""npe2 reader: NIfTI files → Image layers with the scan's geometry (see ``_layers``); binary
+volumes (ROI or lesion masks) → Labels layers."""
 
 from __future__ import annotations
 
 import nibabel as nib
 
-from ._layers import scan_layer, series_layer
+from ._layers import is_mask, mask_layer, scan_layer, series_layer
 from .io import is_nifti, read_scan, scan_stem
 
 
@@ -29,5 +30,6 @@ def read_nifti(path):
         if len(shape) == 4 and shape[3] > 1:  # a series: shown, not counted
             layers.append(series_layer(p, scan_stem(p)))
         else:
-            layers.append(scan_layer(read_scan(p)))
+            scan = read_scan(p)
+            layers.append(mask_layer(scan) if is_mask(scan.array) else scan_layer(scan))
     return layers

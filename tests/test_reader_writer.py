@@ -78,6 +78,24 @@ def test_brightest_voxel_at_its_world_position(make_napari_viewer, made_files, n
     assert [str(u) for u in layer.units] == ["millimeter"] * 3
 
 
+def test_binary_volumes_open_as_masks_on_the_scans_grid(make_napari_viewer, tmp_path):
+    from napari.layers import Image, Labels
+
+    mask = np.zeros((12, 9, 7), np.uint8)
+    mask[3:6, 2:5, 1:4] = 1
+    affine = _oblique_affine()
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "roi.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.float32) * 2, affine), tmp_path / "scan.nii.gz")
+    viewer = make_napari_viewer()
+    (roi,) = viewer.open(str(tmp_path / "roi.nii.gz"), plugin="napari-hydranet")
+    (scan,) = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-hydranet")
+    assert isinstance(roi, Labels) and roi.metadata["kind"] == "mask"
+    assert isinstance(scan, Image) and "kind" not in scan.metadata  # 0 and 2: not a mask
+    np.testing.assert_array_equal(roi.data, np.transpose(mask, (2, 1, 0)))
+    np.testing.assert_allclose(roi.affine.affine_matrix, scan.affine.affine_matrix)
+    np.testing.assert_allclose(roi.metadata["affine"], affine, atol=1e-6)
+
+
 def test_reader_declines_other_files(tmp_path):
     other = tmp_path / "table.csv"
     other.write_text("a,b\n1,2\n")

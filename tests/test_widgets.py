@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from napari.layers import Labels
 from synth import make_cohort
 
 from napari_hydranet import _writer
@@ -75,6 +76,9 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     widget.model_picker.select(tiny_model)
     assert "tiny test model" in widget.model_picker.card.text()
     assert widget.model_picker.card.toolTip() == load_model(tiny_model).card(full=True)
+    # the reader opens the binary ROI as a mask, which is offered as a mask, not as a scan
+    assert isinstance(mask, Labels) and mask.metadata["kind"] == "mask"
+    assert widget.image_combo.findText(mask.name) == -1 and widget.mask_combo.findText(mask.name) > 0
     widget.image_combo.set_layer(scan)
     widget.mask_combo.set_layer(mask)
     foreign = viewer.add_image(np.zeros(scan.data.shape), name="sample heatmap", units="mm")  # not ours
