@@ -78,15 +78,15 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert widget.model_picker.card.toolTip() == load_model(tiny_model).card(full=True)
     # the reader opens the binary ROI as a mask, which is offered as a mask, not as a scan
     assert isinstance(mask, Labels) and mask.metadata["kind"] == "mask"
-    assert widget.image_combo.findText(mask.name) == -1 and widget.mask_combo.findText(mask.name) > 0
+    assert widget.image_combo.findText(mask.name) == -1 and widget.mask_combo.layer() is mask
     widget.image_combo.set_layer(scan)
-    widget.mask_combo.set_layer(mask)
     foreign = viewer.add_image(np.zeros(scan.data.shape), name="sample heatmap", units="mm")  # not ours
 
     widget.run()
     _wait_worker(qtbot, widget)
     assert errors == []
     heat, points = viewer.layers["sample heatmap [1]"], viewer.layers["sample detections"]
+    assert widget.mask_combo.findText(heat.name) == -1  # our overlays are not masks
     assert heat.data.shape == scan.data.shape
     np.testing.assert_allclose(heat.affine.affine_matrix, scan.affine.affine_matrix)
     np.testing.assert_allclose(heat.metadata["affine"], scan.metadata["affine"])
@@ -150,6 +150,22 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert len(viewer.layers) == n_layers and viewer.layers["sample detections"] is not points
     assert foreign in viewer.layers and scan in viewer.layers and mask in viewer.layers
     assert [ly.name for ly in viewer.layers].count("sample detections") == 1
+
+
+def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):
+    from napari_hydranet._widgets import PredictWidget
+
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    volume = np.zeros((4, 5, 6), np.uint8)
+    assert widget.mask_combo.layer() is None
+    first = viewer.add_labels(volume, name="roi a", metadata={"kind": "mask"})
+    assert widget.mask_combo.layer() is first
+    viewer.add_labels(volume, name="roi b", metadata={"kind": "mask"})
+    assert widget.mask_combo.layer() is first  # a chosen mask stays chosen
+    widget.mask_combo.set_layer(None)
+    viewer.add_labels(volume, name="drawn")  # painted in napari: offered, not chosen for the user
+    assert widget.mask_combo.layer() is None and widget.mask_combo.findText("drawn") > 0
 
 
 def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_model, errors):

@@ -140,19 +140,31 @@ class PathPicker(QWidget):
 
 
 class LayerCombo(QComboBox):
-    """Chooses a layer of the given types by name; follows the viewer's layer list."""
+    """Chooses a layer of the given types by name; follows the viewer's layer list.
 
-    def __init__(self, viewer, kinds: tuple, none_text: str | None = None, accept=None, parent=None):
+    ``prefer``: while nothing is chosen, a layer it accepts is chosen when it is added.
+    """
+
+    def __init__(
+        self, viewer, kinds: tuple, none_text: str | None = None, accept=None, prefer=None, parent=None
+    ):
         super().__init__(parent)
         self.viewer, self.kinds, self.none_text = viewer, kinds, none_text
         self.accept = accept or (lambda layer: True)
+        self.prefer = prefer or (lambda layer: False)
+        self._names: list[str] = []
         self.viewer.layers.events.inserted.connect(self.refresh)
         self.viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
 
     def refresh(self, *_) -> None:
         current = self.currentText()
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, self.kinds) and self.accept(ly)]
+        layers = [ly for ly in self.viewer.layers if isinstance(ly, self.kinds) and self.accept(ly)]
+        names = [ly.name for ly in layers]
+        if not current or current == self.none_text:
+            added = [ly.name for ly in layers if ly.name not in self._names and self.prefer(ly)]
+            current = added[-1] if added else current
+        self._names = names
         self.blockSignals(True)
         self.clear()
         if self.none_text is not None:

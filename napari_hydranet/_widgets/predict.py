@@ -86,11 +86,17 @@ class PredictWidget(QWidget):
         self._runs: dict[str, _Run] = {}
         self._current: _Run | None = None
 
-        def is_scan(layer):
-            return (layer.metadata or {}).get("kind") is None
+        def kind(layer):
+            return (layer.metadata or {}).get("kind")
 
-        self.image_combo = LayerCombo(self.viewer, (Image,), accept=is_scan)
-        self.mask_combo = LayerCombo(self.viewer, (Image, Labels), none_text="(no ROI mask)")
+        self.image_combo = LayerCombo(self.viewer, (Image,), accept=lambda ly: kind(ly) is None)
+        self.mask_combo = LayerCombo(  # our heatmaps are not masks; a mask opened from a file is
+            self.viewer,
+            (Image, Labels),
+            none_text="(no ROI mask)",
+            accept=lambda ly: kind(ly) in (None, "mask"),
+            prefer=lambda ly: kind(ly) == "mask",
+        )
         self.model_picker = ModelPicker()
         self.combine_box = QCheckBox(f"heatmap + intensity (w = {INTENSITY_WEIGHT})")
         self.combine_box.setToolTip("Detect lesions on (1 − w)·heatmap + w·intensity")
