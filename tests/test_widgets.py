@@ -96,6 +96,7 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     )
     assert len(points.data) == expected.n_detections > 0
     assert f"{expected.count:.1f} ± {expected.count_sd:.1f}" in widget.result_label.text()
+    assert widget.result_label.text().endswith(f"inside {mask.name}")  # the mask it counted in
 
     # the detections layer saves in the engine's format, with the engine's numbers
     _writer.write_points_layer(str(tmp_path / "d.csv"), points.data, points.as_layer_data_tuple()[1])
@@ -193,6 +194,7 @@ def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_mod
     _wait_worker(qtbot, widget)
     assert len(errors) == 1
     assert "NaN/inf voxels set to 0" in widget.result_label.text()
+    assert "inside" not in widget.result_label.text()  # counted without a mask
     widget.close()
 
 

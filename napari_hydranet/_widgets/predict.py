@@ -166,12 +166,13 @@ class PredictWidget(QWidget):
             return
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
         name = scan_name(layer)
+        where = f"  ·  inside {mask_layer.name}" if mask is not None else ""  # the mask may be auto-chosen
         self.result_label.setText(f"{name}: predicting…")
         self.worker = thread_worker(_predict_job)(
             self.model_picker.model_dir(), self._model, scan, mask, weight
         )
         self.worker.yielded.connect(self._on_stage)
-        self.worker.returned.connect(lambda out: self._on_result(out, name, scan.affine))
+        self.worker.returned.connect(lambda out: self._on_result(out, name, scan.affine, where))
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.progress.setVisible(True)
@@ -186,7 +187,7 @@ class PredictWidget(QWidget):
         self.run_button.setEnabled(True)
         self.progress.setVisible(False)
 
-    def _on_result(self, out: dict, name: str, affine: np.ndarray) -> None:
+    def _on_result(self, out: dict, name: str, affine: np.ndarray, where: str = "") -> None:
         if "error" in out:
             show_error(f"Predict: {out['error']}")
             self.result_label.setText(f"⚠ {name}: not predicted. {out['error']}")
@@ -216,7 +217,7 @@ class PredictWidget(QWidget):
         self._runs[name] = run
         self._current = run
         unit = self._model[1].label.get("unit", "")
-        self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.n_detections} detections")
+        self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.n_detections} detections{where}")
         for note in pred.notes:
             self.result_label.setText(self.result_label.text() + f"\nnote: {note}")
         self._set_inspection_enabled(run.points is not None)
