@@ -86,11 +86,26 @@ def test_binary_volumes_open_as_masks_on_the_scans_grid(make_napari_viewer, tmp_
     affine = _oblique_affine()
     nib.save(nib.Nifti1Image(mask, affine), tmp_path / "roi.nii.gz")
     nib.save(nib.Nifti1Image(mask.astype(np.float32) * 2, affine), tmp_path / "scan.nii.gz")
+    half = mask.astype(np.float32) * 0.5
+    half[4, 3, 2] = 1
+    nib.save(nib.Nifti1Image(half, affine), tmp_path / "half.nii.gz")
+    nib.save(nib.Nifti1Image(mask * 0, affine), tmp_path / "empty.nii.gz")  # no lesions
+    with_nan = mask.astype(np.float32)
+    with_nan[0, 0, 0] = np.nan  # read as 0, as in a scan
+    nib.save(nib.Nifti1Image(with_nan, affine), tmp_path / "nan.nii.gz")
     viewer = make_napari_viewer()
     (roi,) = viewer.open(str(tmp_path / "roi.nii.gz"), plugin="napari-hydranet")
     (scan,) = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-hydranet")
+    (half_layer,) = viewer.open(str(tmp_path / "half.nii.gz"), plugin="napari-hydranet")
+    (empty,) = viewer.open(str(tmp_path / "empty.nii.gz"), plugin="napari-hydranet")
+    with pytest.warns(UserWarning, match="1 NaN/inf voxels set to 0"):
+        (nan,) = viewer.open(str(tmp_path / "nan.nii.gz"), plugin="napari-hydranet")
     assert isinstance(roi, Labels) and roi.metadata["kind"] == "mask"
     assert isinstance(scan, Image) and "kind" not in scan.metadata  # 0 and 2: not a mask
+    assert set(np.unique(half_layer.data)) == {0, 0.5, 1}
+    assert isinstance(half_layer, Image) and "kind" not in half_layer.metadata  # 0, 0.5 and 1: a scan
+    assert isinstance(empty, Labels) and not empty.data.any()
+    assert isinstance(nan, Labels) and nan.metadata["notes"]  # the NaN is noted
     np.testing.assert_array_equal(roi.data, np.transpose(mask, (2, 1, 0)))
     np.testing.assert_allclose(roi.affine.affine_matrix, scan.affine.affine_matrix)
     np.testing.assert_allclose(roi.metadata["affine"], affine, atol=1e-6)

@@ -96,7 +96,7 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     )
     assert len(points.data) == expected.n_detections > 0
     assert f"{expected.count:.1f} ± {expected.count_sd:.1f}" in widget.result_label.text()
-    assert widget.result_label.text().endswith(f"inside {mask.name}")  # the mask it counted in
+    assert widget.result_label.text().splitlines()[0].endswith(f"inside {mask.name}")  # its mask
 
     # the detections layer saves in the engine's format, with the engine's numbers
     _writer.write_points_layer(str(tmp_path / "d.csv"), points.data, points.as_layer_data_tuple()[1])
@@ -157,16 +157,28 @@ def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):
     from napari_hydranet._widgets import PredictWidget
 
     viewer = make_napari_viewer()
+    volume = np.ones((4, 5, 6), np.uint8)
+    before = viewer.add_labels(volume, name="opened before", metadata={"kind": "mask"})
+    assert PredictWidget(viewer).mask_combo.layer() is before  # masks already open count too
+    viewer.layers.remove(before)
     widget = PredictWidget(viewer)
-    volume = np.zeros((4, 5, 6), np.uint8)
+    assert widget.mask_combo.layer() is None
+    viewer.add_labels(volume * 0, name="empty", metadata={"kind": "mask"})  # no ROI: not chosen
     assert widget.mask_combo.layer() is None
     first = viewer.add_labels(volume, name="roi a", metadata={"kind": "mask"})
     assert widget.mask_combo.layer() is first
-    viewer.add_labels(volume, name="roi b", metadata={"kind": "mask"})
+    second = viewer.add_labels(volume, name="roi b", metadata={"kind": "mask"})
     assert widget.mask_combo.layer() is first  # a chosen mask stays chosen
-    widget.mask_combo.set_layer(None)
+    first.name = "roi a renamed"  # ... renamed too, and shown by its new name
+    assert widget.mask_combo.layer() is first and widget.mask_combo.currentText() == "roi a renamed"
+    viewer.layers.remove(first)
+    assert widget.mask_combo.layer() is None  # not replaced by another mask behind the user's back
+    widget.mask_combo.set_layer(None)  # the user chooses no mask ...
+    second.name = "roi b renamed"
+    viewer.add_labels(volume, name="roi c", metadata={"kind": "mask"})  # ... and no mask is forced
     viewer.add_labels(volume, name="drawn")  # painted in napari: offered, not chosen for the user
     assert widget.mask_combo.layer() is None and widget.mask_combo.findText("drawn") > 0
+    assert widget.mask_combo.findText("roi b renamed") > 0
 
 
 def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_model, errors):

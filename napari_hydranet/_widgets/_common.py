@@ -140,9 +140,10 @@ class PathPicker(QWidget):
 
 
 class LayerCombo(QComboBox):
-    """Chooses a layer of the given types by name; follows the viewer's layer list.
+    """Chooses a layer of the given types; follows the viewer's layers (added, removed, renamed).
 
-    ``prefer``: while nothing is chosen, a layer it accepts is chosen when it is added.
+    ``prefer``: until the user chooses an entry, a layer it accepts is chosen when the combo is
+    made (the last such layer) and when one is added, while nothing is chosen.
     """
 
     def __init__(
@@ -152,38 +153,54 @@ class LayerCombo(QComboBox):
         self.viewer, self.kinds, self.none_text = viewer, kinds, none_text
         self.accept = accept or (lambda layer: True)
         self.prefer = prefer or (lambda layer: False)
-        self._names: list[str] = []
-        self.viewer.layers.events.inserted.connect(self.refresh)
-        self.viewer.layers.events.removed.connect(self.refresh)
+        self._layers: list = []  # the layers listed, in order (after none_text)
+        self._user_chose = False
+        self.activated.connect(self._on_user_choice)
+        for emitter in self._emitters():
+            emitter.connect(self.refresh)
         self.refresh()
 
+    def _emitters(self) -> tuple:
+        events = self.viewer.layers.events
+        return events.inserted, events.removed, events.renamed
+
+    def _on_user_choice(self, *_) -> None:
+        self._user_chose = True
+
     def refresh(self, *_) -> None:
-        current = self.currentText()
+        current = self.layer()
         layers = [ly for ly in self.viewer.layers if isinstance(ly, self.kinds) and self.accept(ly)]
-        names = [ly.name for ly in layers]
-        if not current or current == self.none_text:
-            added = [ly.name for ly in layers if ly.name not in self._names and self.prefer(ly)]
-            current = added[-1] if added else current
-        self._names = names
+        if current is None and not self._user_chose:
+            new = [ly for ly in layers if not any(ly is old for old in self._layers) and self.prefer(ly)]
+            current = new[-1] if new else None
+        self._layers = layers
+        offset = 0 if self.none_text is None else 1
         self.blockSignals(True)
         self.clear()
         if self.none_text is not None:
             self.addItem(self.none_text)
-        self.addItems(names)
-        if current in names or current == self.none_text:
-            self.setCurrentText(current)
+        self.addItems([ly.name for ly in layers])
+        index = next((i for i, ly in enumerate(layers) if ly is current), None)
+        if index is not None:
+            self.setCurrentIndex(index + offset)
         self.blockSignals(False)
 
     def layer(self):
-        name = self.currentText()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+        index = self.currentIndex() - (0 if self.none_text is None else 1)
+        if 0 <= index < len(self._layers) and any(self._layers[index] is ly for ly in self.viewer.layers):
+            return self._layers[index]
+        return None
 
     def set_layer(self, layer) -> None:
+        """Choose ``layer`` (None: ``none_text``), as the user would."""
+        self._user_chose = True
         self.refresh()
-        self.setCurrentText(layer.name if layer is not None else (self.none_text or ""))
+        index = next((i for i, ly in enumerate(self._layers) if ly is layer), None)
+        offset = 0 if self.none_text is None else 1
+        self.setCurrentIndex(0 if index is None else index + offset)
 
     def disconnect_viewer(self) -> None:
-        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+        for emitter in self._emitters():
             emitter.disconnect(self.refresh)
 
 

@@ -95,7 +95,7 @@ class PredictWidget(QWidget):
             (Image, Labels),
             none_text="(no ROI mask)",
             accept=lambda ly: kind(ly) in (None, "mask"),
-            prefer=lambda ly: kind(ly) == "mask",
+            prefer=lambda ly: kind(ly) == "mask" and bool(np.any(ly.data)),  # an empty mask is no ROI
         )
         self.model_picker = ModelPicker()
         self.combine_box = QCheckBox(f"heatmap + intensity (w = {INTENSITY_WEIGHT})")
@@ -187,7 +187,7 @@ class PredictWidget(QWidget):
         self.run_button.setEnabled(True)
         self.progress.setVisible(False)
 
-    def _on_result(self, out: dict, name: str, affine: np.ndarray, where: str = "") -> None:
+    def _on_result(self, out: dict, name: str, affine: np.ndarray, where: str) -> None:
         if "error" in out:
             show_error(f"Predict: {out['error']}")
             self.result_label.setText(f"⚠ {name}: not predicted. {out['error']}")
