@@ -4,10 +4,11 @@ python benchmarks/report.py --counts RESULTS/model4 --cohort RESULTS/indist-m4 R
     --history RESULTS/model1 RESULTS/model1-guarded RESULTS/model2 RESULTS/model3 RESULTS/model3-aug \
     --detection RESULTS/detection_*.json --png docs/benchmarks
 
-``--counts`` folders give the main table and the plots; ``--history`` folders (runs with
-earlier code or an earlier bundled model) a second table whose rows name their folder;
-each ``--cohort`` folder (runs on another cohort) a table of its own. After each counts
-table, set-sum minus the n = 1 fine-tune, seed by seed.
+``--counts`` folders give the main table and the plots (the methods in ``--curves``; the runs
+of all folders pooled); ``--history`` folders (runs with earlier code or an earlier bundled
+model) a second table whose rows name their folder; each ``--cohort`` folder (runs on another
+cohort) a table of its own. After each counts table, set-sum minus the n = 1 fine-tune, seed
+by seed.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def load_counts(folders: list[Path], name_rows: bool = False) -> dict:
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
             r = json.loads(path.read_text())
+            r["folder"] = folder.name  # pairs runs on the same training set in paired_table
             if name_rows and r["method"] in MODEL_FREE:
                 continue
             method = f"{folder.name}: {r['method']}" if name_rows else r["method"]
@@ -109,27 +111,28 @@ def counts_table(res: dict, methods=None) -> str:
 
 def paired_table(res: dict, a: str = "finetune", b: str = "finetune_n1") -> str:
     """Method a minus method b, ICC(2,1) on the same training scans (size, seed), and the mean."""
-    rows = ["| scans | seed | vs expert | vs rater |", "|---|---|---|---|"]
+    rows = ["| scans | folder | seed | vs expert | vs rater |", "|---|---|---|---|---|"]
     diffs = []
     for size in sorted(set(res.get(a, {})) & set(res.get(b, {}))):
-        other = {r["seed"]: r["test"] for r in res[b][size]}
-        for r in sorted(res[a][size], key=lambda r: r["seed"]):
-            if r["seed"] in other:
-                t, u = r["test"], other[r["seed"]]
+        other = {(r["folder"], r["seed"]): r["test"] for r in res[b][size]}
+        for r in sorted(res[a][size], key=lambda r: (r["folder"], r["seed"])):
+            if (r["folder"], r["seed"]) in other:
+                t, u = r["test"], other[r["folder"], r["seed"]]
                 d = (t["icc21"] - u["icc21"], t["vs_rater"]["icc21"] - u["vs_rater"]["icc21"])
                 diffs.append(d)
-                rows.append(f"| {size} | {r['seed']} | {d[0]:+.3f} | {d[1]:+.3f} |")
+                rows.append(f"| {size} | {r['folder']} | {r['seed']} | {d[0]:+.3f} | {d[1]:+.3f} |")
     if not diffs:
         return ""
     mean = np.mean(diffs, axis=0)
-    rows.append(f"| mean of {len(diffs)} | | {mean[0]:+.3f} | {mean[1]:+.3f} |")
+    rows.append(f"| mean of {len(diffs)} | | | {mean[0]:+.3f} | {mean[1]:+.3f} |")
     return f"{LABELS[a]} minus {LABELS[b]}\n\n" + "\n".join(rows)
 
 
-def plot_counts(res: dict, png: Path) -> None:
+def plot_counts(res: dict, png: Path, curves=CURVES) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    drawn = 0
     for method, by_size in res.items():
-        if method not in CURVES:
+        if method not in curves:
             continue
         sizes = sorted(by_size)
         if method == "default":  # no training: the same at every size
@@ -141,7 +144,9 @@ def plot_counts(res: dict, png: Path) -> None:
             vals = [np.array([r["test"][key] for r in by_size[s]]) for s in sizes]
             mean = [v.mean() for v in vals]
             err = np.array([[m - v.min(), v.max() - m] for m, v in zip(mean, vals)]).T
-            ax.errorbar(sizes, mean, yerr=err, marker="o", capsize=3, label=LABELS[method])
+            shift = 0.25 * drawn  # side by side, so that the ranges do not hide each other
+            ax.errorbar(np.add(sizes, shift), mean, yerr=err, marker="o", capsize=3, label=LABELS[method])
+        drawn += 1
     axes[0].set_ylabel("ICC(2,1) vs expert count (test)")
     axes[1].set_ylabel("MSE vs expert count (test)")
     for ax in axes:
@@ -153,20 +158,22 @@ def plot_counts(res: dict, png: Path) -> None:
 
 
 def plot_training(res: dict, png: Path, size: int = 25) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    folders = sorted({r["folder"] for by_size in res.values() for rs in by_size.values() for r in rs})
     for method in ("finetune", "setsum", "base", "gpunet_scratch"):
         for r in res.get(method, {}).get(size, []):
             h = r.get("history") or []
+            where = f"{r['folder']}, " if len(folders) > 1 else ""
             ax.plot(
                 [e["elapsed"] / 60 for e in h],
                 [e["val_icc21"] for e in h],
                 marker=".",
-                label=f"{LABELS[method]} (seed {r['seed']})",
+                label=f"{LABELS[method]} ({where}seed {r['seed']})",
             )
     ax.set_xlabel("minutes on this CPU (2 cores)")
     ax.set_ylabel("validation ICC(2,1) (5 of the 25 scans, rater labels)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.savefig(png, dpi=110)
     plt.close(fig)
 
@@ -208,14 +215,16 @@ def main() -> None:
     ap.add_argument("--cohort", type=Path, nargs="*", default=[], help="results on other cohorts")
     ap.add_argument("--detection", type=Path, nargs="*", default=[])
     ap.add_argument("--png", type=Path, required=True)
+    ap.add_argument("--curves", nargs="+", default=CURVES, help="methods drawn in counts.png")
+    ap.add_argument("--stem", default="", help="prefix of the --counts plots' file names")
     a = ap.parse_args()
     a.png.mkdir(parents=True, exist_ok=True)
     if a.counts:
         res = load_counts(a.counts)
         print(counts_table(res), end="\n\n")
         print(paired_table(res), end="\n\n")
-        plot_counts(res, a.png / "counts.png")
-        plot_training(res, a.png / "training.png")
+        plot_counts(res, a.png / f"{a.stem}counts.png", a.curves)
+        plot_training(res, a.png / f"{a.stem}training.png")
     if a.history:
         print(counts_table(load_counts(a.history, name_rows=True)), end="\n\n")
     for folder in a.cohort:
