@@ -16,6 +16,7 @@ from .io import Scan
 
 INTENSITY_REFERENCES = ("percentile", "median")
 MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
+ROI_NOTE_FRACTION = 0.01  # ROI masks smaller than this share of the input box get a note
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,13 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         if not roi.any():
             raise HydranetError(f"{mask.path or mask.name}: the mask is empty")
         _check_not_blank(scan, data[roi], " inside the ROI mask")
+        box = int(np.prod(cfg.crop_shape)) if cfg.crop_shape is not None else data.size
+        if roi.sum() < ROI_NOTE_FRACTION * box:  # an ROI is a region, not a few lesions
+            notes.append(
+                f"{mask.path or mask.name}: the ROI mask holds {int(roi.sum())} voxels, under "
+                f"{ROI_NOTE_FRACTION:.0%} of the network's input; if it is a lesion mask, the count "
+                "covers only those voxels"
+            )
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
         scaled = _rescaled(scan, roi, cfg) * weight
         centre = np.array(ndimage.center_of_mass(roi))

@@ -91,3 +91,19 @@ def test_blank_scans_are_refused_and_tiny_ones_noted():
     assert any("5×30×30 voxels, under half the network's input (64×52×40)" in n for n in tiny.notes)
     full = prepare(Scan(rng.random((40, 30, 30)).astype(np.float32), np.eye(4)), PreprocessConfig())
     assert not any("under half" in n for n in full.notes)
+
+
+def test_a_mask_of_a_few_lesions_is_noted():
+    """Basal-ganglia ROIs fill 6-27 % of the 64×52×40 input; a lesion mask a fraction of 1 %."""
+    rng = np.random.default_rng(0)
+    scan = Scan(rng.random((64, 52, 40)).astype(np.float32), np.eye(4))
+    lesions, roi = np.zeros((64, 52, 40), np.uint8), np.zeros((64, 52, 40), np.uint8)
+    lesions[30:33, 25:28, 18:23] = 1
+    roi[20:44, 15:37, 10:30] = 1  # 8 % of the box
+    noted = prepare(scan, PreprocessConfig(), Scan(lesions, np.eye(4), label="lesions"))
+    assert any(
+        "lesions: the ROI mask holds 45 voxels, under 1% of the network's input" in n for n in noted.notes
+    )
+    assert not any(
+        "ROI mask holds" in n for n in prepare(scan, PreprocessConfig(), Scan(roi, np.eye(4))).notes
+    )
