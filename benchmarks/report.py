@@ -7,8 +7,8 @@ python benchmarks/report.py --counts RESULTS/model4 --cohort RESULTS/indist-m4 R
 ``--counts`` folders give the main table and the plots (the methods in ``--curves``; the runs
 of all folders pooled); ``--history`` folders (runs with earlier code or an earlier bundled
 model) a second table whose rows name their folder; each ``--cohort`` folder (runs on another
-cohort) a table of its own. After each counts table, set-sum minus the n = 1 fine-tune, seed
-by seed.
+cohort) a table of its own. After each counts table, set-sum minus the n = 1 fine-tune, training
+set by training set (folder and seed).
 """
 
 from __future__ import annotations

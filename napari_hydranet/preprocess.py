@@ -204,9 +204,10 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
             raise HydranetError(f"{mask.path or mask.name}: the mask is empty")
         _check_not_blank(scan, data[roi], " inside the ROI mask")
         box = int(np.prod(cfg.crop_shape)) if cfg.crop_shape is not None else data.size
-        if roi.sum() < ROI_NOTE_FRACTION * box:  # an ROI is a region, not a few lesions
+        n_roi = int(roi.sum())
+        if n_roi < ROI_NOTE_FRACTION * box:  # an ROI is a region, not a few lesions
             notes.append(
-                f"{mask.path or mask.name}: the ROI mask holds {int(roi.sum())} voxels, under "
+                f"{mask.path or mask.name}: the ROI mask holds {n_roi} voxels, under "
                 f"{ROI_NOTE_FRACTION:.0%} of the network's input; if it is a lesion mask, the count "
                 "covers only those voxels"
             )

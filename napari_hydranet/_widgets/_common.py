@@ -174,19 +174,26 @@ class LayerCombo(QComboBox):
             new = [ly for ly in layers if not any(ly is old for old in self._layers) and self.prefer(ly)]
             current = new[-1] if new else None
         self._layers = layers
-        offset = 0 if self.none_text is None else 1
         self.blockSignals(True)
         self.clear()
         if self.none_text is not None:
             self.addItem(self.none_text)
         self.addItems([ly.name for ly in layers])
-        index = next((i for i, ly in enumerate(layers) if ly is current), None)
-        if index is not None:
-            self.setCurrentIndex(index + offset)
+        if current is not None:
+            self._select(current)
         self.blockSignals(False)
 
+    @property
+    def _offset(self) -> int:
+        """Index of the first layer in the list (after ``none_text``)."""
+        return 0 if self.none_text is None else 1
+
+    def _select(self, layer) -> None:
+        index = next((i for i, ly in enumerate(self._layers) if ly is layer), None)
+        self.setCurrentIndex(0 if index is None else index + self._offset)
+
     def layer(self):
-        index = self.currentIndex() - (0 if self.none_text is None else 1)
+        index = self.currentIndex() - self._offset
         if 0 <= index < len(self._layers) and any(self._layers[index] is ly for ly in self.viewer.layers):
             return self._layers[index]
         return None
@@ -195,9 +202,7 @@ class LayerCombo(QComboBox):
         """Choose ``layer`` (None: ``none_text``), as the user would."""
         self._user_chose = True
         self.refresh()
-        index = next((i for i, ly in enumerate(self._layers) if ly is layer), None)
-        offset = 0 if self.none_text is None else 1
-        self.setCurrentIndex(0 if index is None else index + offset)
+        self._select(layer)
 
     def disconnect_viewer(self) -> None:
         for emitter in self._emitters():
