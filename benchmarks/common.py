@@ -90,6 +90,8 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
         for n in names:
             scan = read_scan(root / "scans" / n)
             p = prepare(scan, pre, read_scan(root / "masks" / n))
+            if not p.is_ras:  # lesion centres and offsets below are in the file's voxel order
+                raise SystemExit(f"{root / 'scans' / n}: simulated scans are stored in RAS order")
             images.append(p.array)
             offsets.append(p.offset)
             spacing.append(np.sqrt((scan.affine[:3, :3] ** 2).sum(0)))

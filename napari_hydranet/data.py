@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import HydranetError
 from .io import find_mask, read_labels, read_scan
-from .preprocess import PreprocessConfig, crop_box, prepare
+from .preprocess import PreprocessConfig, prepare
 
 
 @dataclass
@@ -92,11 +92,11 @@ def load_cohort(
             )
         if density_dir is not None:
             lesions = lesion_target(read_scan(find_mask(density_dir, path)).array, density_target)
-            densities.append(crop_box(lesions, None, prepared.array.shape, prepared.offset)[0])
+            densities.append(prepared.crop_source(lesions))
         names.append(name)
         images.append(prepared.array)
         values.append(value)
-        spacings.append(scan.spacing)
+        spacings.append(scan.ras_spacing)
     return Cohort(
         names,
         np.stack(images).astype(np.float32),

@@ -14,6 +14,7 @@ from .detect import DetectionResult, count_consistent, score_map
 from .errors import HydranetError
 from .io import (
     HEATMAP_SUFFIX,
+    Scan,
     check_folder_output,
     check_table_output,
     find_mask,
@@ -153,22 +154,30 @@ def predict_file(
     scan = read_scan(path)
     mask_path = mask_path or find_mask(masks_dir, path)
     mask = read_scan(mask_path) if mask_path else None
+    return predict_scan(model, scan, device, mask, **kwargs), scan.affine
+
+
+def predict_scan(
+    model: Model, scan: Scan, device: torch.device, mask: Scan | None = None, **kwargs
+) -> Prediction:
+    """Prepare and predict one scan (the CLI's files and the Predict dock's layers alike)."""
     prepared = prepare(scan, model.preprocess, mask)
-    pred = predict_prepared(model, prepared, device, path=path, **kwargs)
+    pred = predict_prepared(model, prepared, device, path=scan.path, **kwargs)
     pred.notes += spacing_notes(model, scan)
-    return pred, scan.affine
+    return pred
 
 
-def spacing_notes(model: Model, scan) -> list[str]:
-    """A note when the scan's voxels differ by over 30 % from those the model was trained on."""
+def spacing_notes(model: Model, scan: Scan) -> list[str]:
+    """A note when the scan's voxels (along R, A, S) differ by over 30 % from those the model
+    was trained on."""
     trained = (model.config.get("training") or {}).get("spacing_mm")
     if not trained:
         return []
-    ratio = np.asarray(scan.spacing) / np.asarray(trained, float)
+    ratio = np.asarray(scan.ras_spacing) / np.asarray(trained, float)
     if np.all(np.abs(ratio - 1) <= 0.3):
         return []
     return [
-        f"{scan.name}: voxel size {tuple(round(s, 2) for s in scan.spacing)} mm differs from the "
+        f"{scan.name}: voxel size {tuple(round(s, 2) for s in scan.ras_spacing)} mm differs from the "
         f"model's training data ({tuple(round(s, 2) for s in trained)} mm); counts may be off"
     ]
 

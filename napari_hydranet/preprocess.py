@@ -1,14 +1,18 @@
 """ROI masking and cropping (000 §3.2, 004 §2.1) and intensity scaling (004 §3).
 
-Every step keeps the geometry: a ``Prepared`` volume knows the voxel offset of its crop in
-the source file and the crop's own affine, so outputs can be mapped back.
+Networks see every scan in RAS voxel order (the file's axes permuted and flipped to those
+nearest R, A, S; never resampled), the order of the data the bundled model was trained on,
+so a scan stored sagittally or LPS counts like the same scan stored RAS. Every step keeps
+the geometry: a ``Prepared`` volume knows where its crop lies in the source file and its
+own affine, so outputs map back to the file's grid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
 from scipy import ndimage
 
 from .errors import HydranetError
@@ -17,6 +21,7 @@ from .io import Scan
 INTENSITY_REFERENCES = ("percentile", "median")
 MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
 ROI_NOTE_FRACTION = 0.01  # ROI masks smaller than this share of the input box get a note
+RAS = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])  # nibabel orientation of RAS voxel order
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,12 @@ class Prepared:
 
     Attributes
     ----------
-    array : float32 (I, J, K) in [0, 1], the masked, cropped, rescaled volume.
+    array : float32 (I, J, K) in [0, 1], the masked, cropped, rescaled volume, RAS order.
     affine : voxel-to-world matrix of the crop.
-    offset : source voxel index of the crop's voxel (0, 0, 0); may be negative (zero-padded).
-    source_shape : shape of the source volume.
+    offset : index of the crop's voxel (0, 0, 0) on the source volume in RAS order (the file's
+        own index when it is stored RAS); may be negative (zero-padded).
+    source_shape : shape of the source volume in the file's voxel order.
+    orientation : nibabel orientation taking the file's voxel order to RAS.
     """
 
     array: np.ndarray
@@ -80,17 +87,30 @@ class Prepared:
     source_shape: tuple[int, int, int]
     name: str = "scan"
     notes: list[str] = field(default_factory=list)
+    orientation: np.ndarray = field(default_factory=lambda: RAS.copy())
+
+    @property
+    def is_ras(self) -> bool:
+        return bool(np.array_equal(self.orientation, RAS))
 
     def to_source_index(self, ijk: np.ndarray) -> np.ndarray:
         """Crop voxel coordinates (…, 3) → voxel coordinates of the source file."""
-        return np.asarray(ijk, float) + np.asarray(self.offset, float)
+        ras = np.asarray(ijk, float) + np.asarray(self.offset, float)
+        to_file = inv_ornt_aff(self.orientation, self.source_shape)
+        return ras @ to_file[:3, :3].T + to_file[:3, 3]
 
     def uncrop(self, volume: np.ndarray) -> np.ndarray:
         """Place a crop-shaped volume back on the source grid (zeros elsewhere)."""
-        out = np.zeros(self.source_shape, dtype=np.float32)
-        src, dst = _overlap(self.offset, volume.shape, self.source_shape)
+        ras_shape = np.zeros(3, int)
+        ras_shape[self.orientation[:, 0].astype(int)] = self.source_shape
+        out = np.zeros(tuple(ras_shape), dtype=np.float32)
+        src, dst = _overlap(self.offset, volume.shape, out.shape)
         out[src] = volume[dst]
-        return out
+        return np.ascontiguousarray(apply_orientation(out, ornt_transform(RAS, self.orientation)))
+
+    def crop_source(self, volume: np.ndarray) -> np.ndarray:
+        """Cut a volume on the source file's grid (a lesion mask) to this crop, RAS order."""
+        return crop_box(apply_orientation(volume, self.orientation), None, self.array.shape, self.offset)[0]
 
 
 def smooth_mask(mask: np.ndarray, dilation: int = 2, sigma: float = 2.0) -> np.ndarray:
@@ -185,20 +205,33 @@ def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
         )
 
 
+def to_ras(scan: Scan) -> Scan:
+    """The scan with its voxels in RAS order and the matching affine (no resampling)."""
+    orientation = scan.ras_orientation
+    if np.array_equal(orientation, RAS):
+        return scan
+    array = np.ascontiguousarray(apply_orientation(scan.array, orientation))
+    return replace(scan, array=array, affine=scan.affine @ inv_ornt_aff(orientation, scan.array.shape))
+
+
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
-    data = scan.array
-    notes = list(scan.notes)
     if mask is not None:
-        if mask.array.shape != data.shape:
+        if mask.array.shape != scan.array.shape:
             raise HydranetError(
                 f"{mask.path or mask.name}: mask shape {mask.array.shape} differs from the scan's "
-                f"{data.shape} (voxels along i, j, k; napari shows them as k, j, i)"
+                f"{scan.array.shape} (voxels along i, j, k; napari shows them as k, j, i)"
             )
         if not np.allclose(mask.affine, scan.affine, atol=1e-3):
             raise HydranetError(
                 f"{mask.path or mask.name}: mask affine differs from the scan's ({scan.path or scan.name})"
             )
+        mask = to_ras(mask)
+    source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
+    scan = to_ras(scan)
+    data = scan.array
+    notes = list(scan.notes)
+    if mask is not None:
         roi = mask.array > 0
         if not roi.any():
             raise HydranetError(f"{mask.path or mask.name}: the mask is empty")
@@ -240,7 +273,8 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         array=np.ascontiguousarray(out, dtype=np.float32),
         affine=shifted_affine(scan.affine, offset),
         offset=offset,
-        source_shape=tuple(data.shape),
+        source_shape=source_shape,
         name=scan.name,
         notes=notes,
+        orientation=orientation,
     )

@@ -59,3 +59,23 @@ def make_cohort(
     with open(folder / "lesions.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([("scan", "i", "j", "k"), *lesions])
     return folder
+
+
+def stored_otherwise(array: np.ndarray, affine: np.ndarray, order=(2, 0, 1), flips=(0, 1)):
+    """The same volume stored in another voxel order: axes ``flips`` reversed, then the axes
+    permuted to ``order``; returns the array and its affine (same world positions)."""
+    for axis in flips:
+        array = np.flip(array, axis)
+        flip = np.eye(4)
+        flip[axis, axis], flip[axis, 3] = -1, array.shape[axis] - 1
+        affine = affine @ flip
+    permute = np.eye(4)
+    permute[:3, :3] = np.eye(3)[:, order]
+    return np.ascontiguousarray(np.transpose(array, order)), affine @ permute
+
+
+def save_stored_otherwise(source: Path, target: Path) -> Path:
+    """A NIfTI copy of ``source`` in another voxel order (see ``stored_otherwise``)."""
+    img = nib.load(str(source))
+    nib.save(nib.Nifti1Image(*stored_otherwise(np.asanyarray(img.dataobj), img.affine)), str(target))
+    return target

@@ -2,10 +2,12 @@
 
 import csv
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
+from synth import save_stored_otherwise, stored_otherwise
 
 from napari_hydranet.cli import main
 from napari_hydranet.sample import load_sample
@@ -105,6 +107,33 @@ def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):
     found = np.array([[float(d[k]) for k in "ijk"] for d in dets])
     hits = sum(np.linalg.norm(found - c, axis=1).min() <= 3 for c in sample.lesions)
     assert hits >= 0.5 * sample.count  # GP-UNet detections land on the known lesions
+
+
+def test_a_sample_stored_in_another_voxel_order_counts_and_detects_alike(tmp_path, capsys):
+    """Scans stored sagittally or LPS reach the network in the RAS order it was trained on."""
+    sample = load_sample()
+    for folder in ("scans", "masks"):
+        (tmp_path / folder).mkdir()
+    for path, folder in ((sample.scan, "scans"), (sample.mask, "masks")):
+        shutil.copy(path, tmp_path / folder / "ras.nii.gz")
+        save_stored_otherwise(path, tmp_path / folder / "other.nii.gz")  # LPS, then i, j, k → k, i, j
+    argv = ["predict", "default", str(tmp_path / "scans"), "--masks", str(tmp_path / "masks")]
+    argv += ["--out", str(tmp_path / "counts.csv"), "--detections", str(tmp_path / "dets.csv")]
+    argv += ["--heatmaps", str(tmp_path / "heat")]
+    assert main(argv) == 0
+    counts = {r["scan"]: r for r in _rows(tmp_path / "counts.csv")}
+    assert float(counts["other.nii.gz"]["count"]) == pytest.approx(
+        float(counts["ras.nii.gz"]["count"]), abs=1e-4
+    )
+    dets = _rows(tmp_path / "dets.csv")
+    world = {n: np.array([[float(d[k]) for k in "xyz"] for d in dets if d["scan"] == n]) for n in counts}
+    assert len(world["ras.nii.gz"]) == len(world["other.nii.gz"]) > 0
+    np.testing.assert_allclose(world["other.nii.gz"], world["ras.nii.gz"], atol=1e-3)
+    heat = nib.load(tmp_path / "heat" / "other_heatmap.nii.gz")  # on the stored file's grid
+    assert heat.shape == nib.load(tmp_path / "scans" / "other.nii.gz").shape
+    ras_heat = nib.load(tmp_path / "heat" / "ras_heatmap.nii.gz")
+    expected, _ = stored_otherwise(np.asanyarray(ras_heat.dataobj), ras_heat.affine)
+    np.testing.assert_allclose(np.asanyarray(heat.dataobj), expected)
 
 
 def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from synth import stored_otherwise
 
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.io import Scan
@@ -106,4 +107,32 @@ def test_a_mask_of_a_few_lesions_is_noted():
     )
     assert not any(
         "ROI mask holds" in n for n in prepare(scan, PreprocessConfig(), Scan(roi, np.eye(4))).notes
+    )
+
+
+@pytest.mark.parametrize("order, flips", [((0, 1, 2), (0, 1)), ((2, 0, 1), ()), ((1, 2, 0), (2,))])
+def test_a_scan_stored_in_another_voxel_order_prepares_like_ras(order, flips):
+    rng = np.random.default_rng(1)
+    affine = np.array([[1.2, 0, 0, -40], [0, 1.1, 0, -30], [0, 0, 1.4, -20], [0, 0, 0, 1]])
+    arr = rng.random((40, 34, 26)).astype(np.float32) + 0.5
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[12:30, 8:20, 6:16] = 1
+    cfg = PreprocessConfig(crop_shape=(24, 20, 16))
+    ras = prepare(Scan(arr, affine), cfg, Scan(mask, affine))
+    stored, stored_affine = stored_otherwise(arr, affine, order, flips)
+    other = prepare(
+        Scan(stored, stored_affine), cfg, Scan(stored_otherwise(mask, affine, order, flips)[0], stored_affine)
+    )
+    assert ras.is_ras and not other.is_ras
+    np.testing.assert_array_equal(other.array, ras.array)  # the network sees the same input
+    np.testing.assert_allclose(other.affine, ras.affine, atol=1e-9)
+    crop_voxels = np.array([[3.0, 7.0, 11.0], [20.0, 1.0, 0.0]])
+    for c, src in zip(crop_voxels, other.to_source_index(crop_voxels)):
+        np.testing.assert_allclose(_world(stored_affine, src), _world(ras.affine, c))
+    back = other.uncrop(other.array)  # on the stored file's grid
+    assert back.shape == stored.shape
+    np.testing.assert_array_equal(back, stored_otherwise(ras.uncrop(ras.array), affine, order, flips)[0])
+    lesions = rng.random(arr.shape).astype(np.float32)
+    np.testing.assert_array_equal(
+        other.crop_source(stored_otherwise(lesions, affine, order, flips)[0]), ras.crop_source(lesions)
     )
