@@ -1,28 +1,52 @@
 """Core results → napari layer-data tuples, with the scan's geometry.
 
-napari gets arrays transposed to (k, j, i), so the default view is an axial slice with a
-slider over k, and a matching affine (world axes z, y, x in mm). The file's own affine is
-kept in ``metadata["affine"]`` for writing back.
+napari gets every volume in RAS voxel order (the file's axes permuted and flipped to those
+nearest R, A, S, never resampled; as the networks see it) with its axes reversed, (S, A, R),
+and the matching affine (world axes z, y, x in mm): the default view is an axial slice with
+a slider over S, and napari's 2D slicing, which cannot show a plane that cuts across the
+data's axes, works for scans stored sagittally or coronally too. The file's own affine is
+kept in ``metadata["affine"]``; ``from_display`` puts layer data back in the file's order.
 """
 
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from .infer import Prediction
 from .io import Scan
+from .preprocess import RAS
 
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 
 
 def napari_affine(affine: np.ndarray) -> np.ndarray:
-    """File affine (i, j, k → x, y, z) → napari affine ((k, j, i) → (z, y, x))."""
+    """Voxel affine (i, j, k → x, y, z) → napari affine ((k, j, i) → (z, y, x))."""
     return _REVERSE @ np.asarray(affine, float) @ _REVERSE
 
 
-def to_display(volume: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(volume, (2, 1, 0)))
+def _to_ras(affine: np.ndarray, shape) -> np.ndarray:
+    """File voxel index → RAS-order voxel index (4×4)."""
+    return np.linalg.inv(inv_ornt_aff(io_orientation(affine), tuple(shape)[:3]))
+
+
+def display_affine(affine: np.ndarray, shape) -> np.ndarray:
+    """napari affine of a volume with file affine ``affine`` and file shape ``shape``, shown
+    by ``to_display``."""
+    return napari_affine(np.asarray(affine, float) @ np.linalg.inv(_to_ras(affine, shape)))
+
+
+def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """File-order volume (i, j, k[, t]) → napari data: RAS order, axes reversed."""
+    ras = apply_orientation(volume, io_orientation(affine))
+    return np.ascontiguousarray(np.transpose(ras, tuple(range(ras.ndim))[::-1]))
+
+
+def from_display(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Inverse of ``to_display`` for a 3D volume of the file with affine ``affine``."""
+    ras = np.transpose(data, (2, 1, 0))
+    return np.ascontiguousarray(apply_orientation(ras, ornt_transform(RAS, io_orientation(affine))))
 
 
 def series_layer(path, name: str) -> tuple:
@@ -32,11 +56,11 @@ def series_layer(path, name: str) -> tuple:
     data = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:4])
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     affine = np.eye(5)
-    affine[1:, 1:] = napari_affine(img.affine)
+    affine[1:, 1:] = display_affine(img.affine, img.shape)
     lo, hi = np.percentile(data, [0.5, 99.5])
     meta = {"affine": np.asarray(img.affine).tolist(), "path": str(path), "series": True}
     return (
-        np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))),
+        to_display(data, img.affine),
         {
             "name": name,
             "affine": affine,
@@ -56,10 +80,10 @@ def scan_layer(scan: Scan) -> tuple:
         "notes": scan.notes,
     }
     return (
-        to_display(scan.array),
+        to_display(scan.array, scan.affine),
         {
             "name": scan.name,
-            "affine": napari_affine(scan.affine),
+            "affine": display_affine(scan.affine, scan.array.shape),
             "metadata": meta,
             "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1],
             "colormap": "gray",
@@ -84,8 +108,9 @@ def mask_layer(scan: Scan) -> tuple:
         "notes": scan.notes,
         "kind": "mask",
     }
-    data = to_display(scan.array.astype(np.uint8))
-    kwargs = {"name": scan.name, "affine": napari_affine(scan.affine), "metadata": meta, "opacity": 0.3}
+    data = to_display(scan.array.astype(np.uint8), scan.affine)
+    affine = display_affine(scan.affine, scan.array.shape)
+    kwargs = {"name": scan.name, "affine": affine, "metadata": meta, "opacity": 0.3}
     return data, dict(kwargs, units="mm"), "labels"
 
 
@@ -101,10 +126,10 @@ def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
         "count_sd": pred.count_sd,
     }
     return (
-        to_display(heat),
+        to_display(heat, affine),
         {
             "name": name,
-            "affine": napari_affine(affine),
+            "affine": display_affine(affine, heat.shape),
             "metadata": meta,
             "colormap": "inferno",
             "blending": "additive",
@@ -119,6 +144,8 @@ def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
 def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     dets = pred.result.detections if pred.result else []
     ijk = np.array([pred.prepared.to_source_index(d.centre) for d in dets]).reshape(-1, 3)
+    to_ras = _to_ras(affine, pred.prepared.source_shape)
+    ras = ijk @ to_ras[:3, :3].T + to_ras[:3, 3]
     features = {
         "lesion": np.arange(1, len(dets) + 1),
         "size": np.array([d.size for d in dets], int),
@@ -133,10 +160,10 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
         "threshold": pred.result.threshold if pred.result else None,
     }
     return (
-        ijk[:, ::-1].copy(),
+        ras[:, ::-1].copy(),
         {
             "name": name,
-            "affine": napari_affine(affine),
+            "affine": display_affine(affine, pred.prepared.source_shape),
             "metadata": meta,
             "features": features,
             "size": 4,

@@ -1,9 +1,9 @@
 """npe2 writers: Image/Labels layers → NIfTI on the source scan's grid, Points → detections CSV.
 
-Layers made by this plugin hold arrays in (k, j, i) order and the file's true affine in
-``metadata["affine"]`` (see ``_layers``). Writing transposes back to (i, j, k) and uses that
-affine, so the files open aligned with the scan in ITK-SNAP, 3D Slicer or FSLeyes. Other
-layers fall back to their napari affine, un-permuted the same way.
+Layers made by this plugin hold arrays in RAS order with reversed axes and the file's true
+affine in ``metadata["affine"]`` (see ``_layers``). Writing puts them back in the file's voxel
+order with that affine, so the files open aligned with the scan in ITK-SNAP, 3D Slicer or
+FSLeyes. Other layers fall back to their napari affine, their axes reversed to (i, j, k).
 """
 
 from __future__ import annotations
@@ -12,10 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ._layers import napari_affine
+from ._layers import from_display, napari_affine
 from .errors import HydranetError
 from .infer import DETECTION_COLUMNS
 from .io import is_nifti, write_csv, write_volume
+
+
+def _shown_affine(meta: dict) -> np.ndarray:
+    """The layer's napari affine (data (k, j, i) → world (z, y, x))."""
+    shown = meta.get("affine")
+    if shown is None:
+        return np.eye(4)
+    shown = np.asarray(getattr(shown, "affine_matrix", shown), float)
+    if shown.shape != (4, 4):
+        raise HydranetError(f"layer '{meta.get('name')}': not a 3D layer; cannot write it as NIfTI")
+    return shown
 
 
 def _file_affine(meta: dict) -> np.ndarray:
@@ -23,13 +34,7 @@ def _file_affine(meta: dict) -> np.ndarray:
     true = (meta.get("metadata") or {}).get("affine")
     if true is not None:
         return np.asarray(true, float)
-    shown = meta.get("affine")
-    if shown is None:
-        return np.eye(4)
-    shown = np.asarray(getattr(shown, "affine_matrix", shown), float)
-    if shown.shape != (4, 4):
-        raise HydranetError(f"layer '{meta.get('name')}': not a 3D layer; cannot write it as NIfTI")
-    return napari_affine(shown)  # the (k, j, i) ↔ (i, j, k) permutation is its own inverse
+    return napari_affine(_shown_affine(meta))  # the (k, j, i) ↔ (i, j, k) permutation is its own inverse
 
 
 def write_volume_layer(path: str, data, meta: dict) -> list[str]:
@@ -45,16 +50,23 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
     protect = [md[k] for k in ("source_path",) if md.get(k)]
     if md.get("path") and not np.issubdtype(array.dtype, np.integer):
         protect.append(md["path"])
-    write_volume(path, np.transpose(array, (2, 1, 0)), _file_affine(meta), protect=protect)
+    if md.get("affine") is not None:
+        array = from_display(array, np.asarray(md["affine"], float))
+    else:
+        array = np.transpose(array, (2, 1, 0))
+    write_volume(path, array, _file_affine(meta), protect=protect)
     return [str(path)]
 
 
 def detection_rows(data, meta: dict) -> list[list]:
-    """Rows in the engine's detections format from Points data (k, j, i) and features."""
-    affine = _file_affine(meta)
+    """Rows in the engine's detections format from Points data and features: world positions
+    from the layer's napari affine, voxel indices of the source file from its affine."""
+    affine, shown = _file_affine(meta), _shown_affine(meta)
     md = meta.get("metadata") or {}
     scan = md.get("source") or meta.get("name") or "scan"
     points = np.asarray(data, float).reshape(-1, 3)
+    world = (points @ shown[:3, :3].T + shown[:3, 3])[:, ::-1]  # (x, y, z) mm
+    to_file = np.linalg.inv(affine)
     features = meta.get("features")
     n = len(points)
 
@@ -68,9 +80,8 @@ def detection_rows(data, meta: dict) -> list[list]:
     scores = column("score", lambda i: "")
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
     rows = []
-    for p, lesion, size, score in zip(points, lesions, sizes, scores):
-        ijk = p[::-1]
-        xyz = affine[:3, :3] @ ijk + affine[:3, 3]
+    for xyz, lesion, size, score in zip(world, lesions, sizes, scores):
+        ijk = np.round(to_file[:3, :3] @ xyz + to_file[:3, 3], 6)
         size_mm3 = float(size) * voxel_mm3 if size != "" else ""
         size = int(size) if size != "" else ""
         score = float(score) if score != "" else ""

@@ -41,41 +41,65 @@ def made_files(tmp_path_factory):
     nib.save(img, str(nifti2))
     oblique = folder / "oblique.nii.gz"
     nib.save(nib.Nifti1Image(_volume((11, 13, 6), (3, 11, 4), 1), _oblique_affine()), str(oblique))
-    return {"nifti2": nifti2, "oblique": oblique}
+    sagittal = folder / "sagittal.nii.gz"  # i → P, j → S, k → L: the axes of a sagittal acquisition
+    axes = np.array([[0, 0, -1.2, 40], [-1.0, 0, 0, 20], [0, 1.1, 0, -10], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(_volume((14, 10, 8), (9, 2, 5), 2), axes), str(sagittal))
+    return {"nifti2": nifti2, "oblique": oblique, "sagittal": sagittal}
+
+
+def _ras_shape(img) -> tuple:
+    """The file's spatial shape in RAS voxel order (how layers show it, axes reversed)."""
+    shape = [0, 0, 0]
+    for n, (axis, _) in zip(img.shape[:3], nib.orientations.io_orientation(img.affine)):
+        shape[int(axis)] = n
+    return tuple(shape)
+
+
+def _file_value_at(img, world_xyz, t=None):
+    """The file's voxel value at a world position (which must fall on a voxel centre)."""
+    ijk = (np.linalg.inv(img.affine) @ np.append(world_xyz, 1.0))[:3]
+    np.testing.assert_allclose(ijk, np.round(ijk), atol=1e-4)
+    index = tuple(np.round(ijk).astype(int)) + ((t,) if t is not None else ())
+    return np.asarray(img.dataobj)[index]
 
 
 @pytest.mark.parametrize("name", ["example4d.nii.gz", "example_nifti2.nii.gz"])
 def test_series_brightest_voxel_at_its_world_position(make_napari_viewer, name):
-    """nibabel's oblique 4D file and its NIfTI-2 file open as (t, k, j, i) series."""
+    """nibabel's oblique 4D file and its NIfTI-2 file open as (t, S, A, R) series."""
     img = nib.load(str(NIBABEL_DATA / name))
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(NIBABEL_DATA / name), plugin="napari-hydranet")
-    assert layer.data.shape == (img.shape[3], *img.shape[2::-1])
-    index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (t, k, j, i)
-    ijk = np.array(index[:0:-1], float)
-    data = np.asarray(img.dataobj)
-    assert data[(*ijk.astype(int), index[0])] == data.max()
+    assert layer.data.shape == (img.shape[3], *_ras_shape(img)[::-1])
+    assert layer.data.max() == np.asarray(img.dataobj).max()
+    index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (t, S, A, R)
     world_xyz = np.asarray(layer.data_to_world(index), float)[1:][::-1]
-    np.testing.assert_allclose(world_xyz, (img.affine @ np.append(ijk, 1.0))[:3], atol=1e-4)
+    assert _file_value_at(img, world_xyz, t=int(index[0])) == layer.data.max()
     np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "nifti2", "oblique"])
+@pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "nifti2", "oblique", "sagittal"])
 def test_brightest_voxel_at_its_world_position(make_napari_viewer, made_files, name):
+    """Layers show the volume in RAS order (S, A, R), whatever the file's voxel order, and the
+    brightest voxel lies where the file's affine puts it."""
     path = made_files.get(name) or NIBABEL_DATA / name
     img = nib.load(str(path))
     assert img.ndim == 3
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path), plugin="napari-hydranet")
-    index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (k, j, i)
-    ijk = np.array(index[::-1], float)
-    data = np.asarray(img.dataobj)
-    assert data[tuple(ijk.astype(int))] == data.max()
+    assert layer.data.shape == _ras_shape(img)[::-1]
+    index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (S, A, R)
     world_xyz = np.asarray(layer.data_to_world(index), float)[::-1]
-    expected = (img.affine @ np.append(ijk, 1.0))[:3]
-    np.testing.assert_allclose(world_xyz, expected, atol=1e-4)
+    assert _file_value_at(img, world_xyz) == np.asarray(img.dataobj).max()
     np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
     assert [str(u) for u in layer.units] == ["millimeter"] * 3
+
+
+def test_a_scan_stored_sagittally_is_drawn(make_napari_viewer, made_files):
+    """napari cannot slice across a layer's data axes; shown in file order, a scan whose axes
+    are permuted (stored sagittally) stopped the viewer on its first draw."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(made_files["sagittal"]), plugin="napari-hydranet")
+    assert viewer.screenshot(canvas_only=True).std() > 0
 
 
 def test_binary_volumes_open_as_masks_on_the_scans_grid(make_napari_viewer, tmp_path):
@@ -120,24 +144,37 @@ def test_reader_declines_other_files(tmp_path):
     assert napari_get_reader(str(broken)) is None
 
 
-def test_image_and_labels_writers_keep_the_affine(make_napari_viewer, made_files, tmp_path):
+@pytest.mark.parametrize("name", ["oblique", "sagittal"])
+def test_layers_are_written_in_the_files_voxel_order(make_napari_viewer, made_files, tmp_path, name):
     import napari
 
     viewer = make_napari_viewer()
-    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    (scan,) = viewer.open(str(made_files[name]), plugin="napari-hydranet")
     heat = viewer.add_image(
         scan.data * 0.5, affine=scan.affine, metadata={"affine": scan.metadata["affine"]}, name="heat"
     )
     labels = viewer.add_labels(
         (scan.data > 500).astype(np.uint8), affine=scan.affine, metadata=dict(scan.metadata), name="roi"
     )
-    source = nib.load(str(made_files["oblique"]))
-    for layer, target in ((heat, tmp_path / "heat.nii.gz"), (labels, tmp_path / "roi.nii")):
+    source = nib.load(str(made_files[name]))
+    data = np.asarray(source.dataobj)
+    for layer, target, expected in (
+        (heat, tmp_path / "heat.nii.gz", data * 0.5),
+        (labels, tmp_path / "roi.nii", (data > 500).astype(np.uint8)),
+    ):
         written = napari.save_layers(str(target), [layer], plugin="napari-hydranet")
         assert written == [str(target)]
         back = nib.load(str(target))
         np.testing.assert_allclose(back.affine, source.affine, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(back.dataobj), np.transpose(layer.data, (2, 1, 0)))
+        np.testing.assert_allclose(np.asarray(back.dataobj), expected)
+
+
+def test_writers_fall_back_to_the_layer_affine_and_protect_scans(make_napari_viewer, made_files, tmp_path):
+    import napari
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    source = nib.load(str(made_files["oblique"]))
     # a layer without our metadata falls back to its napari affine
     plain = viewer.add_image(scan.data, affine=scan.affine, name="plain")
     napari.save_layers(str(tmp_path / "plain.nii.gz"), [plain], plugin="napari-hydranet")
@@ -158,18 +195,20 @@ def test_image_and_labels_writers_keep_the_affine(make_napari_viewer, made_files
     np.testing.assert_array_equal(np.asarray(nib.load(str(own)).dataobj), np.transpose(mask, (2, 1, 0)))
 
 
-def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files, tmp_path):
+@pytest.mark.parametrize("name", ["oblique", "sagittal"])
+def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files, tmp_path, name):
     import napari
 
     viewer = make_napari_viewer()
-    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    (scan,) = viewer.open(str(made_files[name]), plugin="napari-hydranet")
     affine = np.asarray(scan.metadata["affine"])
-    ijk = np.array([[3.0, 11.0, 4.0], [5.5, 2.25, 1.0]])
+    ijk = np.array([[3.0, 7.0, 4.0], [5.5, 2.25, 1.0]])  # in the file's voxel order
+    shown = [scan.world_to_data(((affine @ np.append(p, 1))[:3])[::-1]) for p in ijk]
     points = viewer.add_points(
-        ijk[:, ::-1],
+        np.array(shown),
         affine=scan.affine,
         features={"lesion": [1, 2], "size": [7, 3], "score": [0.9, 0.4]},
-        metadata={"affine": affine.tolist(), "source": "oblique.nii.gz"},
+        metadata={"affine": affine.tolist(), "source": f"{name}.nii.gz"},
         name="dets",
     )
     target = tmp_path / "dets.csv"
@@ -178,13 +217,13 @@ def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == DETECTION_COLUMNS
     for row, p in zip(rows, ijk):
-        assert row["scan"] == "oblique.nii.gz"
+        assert row["scan"] == f"{name}.nii.gz"
         np.testing.assert_allclose([float(row[c]) for c in "ijk"], p, atol=1e-5)
         xyz = (affine @ np.append(p, 1))[:3]
         np.testing.assert_allclose([float(row[c]) for c in "xyz"], xyz, rtol=1e-5, atol=1e-4)
         # the world position napari shows for the point is the one written
-        shown = np.asarray(points.data_to_world(p[::-1]))[::-1]
-        np.testing.assert_allclose(shown, xyz, atol=1e-4)
+        at = np.asarray(points.data_to_world(points.data[int(row["lesion"]) - 1]))[::-1]
+        np.testing.assert_allclose(at, xyz, atol=1e-4)
     voxel = abs(np.linalg.det(affine[:3, :3]))
     assert float(rows[0]["size_mm3"]) == pytest.approx(7 * voxel, rel=1e-5)
     assert float(rows[1]["score"]) == pytest.approx(0.4)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from napari.layers import Labels
-from synth import make_cohort
+from synth import make_cohort, save_stored_otherwise
 
 from napari_hydranet import _writer
 from napari_hydranet.infer import DETECTION_COLUMNS, predict_file
@@ -151,6 +151,43 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert len(viewer.layers) == n_layers and viewer.layers["sample detections"] is not points
     assert foreign in viewer.layers and scan in viewer.layers and mask in viewer.layers
     assert [ly.name for ly in viewer.layers].count("sample detections") == 1
+
+
+def test_predict_on_a_scan_stored_in_another_voxel_order(
+    qtbot, make_napari_viewer, tiny_model, errors, tmp_path
+):
+    """A scan stored LPS with permuted axes: the dock's overlays save as the engine's outputs
+    for that file, on its own grid."""
+    from napari_hydranet._widgets import PredictWidget
+
+    sample = load_sample()
+    scan_path = save_stored_otherwise(sample.scan, tmp_path / "other.nii.gz")
+    mask_path = save_stored_otherwise(sample.mask, tmp_path / "other_mask.nii.gz")
+    viewer = make_napari_viewer()
+    viewer.open(str(scan_path), plugin="napari-hydranet")
+    viewer.open(str(mask_path), plugin="napari-hydranet")
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    expected, affine = predict_file(
+        load_model(tiny_model), scan_path, torch.device("cpu"), mask_path=mask_path
+    )
+    heat, points = viewer.layers["other heatmap"], viewer.layers["other detections"]
+    _writer.write_volume_layer(str(tmp_path / "heat.nii.gz"), heat.data, heat.as_layer_data_tuple()[1])
+    written = nib.load(str(tmp_path / "heat.nii.gz"))
+    np.testing.assert_allclose(written.affine, affine, atol=1e-6)
+    np.testing.assert_allclose(np.asanyarray(written.dataobj), expected.source_heatmap(), atol=1e-6)
+    _writer.write_points_layer(str(tmp_path / "d.csv"), points.data, points.as_layer_data_tuple()[1])
+    with open(tmp_path / "d.csv", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    assert len(rows) == expected.n_detections > 0
+    np.testing.assert_allclose(
+        np.array([r[2:8] for r in rows], float),
+        np.array([r[2:8] for r in expected.detection_rows(affine)], float),
+        atol=1e-3,
+    )
 
 
 def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import napari_affine
+from .._layers import from_display, napari_affine
 from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
@@ -77,11 +77,13 @@ def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     return QVBoxLayout(inner)
 
 
-def layer_to_scan(layer) -> Scan:
-    """An Image/Labels layer (k, j, i) → ``Scan`` (i, j, k) with the file's affine.
+def layer_to_scan(layer, like: Scan | None = None) -> Scan:
+    """An Image/Labels layer → ``Scan`` in the file's voxel order (i, j, k) with its affine.
 
-    Layers opened with our reader carry the true affine in ``metadata["affine"]``; for any
-    other 3D layer the affine is recovered from the layer's (permuted) napari affine.
+    Layers opened with our reader carry the true affine in ``metadata["affine"]`` and show the
+    volume in RAS order (``_layers.to_display``). A layer without it drawn over a scan
+    (``like``) lies on that scan's displayed grid; any other 3D layer is taken as it is, its
+    affine recovered from the layer's (permuted) napari affine.
     """
     data = np.asarray(layer.data)
     if data.ndim != 3:
@@ -89,12 +91,15 @@ def layer_to_scan(layer) -> Scan:
     meta = layer.metadata or {}
     if meta.get("affine") is not None:
         affine = np.asarray(meta["affine"], float)
+        array = from_display(data, affine)
+    elif like is not None:
+        affine, array = like.affine, from_display(data, like.affine)
     else:  # the permutation is its own inverse
         affine = napari_affine(layer.affine.affine_matrix)
+        array = np.transpose(data, (2, 1, 0))
     path = Path(meta["path"]) if meta.get("path") else None
-    array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)), dtype=np.float32)
-    array, notes = finite(array, f"layer '{layer.name}'")  # the note reaches the dock with the result
-    return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")
+    array, notes = finite(np.ascontiguousarray(array, dtype=np.float32), f"layer '{layer.name}'")
+    return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")  # notes reach the dock
 
 
 def scan_name(layer) -> str:

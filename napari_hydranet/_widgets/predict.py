@@ -24,14 +24,13 @@ from qtpy.QtWidgets import (
 from .._layers import detections_layer, heatmap_layer
 from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
-from ..infer import Prediction, predict_prepared
+from ..infer import Prediction, predict_scan
 from ..models import load_model
-from ..preprocess import prepare
 from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scan_name, scrolling_layout
 
 INTENSITY_WEIGHT = 0.5
 SLIDER_STEPS = 1000  # the slider spans default / 100 … default × 100 on a log scale
-_STAGES = ("loading the model", "preparing the scan", "running the network (8 flips)")
+_STAGES = ("loading the model", "running the network (8 flips)")
 
 
 def _predict_job(model_dir, cache, scan, mask, weight):
@@ -42,9 +41,7 @@ def _predict_job(model_dir, cache, scan, mask, weight):
         key = (str(model_dir), str(device))
         model = cache[1] if cache and cache[0] == key else load_model(model_dir, device)
         yield _STAGES[1]
-        prepared = prepare(scan, model.preprocess, mask)
-        yield _STAGES[2]
-        pred = predict_prepared(model, prepared, device, intensity_weight=weight, path=scan.path)
+        pred = predict_scan(model, scan, device, mask, intensity_weight=weight)
         return {"model": (key, model), "pred": pred}
     except Exception as exc:  # reported in the viewer, never as a traceback dialog
         return {"error": error_text(exc)}
@@ -157,9 +154,7 @@ class PredictWidget(QWidget):
         try:
             scan = layer_to_scan(layer)
             mask_layer = self.mask_combo.layer()
-            mask = layer_to_scan(mask_layer) if mask_layer is not None else None
-            if mask is not None and not (mask_layer.metadata or {}).get("affine"):
-                mask.affine = scan.affine  # a layer drawn in napari lies on the scan's grid
+            mask = layer_to_scan(mask_layer, like=scan) if mask_layer is not None else None
         except Exception as exc:
             show_error(f"Predict: {error_text(exc)}")
             self.result_label.setText(f"⚠ {scan_name(layer)}: not predicted. {error_text(exc)}")
