@@ -90,8 +90,10 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
         for n in names:
             scan = read_scan(root / "scans" / n)
             p = prepare(scan, pre, read_scan(root / "masks" / n))
-            if not p.is_ras:  # lesion centres and offsets below are in the file's voxel order
-                raise SystemExit(f"{root / 'scans' / n}: simulated scans are stored in RAS order")
+            if not p.on_source_grid:  # lesion centres and offsets below are the file's voxel indices
+                raise SystemExit(
+                    f"{root / 'scans' / n}: not on the network's grid (stored RAS, not resampled)"
+                )
             images.append(p.array)
             offsets.append(p.offset)
             spacing.append(np.sqrt((scan.affine[:3, :3] ** 2).sum(0)))

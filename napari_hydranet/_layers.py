@@ -148,7 +148,8 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     ras = ijk @ to_ras[:3, :3].T + to_ras[:3, 3]
     features = {
         "lesion": np.arange(1, len(dets) + 1),
-        "size": np.array([d.size for d in dets], int),
+        "size": np.array([d.size for d in dets], int),  # voxels of the network's grid
+        "size_mm3": np.array([d.size * pred.prepared.voxel_mm3 for d in dets], float),
         "score": np.array([d.score for d in dets], float),
     }
     meta = {

@@ -78,11 +78,12 @@ def detection_rows(data, meta: dict) -> list[list]:
     lesions = column("lesion", lambda i: i + 1)
     sizes = column("size", lambda i: "")
     scores = column("score", lambda i: "")
-    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))
+    voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))  # for points without a size_mm3
+    volumes = column("size_mm3", lambda i: float(sizes[i]) * voxel_mm3 if sizes[i] != "" else "")
     rows = []
-    for xyz, lesion, size, score in zip(world, lesions, sizes, scores):
+    for xyz, lesion, size, score, size_mm3 in zip(world, lesions, sizes, scores, volumes):
         ijk = np.round(to_file[:3, :3] @ xyz + to_file[:3, 3], 6)
-        size_mm3 = float(size) * voxel_mm3 if size != "" else ""
+        size_mm3 = float(size_mm3) if size_mm3 != "" else ""
         size = int(size) if size != "" else ""
         score = float(score) if score != "" else ""
         rows.append([scan, int(lesion), *ijk, *xyz, size, score, size_mm3])

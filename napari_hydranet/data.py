@@ -20,6 +20,7 @@ class Cohort:
     spacing: list[float] = field(default_factory=list)  # median voxel size, mm
     notes: list[str] = field(default_factory=list)
     densities: np.ndarray | None = None  # (N, I, J, K) lesion targets (lesion_target), pretraining only
+    spacing_range: tuple[float, float] | None = None  # smallest and largest voxel edge, mm
 
     def __len__(self) -> int:
         return len(self.names)
@@ -32,7 +33,13 @@ class Cohort:
         idx = list(idx)
         dens = self.densities[idx] if self.densities is not None else None
         return Cohort(
-            [self.names[i] for i in idx], self.images[idx], self.labels[idx], self.spacing, [], dens
+            [self.names[i] for i in idx],
+            self.images[idx],
+            self.labels[idx],
+            self.spacing,
+            [],
+            dens,
+            self.spacing_range,
         )
 
 
@@ -96,7 +103,7 @@ def load_cohort(
         names.append(name)
         images.append(prepared.array)
         values.append(value)
-        spacings.append(scan.ras_spacing)
+        spacings.append(np.linalg.norm(prepared.affine[:3, :3], axis=0))  # the network's voxels, R, A, S
     return Cohort(
         names,
         np.stack(images).astype(np.float32),
@@ -104,6 +111,7 @@ def load_cohort(
         [float(s) for s in np.median(np.asarray(spacings), 0)],
         notes,
         np.stack(densities).astype(np.float32) if densities else None,
+        (float(np.min(spacings)), float(np.max(spacings))) if spacings else None,
     )
 
 

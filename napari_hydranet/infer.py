@@ -82,7 +82,7 @@ class Prediction:
         """Rows of the detections CSV: source voxel indices and world mm of each centre."""
         if not self.result:
             return []
-        voxel_mm3 = abs(float(np.linalg.det(source_affine[:3, :3])))
+        voxel_mm3 = self.prepared.voxel_mm3  # sizes are counted on the network's grid
         rows = []
         for n, det in enumerate(self.result.detections, start=1):
             ijk = self.prepared.to_source_index(det.centre)
@@ -163,21 +163,21 @@ def predict_scan(
     """Prepare and predict one scan (the CLI's files and the Predict dock's layers alike)."""
     prepared = prepare(scan, model.preprocess, mask)
     pred = predict_prepared(model, prepared, device, path=scan.path, **kwargs)
-    pred.notes += spacing_notes(model, scan)
+    pred.notes += spacing_notes(model, prepared)
     return pred
 
 
-def spacing_notes(model: Model, scan: Scan) -> list[str]:
-    """A note when the scan's voxels (along R, A, S) differ by over 30 % from those the model
-    was trained on."""
+def spacing_notes(model: Model, prepared: Prepared) -> list[str]:
+    """A note when the voxels the network saw (along R, A, S) differ by over 30 % from those
+    the model was trained on."""
     trained = (model.config.get("training") or {}).get("spacing_mm")
     if not trained:
         return []
-    ratio = np.asarray(scan.ras_spacing) / np.asarray(trained, float)
-    if np.all(np.abs(ratio - 1) <= 0.3):
+    spacing = np.linalg.norm(prepared.affine[:3, :3], axis=0)
+    if np.all(np.abs(spacing / np.asarray(trained, float) - 1) <= 0.3):
         return []
     return [
-        f"{scan.name}: voxel size {tuple(round(s, 2) for s in scan.ras_spacing)} mm differs from the "
+        f"{prepared.name}: voxel size {tuple(round(float(s), 2) for s in spacing)} mm differs from the "
         f"model's training data ({tuple(round(s, 2) for s in trained)} mm); counts may be off"
     ]
 

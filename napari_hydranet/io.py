@@ -59,14 +59,6 @@ class Scan:
         """nibabel orientation (3, 2): the RAS axis and direction of each file axis."""
         return nib.orientations.io_orientation(self.affine)
 
-    @property
-    def ras_spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the axes nearest to R, A and S (whatever the voxel order)."""
-        out = [0.0, 0.0, 0.0]
-        for size, (axis, _) in zip(self.spacing, self.ras_orientation):
-            out[int(axis)] = size
-        return tuple(out)
-
 
 def scan_stem(path: str | os.PathLike) -> str:
     """File name without ``.nii`` / ``.nii.gz``."""

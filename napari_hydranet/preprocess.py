@@ -9,6 +9,7 @@ own affine, so outputs map back to the file's grid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -34,11 +35,17 @@ class PreprocessConfig:
     trim_percentile: float = 99.0
     use_mask: bool = True
     intensity_reference: str = "percentile"  # see ``rescale``
+    spacing_range_mm: tuple[float, float] | None = None  # voxel edges the network was trained on
+    spacing_mm: tuple[float, float, float] | None = None  # its typical voxel (R, A, S), see network_zoom
 
     def to_dict(self) -> dict:
         extra = {}  # written only when not the default: older readers and caches keep working
         if self.intensity_reference != "percentile":
             extra["intensity_reference"] = self.intensity_reference
+        if self.spacing_range_mm is not None:
+            extra["spacing_range_mm"] = list(self.spacing_range_mm)
+        if self.spacing_mm is not None:
+            extra["spacing_mm"] = list(self.spacing_mm)
         return {
             "crop_shape": list(self.crop_shape) if self.crop_shape else None,
             "mask_dilation": self.mask_dilation,
@@ -57,6 +64,10 @@ class PreprocessConfig:
                 f"unknown intensity_reference {reference!r} "
                 f"(expected one of {', '.join(INTENSITY_REFERENCES)})"
             )
+        edges = _positive_mm(d, "spacing_range_mm", 2, "[smallest, largest]")
+        if edges is not None and edges[0] > edges[1]:
+            raise HydranetError(f"spacing_range_mm {list(edges)}: expected [smallest, largest] in mm")
+        spacing = _positive_mm(d, "spacing_mm", 3, "three voxel edges")
         return cls(
             crop_shape=tuple(int(c) for c in crop) if crop else None,
             mask_dilation=int(d.get("mask_dilation", 2)),
@@ -64,21 +75,43 @@ class PreprocessConfig:
             trim_percentile=float(d.get("trim_percentile", 99.0)),
             use_mask=bool(d.get("use_mask", True)),
             intensity_reference=reference,
+            spacing_range_mm=edges,
+            spacing_mm=spacing,
         )
+
+
+def _positive_mm(d: dict, key: str, n: int, what: str) -> tuple | None:
+    """``d[key]`` as ``n`` positive finite floats (mm), None when absent."""
+    value = d.get(key)
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+        valid = len(out) == n and all(0 < v < math.inf for v in out)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise HydranetError(f"{key} {value!r}: expected {what} in mm")
+    return out
 
 
 @dataclass
 class Prepared:
     """A network input cut from a source scan.
 
+    The network's grid is the source volume in RAS order (``orientation``), resampled by
+    ``zoom`` (its voxel edges over the file's, per RAS axis; 1 where not resampled).
+
     Attributes
     ----------
     array : float32 (I, J, K) in [0, 1], the masked, cropped, rescaled volume, RAS order.
     affine : voxel-to-world matrix of the crop.
-    offset : index of the crop's voxel (0, 0, 0) on the source volume in RAS order (the file's
-        own index when it is stored RAS); may be negative (zero-padded).
+    offset : index of the crop's voxel (0, 0, 0) on the network's grid (the file's own index
+        when the file is stored RAS and not resampled); may be negative (zero-padded).
     source_shape : shape of the source volume in the file's voxel order.
     orientation : nibabel orientation taking the file's voxel order to RAS.
+    zoom : network voxel edge / file voxel edge along R, A, S.
+    grid_shape : shape of the network's grid before cropping (the RAS source's if no zoom).
     """
 
     array: np.ndarray
@@ -88,28 +121,49 @@ class Prepared:
     name: str = "scan"
     notes: list[str] = field(default_factory=list)
     orientation: np.ndarray = field(default_factory=lambda: RAS.copy())
+    zoom: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    grid_shape: tuple[int, int, int] | None = None
 
     @property
-    def is_ras(self) -> bool:
-        return bool(np.array_equal(self.orientation, RAS))
+    def on_source_grid(self) -> bool:
+        """True when crop index + offset is the file's own voxel index."""
+        return bool(np.array_equal(self.orientation, RAS)) and not self.resampled
+
+    @property
+    def voxel_mm3(self) -> float:
+        """Volume of one voxel of the network's grid."""
+        return abs(float(np.linalg.det(self.affine[:3, :3])))
+
+    @property
+    def resampled(self) -> bool:
+        return any(z != 1.0 for z in self.zoom)
+
+    def _ras_source_shape(self) -> tuple[int, int, int]:
+        shape = np.zeros(3, int)
+        shape[self.orientation[:, 0].astype(int)] = self.source_shape
+        return tuple(int(n) for n in shape)
 
     def to_source_index(self, ijk: np.ndarray) -> np.ndarray:
         """Crop voxel coordinates (…, 3) → voxel coordinates of the source file."""
-        ras = np.asarray(ijk, float) + np.asarray(self.offset, float)
+        ras = (np.asarray(ijk, float) + np.asarray(self.offset, float)) * np.asarray(self.zoom)
         to_file = inv_ornt_aff(self.orientation, self.source_shape)
         return ras @ to_file[:3, :3].T + to_file[:3, 3]
 
     def uncrop(self, volume: np.ndarray) -> np.ndarray:
-        """Place a crop-shaped volume back on the source grid (zeros elsewhere)."""
-        ras_shape = np.zeros(3, int)
-        ras_shape[self.orientation[:, 0].astype(int)] = self.source_shape
-        out = np.zeros(tuple(ras_shape), dtype=np.float32)
+        """Place a crop-shaped volume back on the source grid (zeros elsewhere; interpolated
+        linearly where the scan was resampled)."""
+        ras_shape = self._ras_source_shape()
+        out = np.zeros(self.grid_shape or ras_shape, dtype=np.float32)
         src, dst = _overlap(self.offset, volume.shape, out.shape)
         out[src] = volume[dst]
+        if self.resampled:
+            out = ndimage.affine_transform(out, 1 / np.asarray(self.zoom), output_shape=ras_shape, order=1)
         return np.ascontiguousarray(apply_orientation(out, ornt_transform(RAS, self.orientation)))
 
     def crop_source(self, volume: np.ndarray) -> np.ndarray:
-        """Cut a volume on the source file's grid (a lesion mask) to this crop, RAS order."""
+        """Cut a volume on the source file's grid (a lesion map) to this crop, RAS order."""
+        if self.resampled:  # a lesion map's mass would not survive interpolation
+            raise HydranetError(f"{self.name}: lesion maps of resampled scans are not supported")
         return crop_box(apply_orientation(volume, self.orientation), None, self.array.shape, self.offset)[0]
 
 
@@ -214,6 +268,38 @@ def to_ras(scan: Scan) -> Scan:
     return replace(scan, array=array, affine=scan.affine @ inv_ornt_aff(orientation, scan.array.shape))
 
 
+def network_zoom(spacing, cfg: PreprocessConfig) -> np.ndarray | None:
+    """Per axis, the network's voxel edge over the scan's, or None to use the scan as stored.
+
+    Axes whose voxels lie inside the range the model was trained on (``spacing_range_mm``,
+    2 % either side for rounding in headers) are kept; the others go to the model's typical
+    voxel (``spacing_mm``, its training cohort's median, as nnU-Net resamples), or to the
+    range's nearest end when the model does not say.
+    """
+    if cfg.spacing_range_mm is None:
+        return None
+    spacing = np.asarray(spacing, float)
+    lo, hi = cfg.spacing_range_mm
+    outside = (spacing < lo / 1.02) | (spacing > hi * 1.02)
+    if not outside.any():
+        return None
+    typical = np.asarray(cfg.spacing_mm, float) if cfg.spacing_mm else np.clip(spacing, lo, hi)
+    return np.where(outside, typical, spacing) / spacing
+
+
+def resample(scan: Scan, zoom: np.ndarray, smooth: bool = True) -> Scan:
+    """The scan on a grid whose voxel edges are ``zoom`` times its own (voxel 0 kept), by
+    linear interpolation; when coarsening, a Gaussian of (zoom − 1) / 2 voxels first, so
+    that small lesions are averaged into the larger voxels as an acquisition would."""
+    zoom = np.asarray(zoom, float)
+    shape = tuple(int(np.floor((n - 1) / z + 1e-6)) + 1 for n, z in zip(scan.array.shape, zoom))
+    array = scan.array
+    if smooth and np.any(zoom > 1):
+        array = ndimage.gaussian_filter(array, np.maximum(zoom - 1, 0) / 2)
+    out = ndimage.affine_transform(array, zoom, output_shape=shape, order=1)
+    return replace(scan, array=out.astype(np.float32), affine=scan.affine @ np.diag([*zoom, 1.0]))
+
+
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
     if mask is not None:
@@ -229,8 +315,18 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         mask = to_ras(mask)
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
     scan = to_ras(scan)
-    data = scan.array
     notes = list(scan.notes)
+    zoom = network_zoom(scan.spacing, cfg)
+    if zoom is not None:
+        before = "×".join(f"{s:.2g}" for s in scan.spacing)
+        scan = resample(scan, zoom)
+        if mask is not None:
+            mask = replace(mask, array=(resample(mask, zoom, smooth=False).array > 0.5).astype(np.uint8))
+        notes.append(
+            f"{scan.name}: {before} mm voxels resampled to {'×'.join(f'{s:.2g}' for s in scan.spacing)} mm "
+            f"(the model was trained on {cfg.spacing_range_mm[0]:g}–{cfg.spacing_range_mm[1]:g} mm voxels)"
+        )
+    data = scan.array
     if mask is not None:
         roi = mask.array > 0
         if not roi.any():
@@ -277,4 +373,6 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         name=scan.name,
         notes=notes,
         orientation=orientation,
+        zoom=tuple(float(z) for z in zoom) if zoom is not None else (1.0, 1.0, 1.0),
+        grid_shape=tuple(data.shape),
     )

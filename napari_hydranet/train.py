@@ -298,6 +298,13 @@ def train(
         pre = replace(pre, intensity_reference="percentile")
         train_set, val_set, notes = _load_data(cfg, pre)
         notes.append(f"{exc}; --intensity-reference auto took the 99th percentile instead")
+    if base is None:  # scans with voxels outside this range are resampled when predicted
+        edges = [c.spacing_range for c in (train_set, val_set) if c.spacing_range]
+        pre = replace(
+            pre,
+            spacing_range_mm=(min(e[0] for e in edges), max(e[1] for e in edges)),
+            spacing_mm=tuple(train_set.spacing),
+        )
     net = base.net if base is not None else build_net(arch, arch_args)
     place(net, device).train()
     lr = cfg.learning_rate()

@@ -108,6 +108,8 @@ def test_cpu_placement_is_channels_last_with_the_same_outputs(tmp_path):
         ({"format_version": "two"}, "malformed"),
         ({"architecture": "gpunet"}, "malformed"),
         ({"preprocess": {"crop_shape": "64x52x40"}}, "malformed preprocess settings"),
+        ({"preprocess": {"spacing_range_mm": [1.6, 0.9]}}, r"expected \[smallest, largest\]"),
+        ({"preprocess": {"spacing_mm": [1.2, 0, 1.2]}}, "expected three voxel edges"),
         ({"architecture": {"name": "gpunet", "args": [4, 8]}}, "must be a JSON object"),
         ({"architecture": {"name": "gpunet", "args": {"features": "x"}}}, "bad arguments"),
     ],

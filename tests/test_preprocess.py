@@ -4,7 +4,15 @@ from synth import stored_otherwise
 
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.io import Scan
-from napari_hydranet.preprocess import MEDIAN_SPAN, PreprocessConfig, crop_box, prepare, rescale, smooth_mask
+from napari_hydranet.preprocess import (
+    MEDIAN_SPAN,
+    PreprocessConfig,
+    crop_box,
+    network_zoom,
+    prepare,
+    rescale,
+    smooth_mask,
+)
 
 
 def _world(affine, ijk):
@@ -123,7 +131,7 @@ def test_a_scan_stored_in_another_voxel_order_prepares_like_ras(order, flips):
     other = prepare(
         Scan(stored, stored_affine), cfg, Scan(stored_otherwise(mask, affine, order, flips)[0], stored_affine)
     )
-    assert ras.is_ras and not other.is_ras
+    assert ras.on_source_grid and not other.on_source_grid
     np.testing.assert_array_equal(other.array, ras.array)  # the network sees the same input
     np.testing.assert_allclose(other.affine, ras.affine, atol=1e-9)
     crop_voxels = np.array([[3.0, 7.0, 11.0], [20.0, 1.0, 0.0]])
@@ -136,3 +144,49 @@ def test_a_scan_stored_in_another_voxel_order_prepares_like_ras(order, flips):
     np.testing.assert_array_equal(
         other.crop_source(stored_otherwise(lesions, affine, order, flips)[0]), ras.crop_source(lesions)
     )
+
+
+def test_voxels_outside_the_models_range_are_resampled_into_it():
+    """A 0.5 mm scan for a model trained on 0.9-1.6 mm voxels: the network sees 0.9 mm voxels,
+    and a bright spot found on its grid maps back to where it lies in the file."""
+    affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    affine[:3, 3] = [-30, -25, -20]
+    arr = np.full((120, 100, 80), 100.0, np.float32)
+    arr[70:73, 40:43, 30:33] = 1000.0  # a bright spot, centre (71, 41, 31)
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[30:90, 20:80, 15:65] = 1
+    cfg = PreprocessConfig(crop_shape=(40, 40, 32), trim_percentile=100.0, spacing_range_mm=(0.9, 1.6))
+    p = prepare(Scan(arr, affine), cfg, Scan(mask, affine))
+    np.testing.assert_allclose(np.linalg.norm(p.affine[:3, :3], axis=0), 0.9)
+    assert p.resampled and not p.on_source_grid
+    assert any("resampled to 0.9×0.9×0.9 mm" in n for n in p.notes)
+    peak = np.array(np.unravel_index(np.argmax(p.array), p.array.shape), float)
+    src = p.to_source_index(peak)
+    np.testing.assert_allclose(_world(affine, src), _world(p.affine, peak))
+    assert np.linalg.norm(src - [71, 41, 31]) * 0.5 <= 0.9  # within one network voxel
+    back = p.uncrop(p.array)
+    assert back.shape == arr.shape
+    near = np.round(src).astype(int)
+    assert back[tuple(near)] > 0.5 * p.array.max()  # the spot is back where it was
+    with pytest.raises(HydranetError, match="lesion maps of resampled scans"):
+        p.crop_source(arr)
+    inside = prepare(
+        Scan(arr, affine * [[2.4], [2.4], [2.4], [1]]), cfg, Scan(mask, affine * [[2.4], [2.4], [2.4], [1]])
+    )
+    assert not inside.resampled and inside.on_source_grid  # 1.2 mm voxels: as stored
+
+
+def test_preprocess_config_keeps_its_voxel_range():
+    cfg = PreprocessConfig(spacing_range_mm=(0.9, 1.6), spacing_mm=(1.2, 1.2, 1.25))
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert "spacing_range_mm" not in PreprocessConfig().to_dict()  # older readers keep working
+
+
+def test_only_axes_outside_the_range_go_to_the_typical_voxel():
+    cfg = PreprocessConfig(spacing_range_mm=(0.9, 1.6), spacing_mm=(1.2, 1.2, 1.3))
+    np.testing.assert_allclose(network_zoom((0.5, 0.5, 1.0), cfg), (2.4, 2.4, 1.0))
+    np.testing.assert_allclose(network_zoom((1.0, 1.0, 3.0), cfg), (1.0, 1.0, 1.3 / 3.0))
+    assert network_zoom((0.89, 1.6, 1.62), cfg) is None  # within 2 %: rounding in headers
+    assert network_zoom((0.5, 0.5, 0.5), PreprocessConfig()) is None  # a model without a range
+    nearest_end = PreprocessConfig(spacing_range_mm=(0.9, 1.6))
+    np.testing.assert_allclose(network_zoom((0.5, 1.0, 2.0), nearest_end), (1.8, 1.0, 0.8))

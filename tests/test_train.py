@@ -130,6 +130,8 @@ def test_intensity_reference_is_kept_with_the_model_and_used_to_predict(cohort, 
     list(train(_cfg(cohort, out, epochs=1, intensity_reference="median")))
     model = load_model(out)
     assert model.preprocess.intensity_reference == "median"
+    assert model.preprocess.spacing_range_mm == pytest.approx((1.0, 1.2))  # the cohort's voxel edges
+    assert model.preprocess.spacing_mm == pytest.approx((1.0, 1.0, 1.2))
     scan = cohort / "scans" / sorted(p.name for p in (cohort / "scans").iterdir())[0]
     median = predict_file(model, scan, "cpu", cohort / "masks", flips=1)[0].count
     model.config["preprocess"]["intensity_reference"] = "percentile"
