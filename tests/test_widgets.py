@@ -271,6 +271,13 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     args = widget.build_args()
     assert args[args.index("--init") + 1] == "default" and "--recalibrate-only" in args
     assert not widget.epochs.isEnabled() and not widget.lr.isEnabled()  # no gradient steps to set
+    widget.start_from.setCurrentText("a model folder")
+    widget.init.set_path("default")  # the bundled model's name, as on the command line
+    args = widget.build_args()
+    assert args[args.index("--init") + 1] == "default"
+    widget.init.set_path(tmp_path / "elsewhere")
+    args = widget.build_args()
+    assert args[args.index("--init") + 1] == str((tmp_path / "elsewhere").resolve())
     widget.start_from.setCurrentText("scratch")
     assert not widget.recal_only.isEnabled() and "--recalibrate-only" not in widget.build_args()
     assert widget.epochs.isEnabled() and widget.lr.isEnabled()

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import HydranetError
 from ..io import read_labels
-from ..models import WEIGHTS
+from ..models import DEFAULT_NAME, WEIGHTS
 from ._common import PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
@@ -81,7 +81,7 @@ class TrainWidget(QWidget):
         self.val_fraction = _spin(QDoubleSpinBox, 0.05, 0.5, 0.2, 0.05)
         self.start_from = QComboBox()
         self.start_from.addItems(START_FROM)
-        self.init = PathPicker("dir", placeholder="model folder to fine-tune")
+        self.init = PathPicker("dir", placeholder="model folder to fine-tune (or default)")
         self.recal_only = QCheckBox("only recalibrate the count to these labels (seconds)")
         self.recal_only.setToolTip(
             "A fast first step on a new cohort: the heatmap stays, the count's level and scale "
@@ -209,9 +209,13 @@ class TrainWidget(QWidget):
         if choice == "default model":
             args += ["--init", "default"]
         elif choice == "a model folder":
-            if self.init.path() is None:
+            folder = self.init.path()
+            if folder is None:
                 raise HydranetError("choose the model folder to start from")
-            args += ["--init", str(self.init.path().resolve())]
+            if str(folder) == DEFAULT_NAME:  # the bundled model, as the command line reads it
+                args += ["--init", DEFAULT_NAME]
+            else:
+                args += ["--init", str(folder.resolve())]
         if choice != "scratch" and self.recal_only.isChecked():
             args += ["--recalibrate-only"]
         if choice == "scratch":
