@@ -37,6 +37,14 @@ def display_affine(affine: np.ndarray, shape) -> np.ndarray:
     return napari_affine(np.asarray(affine, float) @ np.linalg.inv(_to_ras(affine, shape)))
 
 
+def display_shape(shape, affine: np.ndarray) -> tuple[int, int, int]:
+    """Shape of ``to_display``'s output for a file volume of ``shape``."""
+    ras = [0, 0, 0]
+    for n, (axis, _) in zip(shape, io_orientation(affine)):
+        ras[int(axis)] = int(n)
+    return tuple(ras[::-1])
+
+
 def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """File-order volume (i, j, k[, t]) → napari data: RAS order, axes reversed."""
     ras = apply_orientation(volume, io_orientation(affine))

@@ -75,8 +75,8 @@ class Prediction:
         ]
 
     def source_heatmap(self) -> np.ndarray | None:
-        """The heatmap on the source file's grid."""
-        return None if self.heatmap is None else self.prepared.uncrop(self.heatmap)
+        """The heatmap on the source file's grid (its sum is still the count)."""
+        return None if self.heatmap is None else self.prepared.uncrop(self.heatmap, density=True)
 
     def detection_rows(self, source_affine: np.ndarray) -> list[list]:
         """Rows of the detections CSV: source voxel indices and world mm of each centre."""

@@ -149,15 +149,22 @@ class Prepared:
         to_file = inv_ornt_aff(self.orientation, self.source_shape)
         return ras @ to_file[:3, :3].T + to_file[:3, 3]
 
-    def uncrop(self, volume: np.ndarray) -> np.ndarray:
+    def uncrop(self, volume: np.ndarray, density: bool = False) -> np.ndarray:
         """Place a crop-shaped volume back on the source grid (zeros elsewhere; interpolated
-        linearly where the scan was resampled)."""
+        linearly where the scan was resampled). ``density``: the volume holds amounts per
+        voxel (a heatmap whose sum is the count); they are gathered into the file's voxels
+        so that the sum stays the same."""
         ras_shape = self._ras_source_shape()
         out = np.zeros(self.grid_shape or ras_shape, dtype=np.float32)
         src, dst = _overlap(self.offset, volume.shape, out.shape)
         out[src] = volume[dst]
         if self.resampled:
-            out = ndimage.affine_transform(out, 1 / np.asarray(self.zoom), output_shape=ras_shape, order=1)
+            zoom = np.asarray(self.zoom)
+            if density:  # a file voxel spanning several network voxels takes their mean …
+                out = ndimage.uniform_filter(out, np.maximum(np.round(1 / zoom), 1).astype(int))
+            out = ndimage.affine_transform(out, 1 / zoom, output_shape=ras_shape, order=1, mode="nearest")
+            if density:  # … times how many network voxels one file voxel holds
+                out /= np.prod(zoom)
         return np.ascontiguousarray(apply_orientation(out, ornt_transform(RAS, self.orientation)))
 
     def crop_source(self, volume: np.ndarray) -> np.ndarray:
@@ -300,28 +307,54 @@ def resample(scan: Scan, zoom: np.ndarray, smooth: bool = True) -> Scan:
     return replace(scan, array=out.astype(np.float32), affine=scan.affine @ np.diag([*zoom, 1.0]))
 
 
+def same_grid(a: Scan, b: Scan) -> bool:
+    """Whether two volumes lie on one voxel grid, whatever order each is stored in."""
+    a, b = to_ras(a), to_ras(b)
+    return a.array.shape == b.array.shape and bool(np.allclose(a.affine, b.affine, atol=1e-3))
+
+
+def _mask_on_grid_of(mask: Scan, ras_scan: Scan) -> Scan:
+    """The mask in RAS order, checked to lie on the (RAS-ordered) scan's grid: the same grid
+    stored in another voxel order (a mask saved from napari's RAS view) is the same grid."""
+    where = mask.path or mask.name
+    ras_mask = to_ras(mask)
+    if ras_mask.array.shape != ras_scan.array.shape:
+        raise HydranetError(
+            f"{where}: mask shape {mask.array.shape} differs from the scan's "
+            f"({ras_scan.path or ras_scan.name}; voxels along each file's i, j, k)"
+        )
+    if not np.allclose(ras_mask.affine, ras_scan.affine, atol=1e-3):
+        raise HydranetError(
+            f"{where}: mask affine differs from the scan's ({ras_scan.path or ras_scan.name})"
+        )
+    if not ras_mask.array.any():
+        raise HydranetError(f"{where}: the mask is empty")
+    return ras_mask
+
+
+def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
+    """The ROI on the network's grid: where the resampled mask (smoothed as scans are) is over
+    one half, or, for an ROI thinner than the network's voxels, wherever it reaches."""
+    weight = resample(replace(mask, array=(mask.array > 0).astype(np.float32)), zoom).array
+    roi = weight > 0.5 if np.any(weight > 0.5) else weight > 1e-3
+    if not roi.any():
+        raise HydranetError(f"{mask.path or mask.name}: the ROI mask vanishes on the network's grid")
+    return replace(mask, array=roi.astype(np.uint8))
+
+
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
-    if mask is not None:
-        if mask.array.shape != scan.array.shape:
-            raise HydranetError(
-                f"{mask.path or mask.name}: mask shape {mask.array.shape} differs from the scan's "
-                f"{scan.array.shape} (voxels along i, j, k; napari shows them as k, j, i)"
-            )
-        if not np.allclose(mask.affine, scan.affine, atol=1e-3):
-            raise HydranetError(
-                f"{mask.path or mask.name}: mask affine differs from the scan's ({scan.path or scan.name})"
-            )
-        mask = to_ras(mask)
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
     scan = to_ras(scan)
     notes = list(scan.notes)
+    if mask is not None:
+        mask = _mask_on_grid_of(mask, scan)
     zoom = network_zoom(scan.spacing, cfg)
     if zoom is not None:
         before = "×".join(f"{s:.2g}" for s in scan.spacing)
         scan = resample(scan, zoom)
         if mask is not None:
-            mask = replace(mask, array=(resample(mask, zoom, smooth=False).array > 0.5).astype(np.uint8))
+            mask = _resampled_mask(mask, zoom)
         notes.append(
             f"{scan.name}: {before} mm voxels resampled to {'×'.join(f'{s:.2g}' for s in scan.spacing)} mm "
             f"(the model was trained on {cfg.spacing_range_mm[0]:g}–{cfg.spacing_range_mm[1]:g} mm voxels)"
@@ -329,8 +362,6 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     data = scan.array
     if mask is not None:
         roi = mask.array > 0
-        if not roi.any():
-            raise HydranetError(f"{mask.path or mask.name}: the mask is empty")
         _check_not_blank(scan, data[roi], " inside the ROI mask")
         box = int(np.prod(cfg.crop_shape)) if cfg.crop_shape is not None else data.size
         n_roi = int(roi.sum())

@@ -190,3 +190,45 @@ def test_only_axes_outside_the_range_go_to_the_typical_voxel():
     assert network_zoom((0.5, 0.5, 0.5), PreprocessConfig()) is None  # a model without a range
     nearest_end = PreprocessConfig(spacing_range_mm=(0.9, 1.6))
     np.testing.assert_allclose(network_zoom((0.5, 1.0, 2.0), nearest_end), (1.8, 1.0, 0.8))
+
+
+def test_a_mask_saved_in_another_voxel_order_of_the_same_grid_is_accepted():
+    rng = np.random.default_rng(3)
+    affine = np.diag([-1.2, 1.2, 1.4, 1.0])  # LAS, as FSL writes
+    arr = rng.random((30, 28, 20)).astype(np.float32) + 0.5
+    mask = np.zeros(arr.shape, np.uint8)
+    mask[5:20, 8:22, 4:15] = 1
+    cfg = PreprocessConfig(crop_shape=(16, 16, 12))
+    same = prepare(Scan(arr, affine), cfg, Scan(mask, affine))
+    ras_mask, ras_affine = stored_otherwise(mask, affine, order=(0, 1, 2), flips=(0,))  # as napari saves it
+    other = prepare(Scan(arr, affine), cfg, Scan(ras_mask, ras_affine))
+    np.testing.assert_array_equal(other.array, same.array)
+    shifted = ras_affine.copy()
+    shifted[0, 3] += 1.2
+    with pytest.raises(HydranetError, match="mask affine differs"):
+        prepare(Scan(arr, affine), cfg, Scan(ras_mask, shifted))
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (1.2, 1.2, 4.0)])
+def test_a_resampled_heatmap_keeps_its_sum_on_the_files_grid(spacing):
+    affine = np.diag([*spacing, 1.0])
+    shape = tuple(int(round(60 / s)) for s in spacing)
+    arr = np.random.default_rng(4).random(shape).astype(np.float32) + 0.5
+    cfg = PreprocessConfig(crop_shape=(32, 32, 24), spacing_range_mm=(0.9, 1.6), spacing_mm=(1.2, 1.2, 1.2))
+    p = prepare(Scan(arr, affine), cfg)
+    assert p.resampled
+    density = np.zeros(p.array.shape, np.float32)
+    density[10:14, 12:15, 9:13] = 0.05  # one lesion's share of the count
+    back = p.uncrop(density, density=True)
+    assert back.shape == shape
+    assert back.sum() == pytest.approx(density.sum(), rel=0.03)
+
+
+def test_an_roi_thinner_than_the_networks_voxels_is_kept():
+    affine = np.diag([0.45, 0.45, 0.45, 1.0])
+    arr = np.random.default_rng(5).random((120, 110, 90)).astype(np.float32) + 0.5
+    roi = np.zeros(arr.shape, np.uint8)
+    roi[30:90, 55, 20:70] = 1  # one voxel thick
+    cfg = PreprocessConfig(crop_shape=(32, 32, 24), spacing_range_mm=(0.9, 1.6), spacing_mm=(1.2, 1.2, 1.2))
+    p = prepare(Scan(arr, affine), cfg, Scan(roi, affine))
+    assert p.array.max() > 0

@@ -227,3 +227,52 @@ def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files
     voxel = abs(np.linalg.det(affine[:3, :3]))
     assert float(rows[0]["size_mm3"]) == pytest.approx(7 * voxel, rel=1e-5)
     assert float(rows[1]["score"]) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("name", ["nifti2", "sagittal"])
+def test_a_mask_drawn_over_a_scan_fits_it_when_saved_or_counted(
+    make_napari_viewer, made_files, tmp_path, name
+):
+    """A labels layer made over a scan copies its shown affine, not our metadata: saved, or
+    taken by the Predict dock, it must still lie on the scan's grid."""
+    import napari
+
+    from napari_hydranet._widgets._common import layer_to_scan
+    from napari_hydranet.io import read_scan
+    from napari_hydranet.preprocess import PreprocessConfig, prepare
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files[name]), plugin="napari-hydranet")
+    drawn = np.zeros(scan.data.shape, np.uint8)
+    drawn[:2, :3, :4] = 1  # a corner: mirrored or transposed, it would lie elsewhere
+    labels = viewer.add_labels(drawn, affine=scan.affine, name="roi")  # as napari's "new labels"
+    napari.save_layers(str(tmp_path / "roi.nii.gz"), [labels], plugin="napari-hydranet")
+    saved = read_scan(tmp_path / "roi.nii.gz")
+    ijk = np.argwhere(saved.array > 0)
+    world_saved = ijk @ saved.affine[:3, :3].T + saved.affine[:3, 3]
+    world_drawn = np.array([labels.data_to_world(p) for p in np.argwhere(drawn > 0)])[:, ::-1]
+    key = lambda w: sorted(map(tuple, np.round(w, 3)))  # noqa: E731
+    assert key(world_saved) == key(world_drawn)
+    cfg = PreprocessConfig(crop_shape=None)
+    source = read_scan(made_files[name])
+    from_file = prepare(source, cfg, saved)  # the scan's grid in another voxel order: accepted
+    from_layer = prepare(source, cfg, layer_to_scan(labels, like=layer_to_scan(scan)))
+    np.testing.assert_array_equal(from_file.array, from_layer.array)
+
+
+def test_a_mask_layer_in_its_files_voxel_order_is_not_mirrored():
+    """A labels layer from elsewhere, in the file's voxel order with its own correct affine."""
+    from napari.layers import Labels
+
+    from napari_hydranet._layers import napari_affine
+    from napari_hydranet._widgets._common import layer_to_scan
+    from napari_hydranet.io import Scan
+
+    affine = np.diag([-1.2, 1.2, 1.2, 1.0])  # LAS
+    scan = Scan(np.random.default_rng(0).random((30, 20, 10)).astype(np.float32), affine)
+    mask = np.zeros(scan.array.shape, np.uint8)
+    mask[2:6, 5:10, 3:6] = 1
+    layer = Labels(np.transpose(mask, (2, 1, 0)), affine=napari_affine(affine), name="roi")
+    got = layer_to_scan(layer, like=scan)
+    np.testing.assert_allclose(got.affine, affine)
+    np.testing.assert_array_equal(got.array, mask)
