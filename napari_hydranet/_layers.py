@@ -16,7 +16,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from .infer import Prediction
 from .io import Scan
-from .preprocess import RAS
+from .preprocess import RAS, ras_shape_of
 
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 
@@ -34,15 +34,12 @@ def _to_ras(affine: np.ndarray, shape) -> np.ndarray:
 def display_affine(affine: np.ndarray, shape) -> np.ndarray:
     """napari affine of a volume with file affine ``affine`` and file shape ``shape``, shown
     by ``to_display``."""
-    return napari_affine(np.asarray(affine, float) @ np.linalg.inv(_to_ras(affine, shape)))
+    return napari_affine(np.asarray(affine, float) @ inv_ornt_aff(io_orientation(affine), tuple(shape)[:3]))
 
 
 def display_shape(shape, affine: np.ndarray) -> tuple[int, int, int]:
     """Shape of ``to_display``'s output for a file volume of ``shape``."""
-    ras = [0, 0, 0]
-    for n, (axis, _) in zip(shape, io_orientation(affine)):
-        ras[int(axis)] = int(n)
-    return tuple(ras[::-1])
+    return ras_shape_of(shape, io_orientation(affine))[::-1]
 
 
 def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -58,7 +55,7 @@ def from_display(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def series_layer(path, name: str) -> tuple:
-    """A 4D NIfTI (i, j, k, t) as one layer (t, k, j, i), for viewing only: counting needs
+    """A 4D NIfTI (i, j, k, t) as one layer (t, S, A, R), for viewing only: counting needs
     one 3D volume, and the engine refuses series with a message naming the file."""
     img = nib.load(str(path))
     data = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:4])

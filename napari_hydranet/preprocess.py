@@ -1,10 +1,11 @@
 """ROI masking and cropping (000 §3.2, 004 §2.1) and intensity scaling (004 §3).
 
 Networks see every scan in RAS voxel order (the file's axes permuted and flipped to those
-nearest R, A, S; never resampled), the order of the data the bundled model was trained on,
-so a scan stored sagittally or LPS counts like the same scan stored RAS. Every step keeps
-the geometry: a ``Prepared`` volume knows where its crop lies in the source file and its
-own affine, so outputs map back to the file's grid.
+nearest R, A, S), the order of the data the bundled model was trained on, so a scan stored
+sagittally or LPS counts like the same scan stored RAS; axes whose voxels lie outside the
+sizes a model was trained on are resampled (``network_zoom``). Every step keeps the
+geometry: a ``Prepared`` volume knows where its crop lies in the source file and its own
+affine, so outputs map back to the file's grid.
 """
 
 from __future__ import annotations
@@ -138,11 +139,6 @@ class Prepared:
     def resampled(self) -> bool:
         return any(z != 1.0 for z in self.zoom)
 
-    def _ras_source_shape(self) -> tuple[int, int, int]:
-        shape = np.zeros(3, int)
-        shape[self.orientation[:, 0].astype(int)] = self.source_shape
-        return tuple(int(n) for n in shape)
-
     def to_source_index(self, ijk: np.ndarray) -> np.ndarray:
         """Crop voxel coordinates (…, 3) → voxel coordinates of the source file."""
         ras = (np.asarray(ijk, float) + np.asarray(self.offset, float)) * np.asarray(self.zoom)
@@ -154,7 +150,7 @@ class Prepared:
         linearly where the scan was resampled). ``density``: the volume holds amounts per
         voxel (a heatmap whose sum is the count); they are gathered into the file's voxels
         so that the sum stays the same."""
-        ras_shape = self._ras_source_shape()
+        ras_shape = ras_shape_of(self.source_shape, self.orientation)
         out = np.zeros(self.grid_shape or ras_shape, dtype=np.float32)
         src, dst = _overlap(self.offset, volume.shape, out.shape)
         out[src] = volume[dst]
@@ -272,7 +268,7 @@ def to_ras(scan: Scan) -> Scan:
     if np.array_equal(orientation, RAS):
         return scan
     array = np.ascontiguousarray(apply_orientation(scan.array, orientation))
-    return replace(scan, array=array, affine=scan.affine @ inv_ornt_aff(orientation, scan.array.shape))
+    return replace(scan, array=array, affine=_ras_grid(scan)[1])
 
 
 def network_zoom(spacing, cfg: PreprocessConfig) -> np.ndarray | None:
@@ -307,29 +303,41 @@ def resample(scan: Scan, zoom: np.ndarray, smooth: bool = True) -> Scan:
     return replace(scan, array=out.astype(np.float32), affine=scan.affine @ np.diag([*zoom, 1.0]))
 
 
+def ras_shape_of(shape, orientation: np.ndarray) -> tuple[int, int, int]:
+    """The shape of a volume of ``shape`` put in RAS order by ``orientation``."""
+    out = [0, 0, 0]
+    for n, axis in zip(shape, orientation[:, 0]):
+        out[int(axis)] = int(n)
+    return tuple(out)
+
+
+def _ras_grid(scan: Scan) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and affine of the scan in RAS order (``to_ras`` without moving voxels)."""
+    orientation = scan.ras_orientation
+    shape = ras_shape_of(scan.array.shape, orientation)
+    return shape, scan.affine @ inv_ornt_aff(orientation, scan.array.shape)
+
+
 def same_grid(a: Scan, b: Scan) -> bool:
     """Whether two volumes lie on one voxel grid, whatever order each is stored in."""
-    a, b = to_ras(a), to_ras(b)
-    return a.array.shape == b.array.shape and bool(np.allclose(a.affine, b.affine, atol=1e-3))
+    (shape_a, affine_a), (shape_b, affine_b) = _ras_grid(a), _ras_grid(b)
+    return shape_a == shape_b and bool(np.allclose(affine_a, affine_b, atol=1e-3))
 
 
-def _mask_on_grid_of(mask: Scan, ras_scan: Scan) -> Scan:
-    """The mask in RAS order, checked to lie on the (RAS-ordered) scan's grid: the same grid
-    stored in another voxel order (a mask saved from napari's RAS view) is the same grid."""
+def _check_mask_grid(mask: Scan, scan: Scan) -> None:
+    """Refuse a mask that does not lie on the scan's grid; the same grid stored in another
+    voxel order (a mask saved from napari's RAS view) is the same grid."""
     where = mask.path or mask.name
-    ras_mask = to_ras(mask)
-    if ras_mask.array.shape != ras_scan.array.shape:
+    (mask_shape, mask_affine), (scan_shape, scan_affine) = _ras_grid(mask), _ras_grid(scan)
+    if mask_shape != scan_shape:
         raise HydranetError(
-            f"{where}: mask shape {mask.array.shape} differs from the scan's "
-            f"({ras_scan.path or ras_scan.name}; voxels along each file's i, j, k)"
+            f"{where}: mask shape {mask.array.shape} differs from the scan's {scan.array.shape} "
+            "(voxels along each file's i, j, k)"
         )
-    if not np.allclose(ras_mask.affine, ras_scan.affine, atol=1e-3):
-        raise HydranetError(
-            f"{where}: mask affine differs from the scan's ({ras_scan.path or ras_scan.name})"
-        )
-    if not ras_mask.array.any():
+    if not np.allclose(mask_affine, scan_affine, atol=1e-3):
+        raise HydranetError(f"{where}: mask affine differs from the scan's ({scan.path or scan.name})")
+    if not mask.array.any():
         raise HydranetError(f"{where}: the mask is empty")
-    return ras_mask
 
 
 def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
@@ -344,11 +352,12 @@ def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
 
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
+    if mask is not None:
+        _check_mask_grid(mask, scan)
+        mask = to_ras(mask)
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
     scan = to_ras(scan)
     notes = list(scan.notes)
-    if mask is not None:
-        mask = _mask_on_grid_of(mask, scan)
     zoom = network_zoom(scan.spacing, cfg)
     if zoom is not None:
         before = "×".join(f"{s:.2g}" for s in scan.spacing)
