@@ -399,7 +399,8 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     if cfg.crop_shape is not None:
         if any(n < c / 2 for n, c in zip(data.shape, cfg.crop_shape)):
             notes.append(
-                f"{scan.name}: {'×'.join(map(str, data.shape))} voxels, under half the network's "
+                f"{scan.name}: {'×'.join(map(str, data.shape))} voxels"
+                f"{' once resampled' if zoom is not None else ''}, under half the network's "
                 f"input ({'×'.join(map(str, cfg.crop_shape))}) on some axis; the count may mean little"
             )
         out, offset = crop_box(scaled, centre, cfg.crop_shape)
