@@ -26,6 +26,18 @@ def napari_affine(affine: np.ndarray) -> np.ndarray:
     return _REVERSE @ np.asarray(affine, float) @ _REVERSE
 
 
+def shown_affine(state: dict) -> np.ndarray:
+    """A 3D layer's whole data → world (z, y, x) matrix from its state (``as_layer_data_tuple``
+    or a writer's ``meta``): its ``affine`` after its ``scale``, ``translate``, ``rotate`` and
+    ``shear``; the identity when the state holds none of them."""
+    from napari.utils.transforms import Affine
+
+    affine = state.get("affine")
+    affine = np.eye(4) if affine is None else np.asarray(getattr(affine, "affine_matrix", affine), float)
+    parts = {k: state[k] for k in ("scale", "translate", "rotate", "shear") if state.get(k) is not None}
+    return affine @ Affine(**parts, ndim=affine.shape[0] - 1).affine_matrix
+
+
 def _to_ras(affine: np.ndarray, shape) -> np.ndarray:
     """File voxel index → RAS-order voxel index (4×4)."""
     return np.linalg.inv(inv_ornt_aff(io_orientation(affine), tuple(shape)[:3]))

@@ -12,18 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._layers import from_display, napari_affine
+from ._layers import from_display, napari_affine, shown_affine
 from .errors import HydranetError
 from .infer import DETECTION_COLUMNS
 from .io import is_nifti, write_csv, write_volume
 
 
 def _shown_affine(meta: dict) -> np.ndarray:
-    """The layer's napari affine (data (k, j, i) → world (z, y, x))."""
-    shown = meta.get("affine")
-    if shown is None:
-        return np.eye(4)
-    shown = np.asarray(getattr(shown, "affine_matrix", shown), float)
+    """The layer's napari transform (data → world (z, y, x)), scale and translation included."""
+    shown = shown_affine(meta)
     if shown.shape != (4, 4):
         raise HydranetError(f"layer '{meta.get('name')}': not a 3D layer; cannot write it as NIfTI")
     return shown

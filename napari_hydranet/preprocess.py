@@ -156,10 +156,14 @@ class Prepared:
         out[src] = volume[dst]
         if self.resampled:
             zoom = np.asarray(self.zoom)
-            if density:  # a file voxel spanning several network voxels takes their mean …
-                out = ndimage.uniform_filter(out, np.maximum(np.round(1 / zoom), 1).astype(int))
+            coarser = zoom < 1  # file voxels spanning several network voxels
+            if density:  # each network voxel's amount shared out by overlap, so sums are kept
+                for axis in np.flatnonzero(coarser):
+                    share = _overlaps(ras_shape[axis], out.shape[axis], zoom[axis])
+                    out = np.moveaxis(np.tensordot(share, out, axes=(1, axis)), 0, axis)
+                zoom = np.where(coarser, 1.0, zoom)
             out = ndimage.affine_transform(out, 1 / zoom, output_shape=ras_shape, order=1, mode="nearest")
-            if density:  # … times how many network voxels one file voxel holds
+            if density:  # a network voxel's amount spread over the finer file voxels
                 out /= np.prod(zoom)
         return np.ascontiguousarray(apply_orientation(out, ornt_transform(RAS, self.orientation)))
 
@@ -168,6 +172,15 @@ class Prepared:
         if self.resampled:  # a lesion map's mass would not survive interpolation
             raise HydranetError(f"{self.name}: lesion maps of resampled scans are not supported")
         return crop_box(apply_orientation(volume, self.orientation), None, self.array.shape, self.offset)[0]
+
+
+def _overlaps(n_file: int, n_net: int, zoom: float) -> np.ndarray:
+    """(n_file, n_net): the share of network voxel n inside file voxel m along one axis,
+    network voxel n spanning file coordinates [(n − ½) zoom, (n + ½) zoom]."""
+    m, n = np.arange(n_file)[:, None], np.arange(n_net)[None, :]
+    low = np.maximum(m - 0.5, (n - 0.5) * zoom)
+    high = np.minimum(m + 0.5, (n + 0.5) * zoom)
+    return (np.clip(high - low, 0.0, None) / zoom).astype(np.float32)
 
 
 def smooth_mask(mask: np.ndarray, dilation: int = 2, sigma: float = 2.0) -> np.ndarray:
@@ -316,12 +329,6 @@ def _ras_grid(scan: Scan) -> tuple[tuple[int, int, int], np.ndarray]:
     orientation = scan.ras_orientation
     shape = ras_shape_of(scan.array.shape, orientation)
     return shape, scan.affine @ inv_ornt_aff(orientation, scan.array.shape)
-
-
-def same_grid(a: Scan, b: Scan) -> bool:
-    """Whether two volumes lie on one voxel grid, whatever order each is stored in."""
-    (shape_a, affine_a), (shape_b, affine_b) = _ras_grid(a), _ras_grid(b)
-    return shape_a == shape_b and bool(np.allclose(affine_a, affine_b, atol=1e-3))
 
 
 def _check_mask_grid(mask: Scan, scan: Scan) -> None:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 from synth import stored_otherwise
 
 from napari_hydranet.errors import HydranetError
@@ -209,19 +210,22 @@ def test_a_mask_saved_in_another_voxel_order_of_the_same_grid_is_accepted():
         prepare(Scan(arr, affine), cfg, Scan(ras_mask, shifted))
 
 
-@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (1.2, 1.2, 4.0)])
-def test_a_resampled_heatmap_keeps_its_sum_on_the_files_grid(spacing):
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (1.2, 1.2, 4.0), (1.0, 1.0, 3.0), (0.6, 1.2, 2.0)])
+def test_a_resampled_heatmap_keeps_its_sum_and_place_on_the_files_grid(spacing):
     affine = np.diag([*spacing, 1.0])
     shape = tuple(int(round(60 / s)) for s in spacing)
     arr = np.random.default_rng(4).random(shape).astype(np.float32) + 0.5
     cfg = PreprocessConfig(crop_shape=(32, 32, 24), spacing_range_mm=(0.9, 1.6), spacing_mm=(1.2, 1.2, 1.2))
     p = prepare(Scan(arr, affine), cfg)
     assert p.resampled
-    density = np.zeros(p.array.shape, np.float32)
-    density[10:14, 12:15, 9:13] = 0.05  # one lesion's share of the count
+    grid = np.indices(p.array.shape).astype(float)
+    centre = np.array([12.3, 14.6, 10.4])  # one lesion's share of the count, a Gaussian blob
+    density = np.exp(-((grid - centre[:, None, None, None]) ** 2).sum(0) / (2 * 1.5**2)).astype(np.float32)
+    density *= 0.8 / density.sum()
     back = p.uncrop(density, density=True)
     assert back.shape == shape
-    assert back.sum() == pytest.approx(density.sum(), rel=0.03)
+    assert back.sum() == pytest.approx(0.8, rel=0.01)
+    np.testing.assert_allclose(ndimage.center_of_mass(back), p.to_source_index(centre), atol=0.1)
 
 
 def test_an_roi_thinner_than_the_networks_voxels_is_kept():

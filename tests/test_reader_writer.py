@@ -276,3 +276,23 @@ def test_a_mask_layer_in_its_files_voxel_order_is_not_mirrored():
     got = layer_to_scan(layer, like=scan)
     np.testing.assert_allclose(got.affine, affine)
     np.testing.assert_array_equal(got.array, mask)
+
+
+def test_a_mask_layer_on_another_grid_is_refused_not_moved():
+    """A labels layer from elsewhere whose napari transform (scale, translation) puts it
+    12 mm away from the scan has the scan's shape but not its grid."""
+    from napari.layers import Labels
+
+    from napari_hydranet._layers import to_display
+    from napari_hydranet._widgets._common import layer_to_scan
+    from napari_hydranet.io import Scan
+    from napari_hydranet.preprocess import PreprocessConfig, prepare
+
+    affine = np.diag([1.2, 1.2, 1.4, 1.0])
+    scan = Scan(np.random.default_rng(0).random((30, 20, 10)).astype(np.float32) + 1, affine)
+    mask = to_display(np.ones(scan.array.shape, np.uint8), affine)
+    shifted = Labels(mask, scale=(1.4, 1.2, 1.2), translate=(0, 0, 12.0), name="elsewhere")
+    with pytest.raises(HydranetError, match="mask affine differs"):
+        prepare(scan, PreprocessConfig(crop_shape=None), layer_to_scan(shifted, like=scan))
+    on_grid = Labels(mask, scale=(1.4, 1.2, 1.2), name="on the grid")
+    prepare(scan, PreprocessConfig(crop_shape=None), layer_to_scan(on_grid, like=scan))

@@ -20,11 +20,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import display_shape, from_display, napari_affine
+from .._layers import display_shape, from_display, napari_affine, shown_affine
 from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
-from ..preprocess import same_grid
 from ._registry import model_registry
 
 
@@ -83,9 +82,9 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
 
     Layers opened with our reader carry the true affine in ``metadata["affine"]`` and show the
     volume in RAS order (``_layers.to_display``). Any other 3D layer is taken as it is, its
-    affine recovered from the layer's (permuted) napari affine; if that does not put it on
-    the grid of ``like`` (the scan) but its shape is the scan's as shown, it was drawn over
-    the scan with another affine (napari's default) and is taken on the scan's grid.
+    affine recovered from the layer's whole napari transform (affine, scale, translation),
+    except one without any transform whose shape is ``like``'s (the scan's) as shown: made
+    over the scan in the console, it is taken on the scan's grid.
     """
     data = np.asarray(layer.data)
     if data.ndim != 3:
@@ -94,12 +93,13 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     if meta.get("affine") is not None:
         affine = np.asarray(meta["affine"], float)
         array = from_display(data, affine)
-    else:  # the permutation is its own inverse
-        affine = napari_affine(layer.affine.affine_matrix)
-        array = np.transpose(data, (2, 1, 0))
-        drawn_over = like is not None and data.shape == display_shape(like.array.shape, like.affine)
-        if drawn_over and not same_grid(Scan(array, affine), like):
+    else:
+        shown = shown_affine(layer.as_layer_data_tuple()[1])
+        untransformed = np.allclose(shown, np.eye(4))
+        if like is not None and untransformed and data.shape == display_shape(like.array.shape, like.affine):
             affine, array = like.affine, from_display(data, like.affine)
+        else:  # the permutation is its own inverse
+            affine, array = napari_affine(shown), np.transpose(data, (2, 1, 0))
     path = Path(meta["path"]) if meta.get("path") else None
     array, notes = finite(np.ascontiguousarray(array, dtype=np.float32), f"layer '{layer.name}'")
     return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")  # notes reach the dock
