@@ -43,7 +43,7 @@ class SimCohort:
     expert: np.ndarray
     centres: list[np.ndarray]  # visible lesions, source voxel indices (i, j, k)
     images: np.ndarray  # (N, I, J, K) network inputs (preprocessed with ``pre``)
-    offsets: np.ndarray  # (N, 3) crop offsets: source index = crop index + offset
+    offsets: np.ndarray  # (N, 3) crop offsets: source index = crop index + offset (NaN: resampled)
     spacing: np.ndarray  # (N, 3) voxel sizes, mm
     train_source: str = "rater"  # whose counts the training scans carry: "rater" or "expert"
     pre: PreprocessConfig = PreprocessConfig()
@@ -90,12 +90,8 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
         for n in names:
             scan = read_scan(root / "scans" / n)
             p = prepare(scan, pre, read_scan(root / "masks" / n))
-            if not p.on_source_grid:  # lesion centres and offsets below are the file's voxel indices
-                raise SystemExit(
-                    f"{root / 'scans' / n}: not on the network's grid (stored RAS, not resampled)"
-                )
             images.append(p.array)
-            offsets.append(p.offset)
+            offsets.append(p.offset if p.on_source_grid else (np.nan,) * 3)  # see source_offsets
             spacing.append(np.sqrt((scan.affine[:3, :3] ** 2).sum(0)))
         images, offsets, spacing = np.stack(images), np.array(offsets), np.array(spacing)
         np.savez(cache, images=images, offsets=offsets, spacing=spacing, key=key)
@@ -110,6 +106,14 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
         spacing,
         pre=pre,
     )
+
+
+def source_offsets(cohort: SimCohort) -> np.ndarray:
+    """The crop offsets, for scoring against lesion centres in the files' voxel indices: only
+    scans the network sees on their own grid (stored RAS, not resampled) have one."""
+    if np.isnan(cohort.offsets).any():
+        raise SystemExit(f"{cohort.root}: lesion scores need scans on the network's grid (not resampled)")
+    return cohort.offsets
 
 
 def splits(cohort: SimCohort, n_test: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -170,14 +174,13 @@ def detect_scores(
     plus an FROC from the map's highest local maxima (3× the count + 10 of them, scored by
     their value), and the sensitivity at ≤ ``fp_limit`` false positives per scan."""
     matches, candidates, truths = [], [], []
+    offsets = source_offsets(cohort)
     for m, c, i in zip(maps, counts, idx):
         truth = cohort.centres[i]
         found = count_consistent(m, c).detections
-        matches.append(
-            match(np.array([d.centre for d in found]).reshape(-1, 3) + cohort.offsets[i], truth, RADIUS)
-        )
+        matches.append(match(np.array([d.centre for d in found]).reshape(-1, 3) + offsets[i], truth, RADIUS))
         centres, values = local_peaks(m, 3 * int(round(max(c, 0))) + 10)
-        candidates.append((centres + cohort.offsets[i], values))
+        candidates.append((centres + offsets[i], values))
         truths.append(truth)
     scores = np.concatenate([s for _, s in candidates] or [np.zeros(1)])
     levels = np.unique(np.quantile(scores, np.linspace(0, 1, 80)))[::-1]

@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import draw_training, load_sim, splits  # noqa: E402
+from common import draw_training, load_sim, source_offsets, splits  # noqa: E402
 from recalibration import Outputs, parse_draw_args, scores_on_test  # noqa: E402
 from simulate import Settings, epvs_visibility, rater_miss_probability  # noqa: E402
 
@@ -77,7 +77,7 @@ def lesion_masses(model, cohort, out: Outputs, lesions) -> tuple[np.ndarray, np.
     for i, centre, visibility, miss in lesions:
         if i not in in_test:
             continue
-        voxel = np.round(centre - cohort.offsets[i]).astype(int)
+        voxel = np.round(centre - source_offsets(cohort)[i]).astype(int)
         z = out.z[i, 0]
         lo, hi = np.maximum(voxel - HALF_BOX, 0), np.minimum(voxel + HALF_BOX + 1, z.shape)
         if np.any(hi <= lo):  # outside the network's crop

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import for_model, load_sim, splits  # noqa: E402
+from common import for_model, load_sim, source_offsets, splits  # noqa: E402
 from conspicuity import cohort_lesions  # noqa: E402
 from recalibration import load_density_model  # noqa: E402
 
@@ -75,7 +75,7 @@ def decompose(model, cohort, root: Path):
     by_scan = {int(i): [] for i in test}
     for i, centre, visibility, visible, _ in cohort_lesions(cohort, root):
         if i in by_scan:
-            by_scan[i].append((centre - cohort.offsets[i], visibility / level, visible))
+            by_scan[i].append((centre - source_offsets(cohort)[i], visibility / level, visible))
     parts, lesions = [], []
     for n, i in enumerate(test):
         mass = (scale * torch.relu(z[n, 0] + bias)).double().numpy()
