@@ -258,12 +258,9 @@ def cmd_info(a: argparse.Namespace) -> int:
     )
     print(model.card(full=True))
     print(f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters")
-    edges, typical = pre.spacing_range_mm, pre.spacing_mm
-    to = f" to {'×'.join(f'{v:.2f}' for v in typical)} mm" if typical else " into it"
-    voxels = f", voxels {edges[0]:g}–{edges[1]:g} mm (others resampled{to})" if edges else ""
     print(
         f"input: ROI mask {'used' if pre.use_mask else 'not used'}, crop {crop}, "
-        f"intensities divided by {scale}{voxels}"
+        f"intensities divided by {scale}"
     )
     print(
         f"folder: {model.path} (format {cfg.get('format_version')}, written by napari-hydranet "

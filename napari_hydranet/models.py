@@ -77,6 +77,13 @@ class Model:
                 f"per scan (within {det.get('radius_voxels', '?')} voxels of a lesion, "
                 f"{det.get('scans', '?')} scans)"
             )
+        pre = self.preprocess
+        if pre.spacing_range_mm:
+            typical = "×".join(f"{v:.2f}" for v in pre.spacing_mm) if pre.spacing_mm else None
+            lines.append(
+                f"voxels: {pre.spacing_range_mm[0]:g}–{pre.spacing_range_mm[1]:g} mm; scans outside "
+                f"this range are resampled{f' to {typical} mm' if typical else ' into it'}"
+            )
         lines.append(f"trained on: {data}")
         return "\n".join(lines)
 

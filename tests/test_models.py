@@ -84,6 +84,7 @@ def test_bundled_default_model_loads_and_its_card_leads_with_what_matters():
     assert "not for clinical use" in short[1]
     assert short[2].startswith("validation: ICC(2,1) 0.94") and "seed 200" in short[2]
     assert short[3].startswith("detection: sensitivity 75% at 0.80 false positives per scan")
+    assert short[4] == "voxels: 0.9–1.6 mm; scans outside this range are resampled to 1.24×1.24×1.23 mm"
     # the training history is cut to its first clause; the full card keeps all of it
     assert short[-1].endswith(" …") and len(short[-1]) < 300 < len(full[-1])
     assert full[:-1] == short[:-1] and full[-1].startswith(short[-1][:-2])
