@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+from nibabel.orientations import apply_orientation, io_orientation
 
 from .infer import Prediction
 from .io import Scan
-from .preprocess import RAS, ras_shape_of
+from .preprocess import from_ras, ras_grid
 
+TRANSFORM_KEYS = ("affine", "scale", "translate", "rotate", "shear")  # a layer's data → world parts
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 
 
@@ -34,24 +35,19 @@ def shown_affine(state: dict) -> np.ndarray:
 
     affine = state.get("affine")
     affine = np.eye(4) if affine is None else np.asarray(getattr(affine, "affine_matrix", affine), float)
-    parts = {k: state[k] for k in ("scale", "translate", "rotate", "shear") if state.get(k) is not None}
+    parts = {k: state[k] for k in TRANSFORM_KEYS[1:] if state.get(k) is not None}
     return affine @ Affine(**parts, ndim=affine.shape[0] - 1).affine_matrix
-
-
-def _to_ras(affine: np.ndarray, shape) -> np.ndarray:
-    """File voxel index → RAS-order voxel index (4×4)."""
-    return np.linalg.inv(inv_ornt_aff(io_orientation(affine), tuple(shape)[:3]))
 
 
 def display_affine(affine: np.ndarray, shape) -> np.ndarray:
     """napari affine of a volume with file affine ``affine`` and file shape ``shape``, shown
     by ``to_display``."""
-    return napari_affine(np.asarray(affine, float) @ inv_ornt_aff(io_orientation(affine), tuple(shape)[:3]))
+    return napari_affine(ras_grid(affine, shape)[1])
 
 
 def display_shape(shape, affine: np.ndarray) -> tuple[int, int, int]:
     """Shape of ``to_display``'s output for a file volume of ``shape``."""
-    return ras_shape_of(shape, io_orientation(affine))[::-1]
+    return ras_grid(affine, shape)[0][::-1]
 
 
 def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -62,8 +58,7 @@ def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 def from_display(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Inverse of ``to_display`` for a 3D volume of the file with affine ``affine``."""
-    ras = np.transpose(data, (2, 1, 0))
-    return np.ascontiguousarray(apply_orientation(ras, ornt_transform(RAS, io_orientation(affine))))
+    return from_ras(np.transpose(data, (2, 1, 0)), io_orientation(affine))
 
 
 def series_layer(path, name: str) -> tuple:
@@ -160,9 +155,7 @@ def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
 
 def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     dets = pred.result.detections if pred.result else []
-    ijk = np.array([pred.prepared.to_source_index(d.centre) for d in dets]).reshape(-1, 3)
-    to_ras = _to_ras(affine, pred.prepared.source_shape)
-    ras = ijk @ to_ras[:3, :3].T + to_ras[:3, 3]
+    ras = pred.prepared.to_ras_index(np.array([d.centre for d in dets], float).reshape(-1, 3))
     features = {
         "lesion": np.arange(1, len(dets) + 1),
         "size": np.array([d.size for d in dets], int),  # voxels of the network's grid

@@ -103,7 +103,7 @@ def load_cohort(
         names.append(name)
         images.append(prepared.array)
         values.append(value)
-        spacings.append(np.linalg.norm(prepared.affine[:3, :3], axis=0))  # the network's voxels, R, A, S
+        spacings.append(prepared.spacing)
     return Cohort(
         names,
         np.stack(images).astype(np.float32),

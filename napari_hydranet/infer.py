@@ -173,7 +173,7 @@ def spacing_notes(model: Model, prepared: Prepared) -> list[str]:
     trained = (model.config.get("training") or {}).get("spacing_mm")
     if not trained:
         return []
-    spacing = np.linalg.norm(prepared.affine[:3, :3], axis=0)
+    spacing = prepared.spacing
     if np.all(np.abs(spacing / np.asarray(trained, float) - 1) <= 0.3):
         return []
     return [

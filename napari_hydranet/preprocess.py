@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, ornt_transform
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
 from .errors import HydranetError
@@ -131,6 +131,11 @@ class Prepared:
         return bool(np.array_equal(self.orientation, RAS)) and not self.resampled
 
     @property
+    def spacing(self) -> np.ndarray:
+        """Voxel edges of the network's grid (mm, along R, A, S)."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
     def voxel_mm3(self) -> float:
         """Volume of one voxel of the network's grid."""
         return abs(float(np.linalg.det(self.affine[:3, :3])))
@@ -139,11 +144,14 @@ class Prepared:
     def resampled(self) -> bool:
         return any(z != 1.0 for z in self.zoom)
 
+    def to_ras_index(self, ijk: np.ndarray) -> np.ndarray:
+        """Crop voxel coordinates (…, 3) → voxel coordinates of the source in RAS order."""
+        return (np.asarray(ijk, float) + np.asarray(self.offset, float)) * np.asarray(self.zoom)
+
     def to_source_index(self, ijk: np.ndarray) -> np.ndarray:
         """Crop voxel coordinates (…, 3) → voxel coordinates of the source file."""
-        ras = (np.asarray(ijk, float) + np.asarray(self.offset, float)) * np.asarray(self.zoom)
         to_file = inv_ornt_aff(self.orientation, self.source_shape)
-        return ras @ to_file[:3, :3].T + to_file[:3, 3]
+        return self.to_ras_index(ijk) @ to_file[:3, :3].T + to_file[:3, 3]
 
     def uncrop(self, volume: np.ndarray, density: bool = False) -> np.ndarray:
         """Place a crop-shaped volume back on the source grid (zeros elsewhere; interpolated
@@ -165,7 +173,7 @@ class Prepared:
             out = ndimage.affine_transform(out, 1 / zoom, output_shape=ras_shape, order=1, mode="nearest")
             if density:  # a network voxel's amount spread over the finer file voxels
                 out /= np.prod(zoom)
-        return np.ascontiguousarray(apply_orientation(out, ornt_transform(RAS, self.orientation)))
+        return from_ras(out, self.orientation)
 
     def crop_source(self, volume: np.ndarray) -> np.ndarray:
         """Cut a volume on the source file's grid (a lesion map) to this crop, RAS order."""
@@ -281,7 +289,12 @@ def to_ras(scan: Scan) -> Scan:
     if np.array_equal(orientation, RAS):
         return scan
     array = np.ascontiguousarray(apply_orientation(scan.array, orientation))
-    return replace(scan, array=array, affine=_ras_grid(scan)[1])
+    return replace(scan, array=array, affine=ras_grid(scan.affine, scan.array.shape)[1])
+
+
+def from_ras(volume: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """A volume in RAS order back in the voxel order that ``orientation`` took to RAS."""
+    return np.ascontiguousarray(apply_orientation(volume, ornt_transform(RAS, orientation)))
 
 
 def network_zoom(spacing, cfg: PreprocessConfig) -> np.ndarray | None:
@@ -324,18 +337,20 @@ def ras_shape_of(shape, orientation: np.ndarray) -> tuple[int, int, int]:
     return tuple(out)
 
 
-def _ras_grid(scan: Scan) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and affine of the scan in RAS order (``to_ras`` without moving voxels)."""
-    orientation = scan.ras_orientation
-    shape = ras_shape_of(scan.array.shape, orientation)
-    return shape, scan.affine @ inv_ornt_aff(orientation, scan.array.shape)
+def ras_grid(affine: np.ndarray, shape) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and affine of a volume (file ``affine`` and ``shape``) put in RAS order, without
+    moving its voxels."""
+    orientation = io_orientation(affine)
+    shape = tuple(shape)[:3]
+    return ras_shape_of(shape, orientation), np.asarray(affine, float) @ inv_ornt_aff(orientation, shape)
 
 
 def _check_mask_grid(mask: Scan, scan: Scan) -> None:
     """Refuse a mask that does not lie on the scan's grid; the same grid stored in another
     voxel order (a mask saved from napari's RAS view) is the same grid."""
     where = mask.path or mask.name
-    (mask_shape, mask_affine), (scan_shape, scan_affine) = _ras_grid(mask), _ras_grid(scan)
+    mask_shape, mask_affine = ras_grid(mask.affine, mask.array.shape)
+    scan_shape, scan_affine = ras_grid(scan.affine, scan.array.shape)
     if mask_shape != scan_shape:
         raise HydranetError(
             f"{where}: mask shape {mask.array.shape} differs from the scan's {scan.array.shape} "

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import display_shape, from_display, napari_affine, shown_affine
+from .._layers import TRANSFORM_KEYS, display_shape, from_display, napari_affine, shown_affine
 from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
@@ -94,7 +94,7 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
         affine = np.asarray(meta["affine"], float)
         array = from_display(data, affine)
     else:
-        shown = shown_affine(layer.as_layer_data_tuple()[1])
+        shown = shown_affine({k: getattr(layer, k) for k in TRANSFORM_KEYS})
         untransformed = np.allclose(shown, np.eye(4))
         if like is not None and untransformed and data.shape == display_shape(like.array.shape, like.affine):
             affine, array = like.affine, from_display(data, like.affine)
