@@ -382,12 +382,12 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     notes = list(scan.notes)
     zoom = network_zoom(scan.spacing, cfg)
     if zoom is not None:
-        before = "×".join(f"{s:.2g}" for s in scan.spacing)
+        before = "×".join(f"{s:.3g}" for s in scan.spacing)
         scan = resample(scan, zoom)
         if mask is not None:
             mask = _resampled_mask(mask, zoom)
         notes.append(
-            f"{scan.name}: {before} mm voxels resampled to {'×'.join(f'{s:.2g}' for s in scan.spacing)} mm "
+            f"{scan.name}: {before} mm voxels resampled to {'×'.join(f'{s:.3g}' for s in scan.spacing)} mm "
             f"(the model was trained on {cfg.spacing_range_mm[0]:g}–{cfg.spacing_range_mm[1]:g} mm voxels)"
         )
     data = scan.array
