@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import HydranetError
 from .io import find_mask, read_labels, read_scan
-from .preprocess import PreprocessConfig, prepare
+from .preprocess import MedianNotPositive, PreprocessConfig, prepare
 
 
 @dataclass
@@ -81,17 +81,24 @@ def load_cohort(
 
     ``density_dir`` (pretraining on simulated data only) holds lesion label masks named
     like the scans; each becomes a ``lesion_target`` of kind ``density_target`` on the
-    network's grid.
+    network's grid. A scan that cannot be read or prepared (corrupt, blank) is left out with
+    a note saying why, so every problem shows at once; none usable is an error that lists them.
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     names, images, values, spacings, densities = [], [], [], [], []
-    notes = list(labels.notes)
+    notes, skipped = list(labels.notes), []
     for name, value in labels.values.items():
         path = Path(scans_dir) / name
-        scan = read_scan(path)
+        try:
+            scan = read_scan(path)
+            mask_path = find_mask(masks_dir, path) if masks_dir else None
+            prepared = prepare(scan, pre, read_scan(mask_path) if mask_path else None)
+        except MedianNotPositive:  # the intensity reference, not the scan: the caller decides
+            raise
+        except HydranetError as exc:  # a corrupt or blank scan costs that scan, not the training
+            skipped.append(str(exc))
+            continue
         notes += scan.notes  # NaN or inf voxels set to 0, a 4D file of one volume
-        mask_path = find_mask(masks_dir, path) if masks_dir else None
-        prepared = prepare(scan, pre, read_scan(mask_path) if mask_path else None)
         if images and prepared.array.shape != images[0].shape:
             raise HydranetError(
                 f"{path}: prepared shape {prepared.array.shape} differs from {images[0].shape}; "
@@ -104,6 +111,10 @@ def load_cohort(
         images.append(prepared.array)
         values.append(value)
         spacings.append(prepared.spacing)
+    if not names:
+        problems = "; ".join(skipped)
+        raise HydranetError(f"{labels_csv}: none of its {len(skipped)} scans can be used: {problems}")
+    notes = [f"skipped (not trained on): {reason}" for reason in skipped] + notes
     return Cohort(
         names,
         np.stack(images).astype(np.float32),

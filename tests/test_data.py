@@ -39,7 +39,7 @@ def test_lesion_target_is_unchanged_by_missing_label_ids_and_rejects_bad_input()
         lesion_target(-lab, "lesions")
 
 
-def test_load_cohort_passes_on_the_scans_notes_and_refuses_a_blank_scan(cohort, tmp_path):
+def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_each(cohort, tmp_path):
     import shutil
 
     import nibabel as nib
@@ -53,11 +53,28 @@ def test_load_cohort_passes_on_the_scans_notes_and_refuses_a_blank_scan(cohort, 
     data = img.get_fdata().astype(np.float32)
     data[0, 0, :3] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine), scans / "sub-001.nii.gz")
-    (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,0\nsub-001.nii.gz,5\n")
+    (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,0\nsub-001.nii.gz,5\nsub-002.nii.gz,3\n")
     with pytest.warns(UserWarning, match="NaN"):
         loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    assert loaded.names == ["sub-000.nii.gz", "sub-001.nii.gz", "sub-002.nii.gz"]
     assert any("sub-001.nii.gz" in n and "3 NaN/inf voxels set to 0" in n for n in loaded.notes)
+
+    # a blank scan and a truncated file: the others are loaded, and each skip says why
     nib.save(nib.Nifti1Image(np.full(data.shape, np.nan, np.float32), img.affine), scans / "sub-001.nii.gz")
-    with pytest.raises(HydranetError, match="sub-001.nii.gz: every voxel inside the ROI mask is 0"):
+    whole = (scans / "sub-002.nii.gz").read_bytes()
+    (scans / "sub-002.nii.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(UserWarning, match="NaN"):
+        loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    assert loaded.names == ["sub-000.nii.gz"] and loaded.labels.tolist() == [0.0]
+    assert len(loaded.images) == 1
+    skips = [n for n in loaded.notes if n.startswith("skipped (not trained on): ")]
+    assert len(skips) == 2 and skips == loaded.notes[:2]  # first, where a dock shows its notes
+    assert "sub-001.nii.gz: every voxel inside the ROI mask is 0" in skips[0]
+    assert "sub-002.nii.gz" in skips[1]
+
+    # nothing usable: one error that lists every scan's problem
+    (tmp_path / "l.csv").write_text("scan,label\nsub-001.nii.gz,5\nsub-002.nii.gz,3\n")
+    with pytest.raises(HydranetError, match="none of its 2 scans can be used") as err:
         with pytest.warns(UserWarning, match="NaN"):
             load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    assert "sub-001.nii.gz: every voxel" in str(err.value) and "sub-002.nii.gz" in str(err.value)
