@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HydranetError
-from .io import find_mask, read_labels, read_scan
+from .io import check_masks_folder, find_mask, read_labels, read_scan
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
 
 
@@ -85,6 +85,7 @@ def load_cohort(
     a note saying why, so every problem shows at once; none usable is an error that lists them.
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
+    check_masks_folder(masks_dir, [Path(scans_dir) / name for name in labels.values])
     names, images, values, spacings, densities = [], [], [], [], []
     notes, skipped = list(labels.notes), []
     for name, value in labels.values.items():

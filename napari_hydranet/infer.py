@@ -16,6 +16,7 @@ from .io import (
     HEATMAP_SUFFIX,
     Scan,
     check_folder_output,
+    check_masks_folder,
     check_table_output,
     find_mask,
     read_scan,
@@ -228,8 +229,12 @@ def predict_files(
     cancelled run leaves complete tables of the scans done so far.
     """
     check_outputs(paths, out_csv, detections_csv, heatmaps_dir)
+    check_masks_folder(masks_dir, paths)
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []
+    write_csv(out_csv, COUNT_COLUMNS, count_rows)  # no earlier run's rows, whatever follows
+    if detections_csv is not None:
+        write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
     inputs = {p.resolve() for p in paths}
     for done, path in enumerate(paths, start=1):
         if should_stop():

@@ -198,6 +198,21 @@ def check_folder_output(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence[Path]) -> None:
+    """Refuse a masks folder that is missing, or that holds the scans themselves (each scan
+    would be its own ROI mask)."""
+    if masks_dir is None:
+        return
+    folder = Path(masks_dir)
+    if not folder.is_dir():
+        raise HydranetError(f"{folder}: no such folder (the ROI masks, --masks)")
+    if any(Path(p).resolve().parent == folder.resolve() for p in scan_paths):
+        raise HydranetError(
+            f"{folder}: the masks folder holds the scans; each would be its own ROI mask. "
+            "--masks names the folder of ROI masks, named like the scans"
+        )
+
+
 def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | None:
     """The mask in ``masks_dir`` with the scan's name (any NIfTI suffix), or None."""
     if masks_dir is None:

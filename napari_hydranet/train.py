@@ -268,6 +268,12 @@ def train(
         raise HydranetError(
             f"{out}: already holds a model; use --resume to continue it or choose another --out"
         )
+    if not resume and out.is_dir() and any(out.iterdir()):  # the user's files stay theirs
+        held = sorted(p.name for p in out.iterdir())
+        raise HydranetError(
+            f"{out}: already holds {', '.join(held[:3])}{' …' if len(held) > 3 else ''}; a new model "
+            "needs a new or empty folder (--out), so that nothing in it is overwritten"
+        )
     if resume and not (resume_dir / "state.json").exists():
         raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
     if resume:

@@ -217,6 +217,32 @@ def test_predict_goes_on_past_a_bad_scan_and_reports_it(cohort, tmp_path, capsys
     assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["a.nii.gz", "c.nii.gz"]
 
 
+def test_predict_leaves_no_earlier_rows_when_every_scan_fails(cohort, tmp_path, capsys):
+    scan = tmp_path / "a.nii.gz"
+    scan.write_bytes((cohort / "scans" / "sub-000.nii.gz").read_bytes())
+    out, dets = tmp_path / "c.csv", tmp_path / "d.csv"
+    assert _predict(scan, "--out", out, "--detections", dets) == 0
+    assert len(_rows(out)) == 1 and len(_rows(dets)) > 0
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), scan)  # now blank
+    assert _predict(scan, "--out", out, "--detections", dets) == 2
+    assert "1 of 1 scans could not be predicted" in capsys.readouterr().err
+    assert _rows(out) == [] and _rows(dets) == []  # the header only, not the last run's rows
+    assert out.read_text().startswith("scan,")
+
+
+def test_a_masks_folder_must_exist_and_not_be_the_scans(cohort, tmp_path, capsys):
+    scans = cohort / "scans"
+    assert _predict(scans / "sub-000.nii.gz", "--out", tmp_path / "c.csv", "--masks", tmp_path / "nope") == 2
+    assert "nope: no such folder (the ROI masks, --masks)" in capsys.readouterr().err
+    assert _predict(scans / "sub-000.nii.gz", "--out", tmp_path / "c.csv", "--masks", scans) == 2
+    assert "the masks folder holds the scans; each would be its own ROI mask" in capsys.readouterr().err
+    assert not (tmp_path / "c.csv").exists()  # refused before any work
+    argv = ["train", str(scans), "--labels", str(cohort / "train.csv"), "--out", str(tmp_path / "m")]
+    assert main([*argv, "--masks", str(scans), "--epochs", "1"]) == 2
+    assert "the masks folder holds the scans" in capsys.readouterr().err
+    assert not (tmp_path / "m" / "weights.safetensors").exists()
+
+
 def test_predict_refuses_two_scans_with_one_name(cohort, tmp_path, capsys):
     for sub in ("A", "B"):
         (tmp_path / sub).mkdir()

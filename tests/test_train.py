@@ -408,3 +408,21 @@ def test_a_damaged_resume_folder_says_what_is_wrong(cohort, tmp_path):
     tensors_file.write_bytes(good_tensors)
     events = list(train(again, resume=True))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2]
+
+
+def test_a_new_model_needs_a_new_or_empty_folder_and_overwrites_nothing(cohort, tmp_path):
+    import hashlib
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "history.csv").write_text("my notes\n")  # a name the training writes
+    (folder / "config.json").write_text("{}")
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    for out in (folder, cohort / "scans", cohort):  # a user's folder, the scans, their parent
+        with pytest.raises(HydranetError, match="a new model needs a new or empty folder"):
+            list(train(_cfg(cohort, out, epochs=1)))
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    events = list(train(_cfg(cohort, empty, epochs=1)))
+    assert events[-1]["event"] == "done" and (empty / "weights.safetensors").exists()

@@ -21,7 +21,7 @@ from .._layers import detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import predict_file
-from ..io import find_scans, read_labels, read_scan, write_csv
+from ..io import check_masks_folder, find_scans, read_labels, read_scan, write_csv
 from ..models import load_model
 from ._agreement import draw_agreement
 from ._cohort_table import COLUMNS, CohortTable
@@ -38,6 +38,7 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
         device = select_device("auto")
         model = load_model(model_dir, device)
         paths = find_scans([scans_dir])
+        check_masks_folder(masks_dir, paths)
     except Exception as exc:
         yield ("fatal", error_text(exc))
         return
