@@ -14,8 +14,6 @@ from pathlib import Path
 from . import __version__
 from .errors import HydranetError
 
-MIN_CROP = 16  # the smallest --crop per axis (voxels); a few 3×3×3 convolutions and poolings need room
-
 
 def _progress(done: int, total: int, text: str) -> None:
     width = 28
@@ -212,7 +210,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             _progress(ev["done"], ev["total"], f"{ev['scan']}: {format_count(ev['count'])}")
     done = len(paths) - len(failed)
     if done:
-        print(f"counts for {done} scans written to {a.out}")
+        print(f"counts for {done} scan{'s' if done != 1 else ''} written to {a.out}")
         if a.detections:
             print(f"detections written to {a.detections}")
         if a.heatmaps:
@@ -276,6 +274,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .preprocess import MIN_CROP
+
     p = argparse.ArgumentParser(prog="hydranet", description=__doc__)
     p.add_argument("--version", action="version", version=f"napari-hydranet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

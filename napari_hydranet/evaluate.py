@@ -19,7 +19,8 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     """
     if not Path(counts_csv).is_file():
         raise HydranetError(f"{counts_csv}: no such counts table")
-    counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True).values
+    hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
+    counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint).values
     labels = read_labels(labels_csv, None, scan_column, label_column).values
     by_stem = {scan_stem(k): v for k, v in labels.items()}
     pred, ref, notes = [], [], []

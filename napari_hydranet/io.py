@@ -83,6 +83,10 @@ def read_scan(path: str | os.PathLike) -> Scan:
     path = Path(path)
     if not path.is_file():
         raise HydranetError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if gzipped and not path.name.lower().endswith(".gz"):
+        raise HydranetError(f"{path}: gzip-compressed but named without .gz; rename it {path.name}.gz")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
@@ -112,7 +116,7 @@ def read_scan(path: str | os.PathLike) -> Scan:
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
-    data, notes = finite(data, str(path))
+    data, notes = finite(data, path.name)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return Scan(np.ascontiguousarray(data), affine, path, notes)
@@ -150,6 +154,11 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             skipped += len(files) - len(kept)
             found.extend(kept)
         elif p.is_file():
+            if p.suffix.lower() in (".hdr", ".img"):
+                raise HydranetError(
+                    f"{p}: a .hdr/.img pair (NIfTI pair or Analyze); convert it to a single .nii.gz "
+                    "file first (e.g. fslchfiletype NIFTI_GZ, or nibabel's nib.save to a .nii.gz name)"
+                )
             if not is_nifti(p):
                 raise HydranetError(f"{p}: not a NIfTI file (.nii or .nii.gz)")
             found.append(p)
@@ -313,11 +322,12 @@ def read_labels(
     scan_column: str = "scan",
     label_column: str = "label",
     allow_negative: bool = False,
+    columns_hint: str = "use --scan-column/--label-column to name yours",
 ) -> Labels:
     """Read a labels CSV, checking each row; errors name the file and row number.
 
     Rows with an empty label are left out with a note. With ``scans_dir`` given, every
-    listed scan must exist there.
+    listed scan must exist there. ``columns_hint`` ends the error for a missing column.
     """
     path = Path(path)
     if not path.is_file():
@@ -338,12 +348,9 @@ def read_labels(
             if separator:
                 raise HydranetError(
                     f"{path}: the columns are separated by {separator}; save the table as "
-                    "comma-separated CSV (scan,label)"
+                    "comma-separated CSV (scan,label), with decimal points (3.5, not 3,5)"
                 )
-            raise HydranetError(
-                f"{path}: no column '{col}' in the header {header} "
-                "(use --scan-column/--label-column to name yours)"
-            )
+            raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
     si, li = header.index(scan_column), header.index(label_column)
     values: dict[str, float] = {}
     notes: list[str] = []
@@ -368,7 +375,8 @@ def read_labels(
         try:
             value = float(raw)
         except ValueError:
-            errors.append(f"row {rownum}: label '{raw}' of '{scan}' is not a number")
+            point = " (write decimals with a point: 3.5, not 3,5)" if "," in raw else ""
+            errors.append(f"row {rownum}: label '{raw}' of '{scan}' is not a number{point}")
             continue
         if not math.isfinite(value) or (value < 0 and not allow_negative):
             errors.append(f"row {rownum}: label {raw} of '{scan}' must be a number ≥ 0")

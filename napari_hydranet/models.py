@@ -81,7 +81,7 @@ class Model:
         if pre.spacing_range_mm:
             typical = "×".join(f"{v:.2f}" for v in pre.spacing_mm) if pre.spacing_mm else None
             lines.append(
-                f"voxels: {pre.spacing_range_mm[0]:g}–{pre.spacing_range_mm[1]:g} mm; scans outside "
+                f"voxels: {pre.spacing_range_mm[0]:.3g}–{pre.spacing_range_mm[1]:.3g} mm; scans outside "
                 f"this range are resampled{f' to {typical} mm' if typical else ' into it'}"
             )
         lines.append(f"trained on: {data}")
@@ -168,7 +168,10 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
     except (TypeError, ValueError, AttributeError) as exc:
         raise HydranetError(f"{folder / CONFIG}: malformed preprocess settings ({exc})") from None
     arch = config.get("architecture", {})
-    net = build_net(arch.get("name", "?"), arch.get("args", {}))
+    try:
+        net = build_net(arch.get("name", "?"), arch.get("args", {}))
+    except HydranetError as exc:
+        raise HydranetError(f"{folder / CONFIG}: {exc}") from None
     try:
         state = load_file(str(folder / WEIGHTS))
     except (SafetensorError, OSError) as exc:

@@ -26,6 +26,9 @@ ROI_NOTE_FRACTION = 0.01  # ROI masks smaller than this share of the input box g
 RAS = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])  # nibabel orientation of RAS voxel order
 
 
+MIN_CROP = 16  # the smallest crop per axis (voxels); a few 3×3×3 convolutions and poolings need room
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How scans become network inputs; stored in each model's config.json."""
@@ -59,6 +62,10 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
         crop = d.get("crop_shape")
+        if crop and (len(crop) != 3 or any(int(c) != c or c < MIN_CROP for c in crop)):
+            raise HydranetError(
+                f"crop_shape {crop}: expected three whole numbers of voxels, each ≥ {MIN_CROP}"
+            )
         reference = str(d.get("intensity_reference", "percentile"))
         if reference not in INTENSITY_REFERENCES:
             raise HydranetError(

@@ -560,6 +560,11 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
         train_set, val_set, notes = cohort, val, notes + val.notes
     else:
         train_set, val_set = split_validation(cohort, cfg.val_fraction, cfg.seed)
+    if np.ptp(np.concatenate([train_set.labels, val_set.labels])) == 0:
+        notes.append(
+            f"every label is {train_set.labels[0]:g}: the network can learn only that level, "
+            "and the validation ICC cannot measure agreement; check the labels column"
+        )
     if len(val_set) < MIN_RELIABLE_VAL:
         notes.append(
             f"only {len(val_set)} validation scans: the best epoch (and whether a recalibration "

@@ -70,6 +70,9 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,2\nsub-001.nii.gz,2\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
     assert "every one of the labels is 2" in capsys.readouterr().out
+    # the tables in the wrong order: the hint names the counts table, not the labels' options
+    assert main(["evaluate", str(tmp_path / "l.csv"), str(tmp_path / "c.csv")]) == 2
+    assert "the counts table comes first, as `hydranet predict --out` writes it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -93,7 +96,7 @@ def test_4d_input_is_refused_by_predict(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), tmp_path / "f.nii.gz")
     assert main(["predict", "default", str(tmp_path / "f.nii.gz"), "--out", str(tmp_path / "c.csv")]) == 2
     assert "(8, 8, 8, 3)" in capsys.readouterr().err
-    assert not (tmp_path / "c.csv").exists()
+    assert _rows(tmp_path / "c.csv") == []  # a table of the scans predicted: none
 
 
 def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):

@@ -62,6 +62,12 @@ def test_corrupt_and_missing_files(tmp_path):
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii")
     with pytest.raises(HydranetError, match="complex or RGB"):
         read_scan(tmp_path / "rgb.nii")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "z.nii.gz")
+    (tmp_path / "z.nii.gz").rename(tmp_path / "z.nii")  # compressed, named as if not
+    with pytest.raises(
+        HydranetError, match=r"z.nii: gzip-compressed but named without .gz; rename it z.nii.gz"
+    ):
+        read_scan(tmp_path / "z.nii")
 
 
 def test_find_scans_mixes_files_and_folders(tmp_path):
@@ -73,6 +79,10 @@ def test_find_scans_mixes_files_and_folders(tmp_path):
     assert [p.name for p in found] == ["a.nii", "b.nii.gz", "c.nii.gz"]
     with pytest.raises(HydranetError, match="not a NIfTI"):
         find_scans([tmp_path / "notes.txt"])
+    nib.save(nib.Nifti1Pair(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "pair.hdr")
+    for name in ("pair.hdr", "pair.img"):
+        with pytest.raises(HydranetError, match=r"a .hdr/.img pair .*convert it to a single .nii.gz"):
+            find_scans([tmp_path / name])
     # two links to one file (as DataLad stores scans) are two scans; a path given twice is one
     (tmp_path / "sub" / "d.nii.gz").symlink_to(tmp_path / "sub" / "c.nii.gz")
     found = find_scans([tmp_path / "sub", tmp_path / "sub" / ".." / "sub" / "c.nii.gz"])
@@ -125,6 +135,8 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
         ("scan,label\ns1.nii.gz,3\n./s1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan;label\ns1.nii.gz;3\n", "separated by semicolons; save the table as comma-separated"),
         ("scan\tlabel\ns1.nii.gz\t3\n", "separated by tabs"),
+        ("scan;label\ns1.nii.gz;3,5\n", r"as comma-separated CSV \(scan,label\), with decimal points"),
+        ('scan,label\ns1.nii.gz,"3,5"\n', r"label '3,5' .* not a number \(write decimals with a point"),
     ],
 )
 def test_labels_errors_name_the_row(tmp_path, text, message):

@@ -108,7 +108,10 @@ def test_cpu_placement_is_channels_last_with_the_same_outputs(tmp_path):
     [
         ({"format_version": "two"}, "malformed"),
         ({"architecture": "gpunet"}, "malformed"),
-        ({"preprocess": {"crop_shape": "64x52x40"}}, "malformed preprocess settings"),
+        ({"preprocess": {"crop_shape": "64x52x40"}}, "crop_shape 64x52x40: expected three whole numbers"),
+        ({"preprocess": {"crop_shape": [0, 52, 40]}}, r"crop_shape \[0, 52, 40\]: .* each ≥ 16"),
+        ({"preprocess": {"crop_shape": [64, "x", 40]}}, "malformed preprocess settings"),
+        ({"architecture": {"name": "vnet"}}, r"config.json: unknown architecture 'vnet'"),
         ({"preprocess": {"spacing_range_mm": [1.6, 0.9]}}, r"expected \[smallest, largest\]"),
         ({"preprocess": {"spacing_mm": [1.2, 0, 1.2]}}, "expected three voxel edges"),
         ({"architecture": {"name": "gpunet", "args": [4, 8]}}, "must be a JSON object"),

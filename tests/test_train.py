@@ -346,6 +346,15 @@ def test_few_validation_scans_are_flagged(cohort, tmp_path):
 
     assert any("only 2 validation scans" in n for n in notes(val_fraction=0.1))
     assert not any("validation scans" in n for n in notes())  # 25 scans: 5 held out
+    assert not any("every label is" in n for n in notes())
+
+
+def test_labels_that_are_all_the_same_are_flagged(cohort, tmp_path):
+    names = [line.split(",")[0] for line in (cohort / "train.csv").read_text().splitlines()[1:]]
+    (tmp_path / "same.csv").write_text("scan,label\n" + "".join(f"{n},5\n" for n in names))
+    cfg = replace(_cfg(cohort, tmp_path / "m", epochs=1), labels=str(tmp_path / "same.csv"))
+    start = next(e for e in train(cfg) if e["event"] == "start")
+    assert any("every label is 5: the network can learn only that level" in n for n in start["notes"])
 
 
 def test_resuming_a_training_from_another_version_says_so(cohort, tmp_path):
