@@ -565,6 +565,12 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
             f"every label is {train_set.labels[0]:g}: the network can learn only that level, "
             "and the validation ICC cannot measure agreement; check the labels column"
         )
+    if not cfg.recalibrate_only and cfg.heads > len(train_set) / 2:
+        notes.append(
+            f"{cfg.heads} heads for {len(train_set)} training scans: an epoch holds only "
+            f"{-(-len(train_set) // cfg.heads)} set(s), so the network learns little beyond their total; "
+            "use fewer heads (000 used 4 for 25 scans)"
+        )
     if len(val_set) < MIN_RELIABLE_VAL:
         notes.append(
             f"only {len(val_set)} validation scans: the best epoch (and whether a recalibration "

@@ -341,12 +341,14 @@ def test_lesion_map_loss_gives_an_ambiguous_lesion_its_weighted_share(weight):
 
 def test_few_validation_scans_are_flagged(cohort, tmp_path):
     def notes(**kw):
-        events = train(_cfg(cohort, tmp_path / str(len(kw)), epochs=1, **kw))
+        events = train(_cfg(cohort, tmp_path / "-".join(map(str, kw.values())), epochs=1, **kw))
         return next(e for e in events if e["event"] == "start")["notes"]
 
     assert any("only 2 validation scans" in n for n in notes(val_fraction=0.1))
     assert not any("validation scans" in n for n in notes())  # 25 scans: 5 held out
     assert not any("every label is" in n for n in notes())
+    assert any("16 heads for 20 training scans: an epoch holds only 2 set(s)" in n for n in notes(heads=16))
+    assert not any("heads for" in n for n in notes(heads=4))
 
 
 def test_labels_that_are_all_the_same_are_flagged(cohort, tmp_path):
