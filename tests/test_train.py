@@ -341,7 +341,7 @@ def test_lesion_map_loss_gives_an_ambiguous_lesion_its_weighted_share(weight):
 
 def test_few_validation_scans_are_flagged(cohort, tmp_path):
     def notes(**kw):
-        events = train(_cfg(cohort, tmp_path / "-".join(map(str, kw.values())), epochs=1, **kw))
+        events = train(_cfg(cohort, tmp_path / f"m{sorted(kw.items())}", epochs=1, **kw))
         return next(e for e in events if e["event"] == "start")["notes"]
 
     assert any("only 2 validation scans" in n for n in notes(val_fraction=0.1))
