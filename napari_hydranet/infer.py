@@ -170,9 +170,9 @@ def predict_scan(
 
 def spacing_notes(model: Model, prepared: Prepared) -> list[str]:
     """A note when the voxels the network saw (along R, A, S) differ by over 30 % from those
-    the model was trained on."""
+    the model was trained on; models that know their voxel range resample into it instead."""
     trained = (model.config.get("training") or {}).get("spacing_mm")
-    if not trained:
+    if not trained or model.preprocess.spacing_range_mm:
         return []
     spacing = prepared.spacing
     if np.all(np.abs(spacing / np.asarray(trained, float) - 1) <= 0.3):

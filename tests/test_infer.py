@@ -8,3 +8,24 @@ from napari_hydranet.infer import format_count
 )
 def test_counts_near_zero_are_shown_without_a_minus_sign(value, text):
     assert format_count(value) == text
+
+
+def test_the_voxel_size_note_is_left_to_models_that_know_no_voxel_range():
+    import numpy as np
+
+    from napari_hydranet.infer import spacing_notes
+    from napari_hydranet.io import Scan
+    from napari_hydranet.models import Model
+    from napari_hydranet.preprocess import PreprocessConfig, prepare
+
+    scan = Scan(np.random.default_rng(0).random((40, 40, 30), dtype=np.float32), np.diag([1.4, 1.4, 1.4, 1]))
+    trained = {"training": {"spacing_mm": [1.0, 1.0, 1.0]}}
+    older = Model(None, {**trained, "preprocess": {}}, None)
+    prepared = prepare(scan, older.preprocess)
+    assert (
+        "voxel size (1.4, 1.4, 1.4) mm differs from the model's training data"
+        in spacing_notes(older, prepared)[0]
+    )
+    ranged = PreprocessConfig(spacing_range_mm=(0.9, 1.6), spacing_mm=(1.24, 1.24, 1.23))
+    newer = Model(None, {**trained, "preprocess": ranged.to_dict()}, None)
+    assert spacing_notes(newer, prepare(scan, newer.preprocess)) == []  # inside its range: no doubt to raise
