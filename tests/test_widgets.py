@@ -190,6 +190,34 @@ def test_predict_on_a_scan_stored_in_another_voxel_order(
     )
 
 
+def test_two_subjects_scans_of_one_file_name_get_overlays_of_their_own(
+    qtbot, make_napari_viewer, tiny_model, errors, tmp_path
+):
+    from napari_hydranet._widgets import PredictWidget
+
+    sample = load_sample()
+    viewer = make_napari_viewer()
+    layers = []
+    for sub in ("subA", "subB"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(sample.scan, tmp_path / sub / "T2.nii.gz")
+        (layer,) = viewer.open(str(tmp_path / sub / "T2.nii.gz"), plugin="napari-hydranet")
+        layers.append(layer)
+    layers[1].data = layers[1].data * 0.5 + 0.5 * np.roll(layers[1].data, 3, axis=0)  # another subject
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    for layer in layers:
+        widget.image_combo.set_layer(layer)
+        widget.mask_combo.set_layer(None)
+        widget.run()
+        _wait_worker(qtbot, widget)
+    assert errors == []
+    a, b = (viewer.layers[f"{ly.name} heatmap"] for ly in layers)
+    assert layers[1].name != layers[0].name and a is not b and not np.allclose(a.data, b.data)
+    assert [ly.name for ly in viewer.layers].count(f"{layers[0].name} detections") == 1
+    assert widget.result_label.text().startswith(f"{layers[1].name}: ")
+
+
 def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):
     from napari_hydranet._widgets import PredictWidget
 
@@ -233,6 +261,11 @@ def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_mod
     assert "sample detections" not in viewer.layers
     text = widget.result_label.text()  # the dock says so too, not only a passing toast
     assert "not predicted" in text and "mask shape" in text and "layer 'wrong grid'" in text
+    widget.mask_combo.set_layer(scan)  # the scan offered as its own ROI: refused, not counted
+    widget.run()
+    assert len(errors) == 2 and "the ROI mask is the scan itself" in errors[1]
+    assert "sample detections" not in viewer.layers
+    del errors[1]
 
     # NaNs in a layer (not read through our reader) are set to 0 and noted, as for files
     data = scan.data.copy()

@@ -105,14 +105,6 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")  # notes reach the dock
 
 
-def scan_name(layer) -> str:
-    """The scan name used for our overlay layers: the source file's stem, else the layer name."""
-    from ..io import scan_stem
-
-    path = (layer.metadata or {}).get("path")
-    return scan_stem(path) if path else layer.name
-
-
 class PathPicker(QWidget):
     """A line edit with a Browse… button for a folder, an existing file or a file to save."""
 

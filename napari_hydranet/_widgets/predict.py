@@ -24,9 +24,10 @@ from qtpy.QtWidgets import (
 from .._layers import detections_layer, heatmap_layer
 from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
+from ..errors import HydranetError
 from ..infer import Prediction, predict_scan
 from ..models import load_model
-from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scan_name, scrolling_layout
+from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scrolling_layout
 
 INTENSITY_WEIGHT = 0.5
 SLIDER_STEPS = 1000  # the slider spans default / 100 … default × 100 on a log scale
@@ -154,13 +155,15 @@ class PredictWidget(QWidget):
         try:
             scan = layer_to_scan(layer)
             mask_layer = self.mask_combo.layer()
+            if mask_layer is layer:
+                raise HydranetError("the ROI mask is the scan itself; choose the mask layer, or no mask")
             mask = layer_to_scan(mask_layer, like=scan) if mask_layer is not None else None
         except Exception as exc:
             show_error(f"Predict: {error_text(exc)}")
-            self.result_label.setText(f"⚠ {scan_name(layer)}: not predicted. {error_text(exc)}")
+            self.result_label.setText(f"⚠ {layer.name}: not predicted. {error_text(exc)}")
             return
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
-        name = scan_name(layer)
+        name = layer.name  # unique in the viewer, unlike file names (two subjects' T2.nii.gz)
         where = f"  ·  inside {mask_layer.name}" if mask is not None else ""  # the mask may be auto-chosen
         self.result_label.setText(f"{name}: predicting…")
         self.worker = thread_worker(_predict_job)(
