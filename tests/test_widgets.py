@@ -471,17 +471,29 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert "✓ 1 labelled scans" in train.problems.item(0).text()
     assert widget.status.text() == "3 of 3 scans predicted"
 
-    # a second run starts a new table; a blank scan is skipped and listed
+    # a second run starts a new table that keeps the user's correction; a blank scan is skipped
+    # and listed; a labels file that also lists scans of other folders gives the ones here
     nib.save(
         nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "scans" / "blank.nii.gz"
     )
+    (tmp_path / "more.csv").write_text("scan,label\na,7\nb.nii.gz,5\nelsewhere.nii.gz,2\n")
+    widget.labels_csv.set_path(tmp_path / "more.csv")
     widget.run()
     _wait_worker(qtbot, widget)
     assert (
         sorted(widget.table.records) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"] and widget.table.rowCount() == 3
     )
     assert widget.status.text().startswith("3 of 4 scans predicted; 1 skipped: blank.nii.gz")
+    assert widget.status.text().endswith("; your 1 corrected count kept")
     assert len(errors) == 1 and "blank.nii.gz" in errors[0]
+    labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
+    assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
+    assert "1 of the 3 labelled scans are not in the scans folder" in widget.stats.text()
+    (tmp_path / "bad.csv").write_text("scan,label\na.nii.gz,many\n")
+    widget.labels_csv.set_path(tmp_path / "bad.csv")
+    widget.load_labels()
+    assert "⚠ labels not loaded" in widget.stats.text() and "label 'many'" in widget.stats.text()
+    assert {r[0]: r[4] for r in widget.rows()} == {"a.nii.gz": "", "b.nii.gz": "", "c.nii.gz": 4.0}
 
 
 def test_curve_ticks_are_round_and_cover_the_range():

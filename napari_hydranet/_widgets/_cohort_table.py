@@ -59,13 +59,14 @@ class CohortTable(QTableWidget):
         self.records.clear()
         self.setRowCount(0)
 
-    def add_row(self, name: str, pred, label: float | None = None) -> None:
+    def add_row(self, name: str, pred, label: float | None = None, corrected: float | None = None) -> None:
+        """A predicted scan; ``corrected``, the user's count from an earlier run, wins over ``label``."""
         self.records[name] = {
             "count": pred.count,
             "count_sd": pred.count_sd,
             "detections": pred.n_detections,
-            "label": label,
-            "corrected": False,
+            "label": label if corrected is None else float(corrected),
+            "corrected": corrected is not None,
         }
         self._busy = True
         self.setSortingEnabled(False)
@@ -119,6 +120,10 @@ class CohortTable(QTableWidget):
             if not rec["corrected"]:
                 rec["label"] = labels.get(name)
                 self._fill(self._row_of(name))
+
+    def corrections(self) -> dict[str, float]:
+        """The user's counts: scan → label of every corrected row."""
+        return {name: rec["label"] for name, rec in self.records.items() if rec["corrected"]}
 
     def correct(self, name: str, value: float) -> None:
         """The radiologist's count for a scan: becomes its label, row marked corrected."""

@@ -21,7 +21,7 @@ from .._layers import detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import predict_file
-from ..io import check_masks_folder, find_scans, read_labels, read_scan, write_csv
+from ..io import check_masks_folder, find_scans, read_labels, read_scan, scan_stem, write_csv
 from ..models import load_model
 from ._agreement import draw_agreement
 from ._cohort_table import COLUMNS, CohortTable
@@ -68,6 +68,9 @@ class CohortWidget(QWidget):
         self.worker = None
         self.results: dict[str, tuple] = {}  # scan file name → (path, Prediction, affine)
         self.labels: dict[str, float] = {}
+        self.labels_note = ""  # what loading the labels CSV found wrong or missing
+        self.corrections: dict[Path, dict[str, float]] = {}  # scans folder → the user's counts
+        self._folder: Path | None = None  # the folder the table shows
         self._shown: list = []  # layers this dock opened for the selected row
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
@@ -123,6 +126,8 @@ class CohortWidget(QWidget):
         if self.scans.path() is None:
             show_error("Cohort: choose a folder of scans")
             return
+        self._keep_corrections()  # a re-run (another model, say) must not lose the user's counts
+        self._folder = self.scans.path().resolve()
         self.results.clear()
         self.failed.clear()
         self.table.clear_rows()
@@ -157,9 +162,14 @@ class CohortWidget(QWidget):
         else:
             _, path, pred, affine = item
             self.results[path.name] = (path, pred, affine)
-            self.table.add_row(path.name, pred, self.labels.get(path.name))
+            kept = self.corrections.get(self._folder, {}).get(path.name)
+            self.table.add_row(path.name, pred, self.labels.get(path.name), kept)
             self.progress.setValue(self.progress.value() + 1)
             self._draw()
+
+    def _keep_corrections(self) -> None:
+        if self._folder is not None:
+            self.corrections.setdefault(self._folder, {}).update(self.table.corrections())
 
     def _on_finished(self) -> None:
         self.run_button.setEnabled(True)
@@ -175,6 +185,9 @@ class CohortWidget(QWidget):
                 f"{name} ({reason.split(': ', 1)[-1]})" for name, reason in self.failed[:3]
             )
             text += " …" if len(self.failed) > 3 else ""
+        kept = len(self.corrections.get(self._folder, {}))
+        if kept:
+            text += f"; your {kept} corrected count{'s' if kept != 1 else ''} kept"
         self.status.setText(text)
         self.status.setToolTip("\n".join(f"{name}: {reason}" for name, reason in self.failed))
 
@@ -183,12 +196,26 @@ class CohortWidget(QWidget):
         if csv is None:
             return
         try:
-            self.labels = read_labels(csv, self.scans.path()).values
+            listed = read_labels(csv).values
         except HydranetError as exc:
             show_error(f"Cohort: {exc}")
-            return
+            self.labels, self.labels_note = {}, f"⚠ labels not loaded: {exc}"
+        else:
+            by_stem = {scan_stem(k): v for k, v in listed.items()}  # rows may omit .nii.gz
+            found = {n: listed.get(n, by_stem.get(scan_stem(n))) for n in self._scan_names()}
+            self.labels = {n: v for n, v in found.items() if v is not None}
+            missing = len(listed) - len(self.labels)  # a labels file of a larger cohort is fine
+            note = f"{missing} of the {len(listed)} labelled scans are not in the scans folder"
+            self.labels_note = note if missing and self.scans.path() else ""
         self.table.set_labels(self.labels)
         self._draw()
+
+    def _scan_names(self) -> list[str]:
+        """File names of the scans folder's scans (none while it is unset or holds none)."""
+        try:
+            return [p.name for p in find_scans([self.scans.path()])] if self.scans.path() else []
+        except HydranetError:
+            return []
 
     # reviewing --------------------------------------------------------------------------
     def _on_click(self, row: int, column: int) -> None:
@@ -266,7 +293,7 @@ class CohortWidget(QWidget):
 
     def _draw(self, *_) -> None:
         text = draw_agreement(self.axes, self.table.pairs())
-        self.stats.setText(text)
+        self.stats.setText(f"{text}\n{self.labels_note}" if self.labels_note else text)
         self.canvas.draw_idle()
 
     def closeEvent(self, event) -> None:
