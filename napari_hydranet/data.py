@@ -127,6 +127,18 @@ def load_cohort(
     )
 
 
+def check_split(n: int, fraction: float) -> int:
+    """How many of ``n`` labelled scans ``fraction`` holds out (at least 2); an error when fewer
+    than 2 would be left to train on."""
+    n_val = max(2, int(round(n * fraction)))
+    if n - n_val < 2:
+        raise HydranetError(
+            f"{n} labelled scans are too few to hold out {n_val} for validation and train on 2 or more; "
+            f"label at least {n_val + 2}"
+        )
+    return n_val
+
+
 def split_validation(cohort: Cohort, fraction: float, seed: int) -> tuple[Cohort, Cohort]:
     """Hold out about ``fraction`` of the scans, spread over the label range.
 
@@ -134,12 +146,7 @@ def split_validation(cohort: Cohort, fraction: float, seed: int) -> tuple[Cohort
     each stratum goes to validation, so small validation sets still span the counts.
     """
     n = len(cohort)
-    n_val = max(2, int(round(n * fraction)))
-    if n - n_val < 2:
-        raise HydranetError(
-            f"{n} labelled scans are too few to hold out {n_val} for validation and train on 2 or more; "
-            f"label at least {n_val + 2}"
-        )
+    n_val = check_split(n, fraction)
     rng = np.random.default_rng(seed)
     order = np.argsort(cohort.labels + rng.random(n) * 1e-3, kind="stable")
     strata = np.array_split(order, n_val)

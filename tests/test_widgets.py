@@ -354,6 +354,15 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert widget.status.text().startswith("training ended: killed; the best model so far (epoch")
     assert widget.stop_button.text() == "Stop" and widget.time_label.text() == ""
     assert errors == []
+
+    # an output folder holding the user's files: refused by the child before it starts, untouched
+    widget.out.set_path(data / "masks")
+    before = sorted(p.name for p in (data / "masks").iterdir())
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.is_running() and widget.start_button.isEnabled(), timeout=TIMEOUT)
+    assert widget.status.text().startswith("training did not start: ")
+    assert "a new model needs a new or empty folder (Output)" in widget.status.text()
+    assert sorted(p.name for p in (data / "masks").iterdir()) == before and len(errors) == 1
     predict.close()
 
 
@@ -468,7 +477,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert (tmp_path / "corrected.csv").read_text().splitlines() == ["scan,label", "c.nii.gz,4"]
     assert train.labels.path() == tmp_path / "corrected.csv"
     assert train.scans.path() == folder / "scans" and train.masks.path() == folder / "masks"
-    assert "✓ 1 labelled scans" in train.problems.item(0).text()
+    # one corrected scan is too few to train on, and the Train dock says so before Start
+    assert "✗ 1 labelled scans are too few to hold out 2 for validation" in train.problems.item(0).text()
     assert widget.status.text() == "3 of 3 scans predicted"
 
     # a second run starts a new table that keeps the user's correction; a blank scan is skipped
@@ -541,3 +551,5 @@ def test_train_child_errors_are_told_in_the_docks_words():
     )
     assert for_dock("hydranet: error: --time-limit: 0 must be > 0") == "Time limit: 0 must be > 0"
     assert for_dock("exit status 9") == "exit status 9"
+    argparse_line = "hydranet train: error: argument --lr: -1 must be > 0"  # argparse's own wording
+    assert for_dock(argparse_line) == "Learning rate: -1 must be > 0"

@@ -96,7 +96,7 @@ DOCK_NAMES = {
 
 def for_dock(message: str) -> str:
     """A child's error line in the dock's words: no ``hydranet: error:`` prefix, fields by name."""
-    for prefix in ("hydranet: error: ", "hydranet: "):
+    for prefix in ("hydranet: error: ", "hydranet: ", "hydranet train: error: ", "argument "):
         message = message.removeprefix(prefix)
     message = message.replace("use --resume to continue it", "continue it with `hydranet train --resume`")
     return re.sub(r"--[a-z-]+", lambda m: DOCK_NAMES.get(m.group(0), m.group(0)), message)

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..data import check_split
 from ..errors import HydranetError
 from ..io import read_labels
 from ..models import DEFAULT_NAME, WEIGHTS
@@ -154,6 +155,7 @@ class TrainWidget(QWidget):
             picker.edit.editingFinished.connect(self.check_labels)
         self.start_from.currentIndexChanged.connect(self._update_enabled)
         self.recal_only.toggled.connect(self._update_enabled)
+        self.val_fraction.valueChanged.connect(self.check_labels)  # it decides how few scans are too few
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self._update_enabled()
@@ -180,8 +182,14 @@ class TrainWidget(QWidget):
             text = text[len(f"{labels}: ") :] if text.startswith(f"{labels}: ") else text
             self.problems.addItems([f"✗ {p}" for p in text.split("; ")])
             return False
-        self.problems.addItem(f"✓ {len(found.values)} labelled scans")
-        self.problems.addItems([f"note: {n}" for n in found.notes])
+        n = len(found.values)
+        try:
+            check_split(n, self.val_fraction.value())
+        except HydranetError as exc:
+            self.problems.addItem(f"✗ {exc}")
+            return False
+        self.problems.addItem(f"✓ {n} labelled scan{'s' if n != 1 else ''}")
+        self.problems.addItems([f"note: {note}" for note in found.notes])
         return True
 
     def _update_enabled(self) -> None:
@@ -361,7 +369,8 @@ class TrainWidget(QWidget):
             model_registry().add(self._checkpoint)
             self.model_ready.emit(self._checkpoint)
             reason += f"; the best model so far (epoch {self._best_epoch}) is kept in {self._checkpoint}"
-        self.status.setText(f"training ended: {reason}")
+        started = self.last_event is not None  # the child got as far as loading the scans
+        self.status.setText(f"{'training ended' if started else 'training did not start'}: {reason}")
         if code not in (0, 130) and not self._killed:
             show_error(f"Train: {reason}")
 
