@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import HydranetError
+from .text import plural
 
 
 def _progress(done: int, total: int, text: str) -> None:
@@ -59,7 +60,8 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
             if best
             else "no model saved: no epoch finished"
         )
-        print(f"done ({event['message']}) after {event['epochs']} epochs, {event['seconds']:.0f} s; {saved}")
+        took = f"{plural(event['epochs'], 'epoch')}, {event['seconds']:.0f} s"
+        print(f"done ({event['message']}) after {took}; {saved}")
 
 
 class _StopFlag:
@@ -210,7 +212,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             _progress(ev["done"], ev["total"], f"{ev['scan']}: {format_count(ev['count'])}")
     done = len(paths) - len(failed)
     if done:
-        print(f"counts for {done} scan{'s' if done != 1 else ''} written to {a.out}")
+        print(f"counts for {plural(done, 'scan')} written to {a.out}")
         if a.detections:
             print(f"detections written to {a.detections}")
         if a.heatmaps:

@@ -214,11 +214,11 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
         return
     folder = Path(masks_dir)
     if not folder.is_dir():
-        raise HydranetError(f"{folder}: no such folder (the ROI masks, --masks)")
+        raise HydranetError(f"{folder}: no such folder (of ROI masks)")
     if any(Path(p).resolve().parent == folder.resolve() for p in scan_paths):
         raise HydranetError(
             f"{folder}: the masks folder holds the scans; each would be its own ROI mask. "
-            "--masks names the folder of ROI masks, named like the scans"
+            "Give the folder of ROI masks, named like the scans"
         )
 
 

@@ -236,7 +236,7 @@ def test_predict_leaves_no_earlier_rows_when_every_scan_fails(cohort, tmp_path, 
 def test_a_masks_folder_must_exist_and_not_be_the_scans(cohort, tmp_path, capsys):
     scans = cohort / "scans"
     assert _predict(scans / "sub-000.nii.gz", "--out", tmp_path / "c.csv", "--masks", tmp_path / "nope") == 2
-    assert "nope: no such folder (the ROI masks, --masks)" in capsys.readouterr().err
+    assert "nope: no such folder (of ROI masks)" in capsys.readouterr().err
     assert _predict(scans / "sub-000.nii.gz", "--out", tmp_path / "c.csv", "--masks", scans) == 2
     assert "the masks folder holds the scans; each would be its own ROI mask" in capsys.readouterr().err
     assert not (tmp_path / "c.csv").exists()  # refused before any work

@@ -23,6 +23,7 @@ from ..errors import HydranetError
 from ..infer import predict_file
 from ..io import check_masks_folder, find_scans, read_labels, read_scan, scan_stem, write_csv
 from ..models import load_model
+from ..text import plural
 from ._agreement import draw_agreement
 from ._cohort_table import COLUMNS, CohortTable
 from ._common import ModelPicker, PathPicker, error_text, scrolling_layout
@@ -187,7 +188,7 @@ class CohortWidget(QWidget):
             text += " …" if len(self.failed) > 3 else ""
         kept = len(self.corrections.get(self._folder, {}))
         if kept:
-            text += f"; your {kept} corrected count{'s' if kept != 1 else ''} kept"
+            text += f"; your {plural(kept, 'corrected count')} kept"
         self.status.setText(text)
         self.status.setToolTip("\n".join(f"{name}: {reason}" for name, reason in self.failed))
 

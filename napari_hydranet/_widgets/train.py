@@ -29,6 +29,7 @@ from ..data import check_split
 from ..errors import HydranetError
 from ..io import read_labels
 from ..models import DEFAULT_NAME, WEIGHTS
+from ..text import plural
 from ._common import PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
@@ -188,7 +189,7 @@ class TrainWidget(QWidget):
         except HydranetError as exc:
             self.problems.addItem(f"✗ {exc}")
             return False
-        self.problems.addItem(f"✓ {n} labelled scan{'s' if n != 1 else ''}")
+        self.problems.addItem(f"✓ {plural(n, 'labelled scan')}")
         self.problems.addItems([f"note: {note}" for note in found.notes])
         return True
 
@@ -321,7 +322,7 @@ class TrainWidget(QWidget):
             saved = (Path(ev["path"]) / WEIGHTS).is_file()
             best = ev.get("best") or {}
             where = f"best epoch {best.get('epoch')} in {ev['path']}" if saved else "no model saved"
-            self.status.setText(f"done ({ev['message']}) after {ev['epochs']} epochs; {where}")
+            self.status.setText(f"done ({ev['message']}) after {plural(ev['epochs'], 'epoch')}; {where}")
             self.time_label.setText(f"took {_hms(ev['seconds'])}")
             self.progress.setValue(self.progress.maximum())
             if saved:
