@@ -10,6 +10,7 @@ import numpy as np
 from .errors import HydranetError
 from .io import check_masks_folder, find_mask, read_labels, read_scan
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
+from .text import plural
 
 
 @dataclass
@@ -133,7 +134,8 @@ def check_split(n: int, fraction: float) -> int:
     n_val = max(2, int(round(n * fraction)))
     if n - n_val < 2:
         raise HydranetError(
-            f"{n} labelled scans are too few to hold out {n_val} for validation and train on 2 or more; "
+            f"{plural(n, 'labelled scan')} {'is' if n == 1 else 'are'} too few to hold out {n_val} "
+            "for validation and train on 2 or more; "
             f"label at least {n_val + 2}"
         )
     return n_val

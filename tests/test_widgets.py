@@ -478,7 +478,7 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert train.labels.path() == tmp_path / "corrected.csv"
     assert train.scans.path() == folder / "scans" and train.masks.path() == folder / "masks"
     # one corrected scan is too few to train on, and the Train dock says so before Start
-    assert "✗ 1 labelled scans are too few to hold out 2 for validation" in train.problems.item(0).text()
+    assert "✗ 1 labelled scan is too few to hold out 2 for validation" in train.problems.item(0).text()
     assert widget.status.text() == "3 of 3 scans predicted"
 
     # a second run starts a new table that keeps the user's correction; a blank scan is skipped

@@ -287,7 +287,8 @@ class CohortWidget(QWidget):
                 widget.parent().raise_()
                 return widget
         try:
-            return window.add_plugin_dock_widget("napari-hydranet", "Train")[1]
+            # as a tab beside this dock: stacked under it, the Train dock had no room for its curves
+            return window.add_plugin_dock_widget("napari-hydranet", "Train", tabify=True)[1]
         except Exception as exc:
             show_error(f"Cohort: could not open the Train dock ({error_text(exc)})")
             return None

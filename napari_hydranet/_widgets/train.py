@@ -74,6 +74,7 @@ class TrainWidget(QWidget):
         self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
         self.problems = QListWidget()
         self.problems.setMaximumHeight(80)
+        self.problems.setWordWrap(True)  # a problem is read whole, not scrolled sideways
         self.arch = QComboBox()
         self.arch.addItems(["gpunet", "regressor"])
         self.heads = _spin(QSpinBox, 1, 16, 4)
