@@ -296,3 +296,18 @@ def test_a_mask_layer_on_another_grid_is_refused_not_moved():
         prepare(scan, PreprocessConfig(crop_shape=None), layer_to_scan(shifted, like=scan))
     on_grid = Labels(mask, scale=(1.4, 1.2, 1.2), name="on the grid")
     prepare(scan, PreprocessConfig(crop_shape=None), layer_to_scan(on_grid, like=scan))
+
+
+def test_a_layer_without_voxel_size_says_1_mm_is_assumed_and_colour_is_refused():
+    from napari.layers import Image
+
+    from napari_hydranet._widgets._common import layer_to_scan
+
+    volume = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
+    bare = layer_to_scan(Image(volume, name="from the console"))
+    assert bare.notes == ["layer 'from the console' has no voxel size (no affine or scale): 1 mm assumed"]
+    np.testing.assert_allclose(bare.affine, np.eye(4))
+    assert layer_to_scan(Image(volume, scale=(1.4, 1.2, 1.2), name="scaled")).notes == []
+    rgb = Image(np.zeros((10, 12, 14, 3), np.uint8), rgb=True, name="photo")
+    with pytest.raises(HydranetError, match="layer 'photo': colour \\(RGB\\) data"):
+        layer_to_scan(rgb)

@@ -87,9 +87,11 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     over the scan in the console, it is taken on the scan's grid.
     """
     data = np.asarray(layer.data)
+    if getattr(layer, "rgb", False):
+        raise HydranetError(f"layer '{layer.name}': colour (RGB) data; a 3D scan of intensities is needed")
     if data.ndim != 3:
         raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed")
-    meta = layer.metadata or {}
+    meta, notes = layer.metadata or {}, []
     if meta.get("affine") is not None:
         affine = np.asarray(meta["affine"], float)
         array = from_display(data, affine)
@@ -100,9 +102,11 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
             affine, array = like.affine, from_display(data, like.affine)
         else:  # the permutation is its own inverse
             affine, array = napari_affine(shown), np.transpose(data, (2, 1, 0))
+            if untransformed:  # the voxel size decides whether a scan is resampled
+                notes.append(f"layer '{layer.name}' has no voxel size (no affine or scale): 1 mm assumed")
     path = Path(meta["path"]) if meta.get("path") else None
-    array, notes = finite(np.ascontiguousarray(array, dtype=np.float32), f"layer '{layer.name}'")
-    return Scan(array, affine, path, notes, label=f"layer '{layer.name}'")  # notes reach the dock
+    array, nan_notes = finite(np.ascontiguousarray(array, dtype=np.float32), f"layer '{layer.name}'")
+    return Scan(array, affine, path, notes + nan_notes, label=f"layer '{layer.name}'")  # notes reach the dock
 
 
 class PathPicker(QWidget):

@@ -103,7 +103,7 @@ class CurvePanels(QWidget):
         if last:
             xticks = nice_ticks(*xr, 5)
             for t, text in zip(xticks, tick_labels(xticks)):
-                if float(t).is_integer() or xr[1] - xr[0] < 4:
+                if float(t).is_integer():  # epochs are whole
                     pt = at(t, lo)
                     p.drawLine(QPointF(pt.x(), box.bottom()), QPointF(pt.x(), box.bottom() + 3))
                     p.drawText(
