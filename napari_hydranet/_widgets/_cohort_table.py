@@ -17,6 +17,11 @@ from ..infer import format_count
 
 COLUMNS = ["scan", "count", "spread", "detections", "label", "corrected"]
 _EDITABLE = {"count", "label"}
+_HEADERS = {  # column → (header, tooltip) where the key is too wide for a dock
+    "spread": ("SD", "spread of the count over test-time flips"),
+    "detections": ("found", "detections: lesions localised on the heatmap"),
+    "corrected": ("✓", "corrected by you: your count is the label"),
+}
 _CORRECTED = QColor(80, 140, 90, 90)
 
 
@@ -39,7 +44,10 @@ class CohortTable(QTableWidget):
 
     def __init__(self, parent=None):
         super().__init__(0, len(COLUMNS), parent)
-        self.setHorizontalHeaderLabels(COLUMNS)
+        self.setHorizontalHeaderLabels([_HEADERS.get(c, (c, ""))[0] for c in COLUMNS])
+        for col, key in enumerate(COLUMNS):  # short headers, so the table fits a dock's width
+            if key in _HEADERS:
+                self.horizontalHeaderItem(col).setToolTip(_HEADERS[key][1])
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
