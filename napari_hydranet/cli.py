@@ -275,9 +275,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(Path(a.out), headless=a.headless, device=a.device)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .preprocess import MIN_CROP
+def _crop_edge(text: str) -> int:
+    from .preprocess import MIN_CROP  # here, not at import: `hydranet --help` stays quick
 
+    return _number(int, MIN_CROP)(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hydranet", description=__doc__)
     p.add_argument("--version", action="version", version=f"napari-hydranet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -338,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-augment", action="store_true", help="no flips or shifts")
     t.add_argument(
         "--crop",
-        type=_number(int, MIN_CROP),
+        type=_crop_edge,
         nargs=3,
         default=[64, 52, 40],
         metavar=("I", "J", "K"),

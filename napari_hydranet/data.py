@@ -114,8 +114,11 @@ def load_cohort(
         values.append(value)
         spacings.append(prepared.spacing)
     if not names:
-        problems = "; ".join(skipped)
-        raise HydranetError(f"{labels_csv}: none of its {len(skipped)} scans can be used: {problems}")
+        more = f"; … {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        problems = "; ".join(skipped[:10]) + more
+        raise HydranetError(
+            f"{labels_csv}: none of its {plural(len(skipped), 'scan')} can be used: {problems}"
+        )
     notes = [f"skipped (not trained on): {reason}" for reason in skipped] + notes
     return Cohort(
         names,

@@ -83,8 +83,11 @@ def read_scan(path: str | os.PathLike) -> Scan:
     path = Path(path)
     if not path.is_file():
         raise HydranetError(f"{path}: no such file")
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
+    try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+    except OSError as exc:  # unreadable (permissions): this scan, not the whole run
+        raise HydranetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if gzipped and not path.name.lower().endswith(".gz"):
         raise HydranetError(f"{path}: gzip-compressed but named without .gz; rename it {path.name}.gz")
     try:
@@ -116,7 +119,7 @@ def read_scan(path: str | os.PathLike) -> Scan:
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
-    data, notes = finite(data, path.name)
+    data, notes = finite(data, f"{path.parent.name}/{path.name}")  # masks share their scan's name
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return Scan(np.ascontiguousarray(data), affine, path, notes)
@@ -145,13 +148,14 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     and hidden files (such as macOS ``._`` sidecars); a file reached twice is listed once.
     """
     found: list[Path] = []
-    skipped = 0
+    skipped = pairs = 0
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             files = sorted(q for q in p.iterdir() if q.is_file() and is_nifti(q))
             kept = [q for q in files if not is_heatmap(q) and not q.name.startswith(".")]
             skipped += len(files) - len(kept)
+            pairs += sum(q.suffix.lower() == ".hdr" for q in p.iterdir())
             found.extend(kept)
         elif p.is_file():
             if p.suffix.lower() in (".hdr", ".img"):
@@ -166,6 +170,7 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             raise HydranetError(f"{p}: no such file or folder")
     if not found:
         also = f"; {skipped} hidden or *{HEATMAP_SUFFIX} files are not scans" if skipped else ""
+        also += f"; {pairs} .hdr/.img pairs: convert them to .nii.gz first" if pairs else ""
         raise HydranetError(
             f"no NIfTI files (.nii, .nii.gz) found in the inputs (folders are not searched recursively{also})"
         )
@@ -215,7 +220,8 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
     folder = Path(masks_dir)
     if not folder.is_dir():
         raise HydranetError(f"{folder}: no such folder (of ROI masks)")
-    if any(Path(p).resolve().parent == folder.resolve() for p in scan_paths):
+    # a scan's folder is where its name lies, not where a link (DataLad, git-annex) points
+    if any(Path(p).absolute().parent.resolve() == folder.resolve() for p in scan_paths):
         raise HydranetError(
             f"{folder}: the masks folder holds the scans; each would be its own ROI mask. "
             "Give the folder of ROI masks, named like the scans"

@@ -27,9 +27,10 @@ from .errors import HydranetError
 from .io import check_folder_output, write_csv
 from .metrics import agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
-from .preprocess import INTENSITY_REFERENCES, MedianNotPositive, PreprocessConfig
+from .preprocess import INTENSITY_REFERENCES, MIN_CROP, MedianNotPositive, PreprocessConfig
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
+from .text import plural
 
 # Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
 # ~800 that changes each layer's output by ~60 % at 1e-3 and the count explodes or dies;
@@ -129,6 +130,8 @@ class TrainConfig:
                 f"--out {DEFAULT_NAME}: that name means the bundled model; choose another folder"
             )
         check_folder_output(self.out, "model folder (--out)")
+        if self.crop_shape is not None and min(self.crop_shape) < MIN_CROP:
+            raise HydranetError(f"--crop must be ≥ {MIN_CROP} voxels along each axis")
         if self.heads < 1:
             raise HydranetError("--heads must be ≥ 1")
         if not 0 <= self.p_black < 1:
@@ -268,8 +271,8 @@ def train(
         raise HydranetError(
             f"{out}: already holds a model; use --resume to continue it or choose another --out"
         )
-    if not resume and out.is_dir() and any(out.iterdir()):  # the user's files stay theirs
-        held = sorted(p.name for p in out.iterdir())
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if held and not resume:  # the user's files stay theirs (hidden ones, like .DS_Store, are no one's)
         raise HydranetError(
             f"{out}: already holds {', '.join(held[:3])}{' …' if len(held) > 3 else ''}; a new model "
             "needs a new or empty folder (--out), so that nothing in it is overwritten"
@@ -568,8 +571,8 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
     if not cfg.recalibrate_only and cfg.heads > len(train_set) / 2:
         notes.append(
             f"{cfg.heads} heads for {len(train_set)} training scans: an epoch holds only "
-            f"{-(-len(train_set) // cfg.heads)} set(s), so the network learns little beyond their total; "
-            "use fewer heads (000 used 4 for 25 scans)"
+            f"{plural(-(-len(train_set) // cfg.heads), 'set')}, so the network learns little beyond "
+            "their total; use fewer heads (the Hydranet paper used 4 for 25 scans)"
         )
     if len(val_set) < MIN_RELIABLE_VAL:
         notes.append(

@@ -153,3 +153,41 @@ def test_labels_with_a_missing_scans_folder_say_so_once(tmp_path):
     (tmp_path / "l.csv").write_text("scan,label\na.nii.gz,1\nb.nii.gz,2\n")
     with pytest.raises(HydranetError, match="nowhere: no such scans folder$"):
         read_labels(tmp_path / "l.csv", tmp_path / "nowhere")
+
+
+def test_an_unreadable_scan_is_a_clear_error_naming_it(tmp_path, monkeypatch):
+    import builtins
+
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "locked.nii.gz")
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):  # as for a file without read permission (tests may run as root)
+        if str(file).endswith("locked.nii.gz"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(HydranetError, match="locked.nii.gz: cannot be read \\(Permission denied\\)"):
+        read_scan(tmp_path / "locked.nii.gz")
+
+
+def test_a_masks_folder_holding_links_to_scans_elsewhere_is_still_the_scans_folder(tmp_path):
+    from napari_hydranet.io import check_masks_folder
+
+    (tmp_path / "annex").mkdir()
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "annex" / "MD5E-s1--abc.nii.gz").write_bytes(b"")
+    link = tmp_path / "scans" / "a.nii.gz"
+    link.symlink_to(tmp_path / "annex" / "MD5E-s1--abc.nii.gz")  # how DataLad stores files
+    with pytest.raises(HydranetError, match="the masks folder holds the scans"):
+        check_masks_folder(tmp_path / "scans", [link])
+    (tmp_path / "masks").mkdir()
+    check_masks_folder(tmp_path / "masks", [link])
+    with pytest.raises(HydranetError, match="no such folder"):
+        check_masks_folder(tmp_path / "nowhere", [link])
+
+
+def test_a_folder_of_hdr_img_pairs_says_to_convert_them(tmp_path):
+    nib.save(nib.Nifti1Pair(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "pair.hdr")
+    with pytest.raises(HydranetError, match="1 .hdr/.img pairs: convert them to .nii.gz first"):
+        find_scans([tmp_path])

@@ -340,14 +340,16 @@ def test_lesion_map_loss_gives_an_ambiguous_lesion_its_weighted_share(weight):
 
 
 def test_few_validation_scans_are_flagged(cohort, tmp_path):
+    runs = iter(range(100))
+
     def notes(**kw):
-        events = train(_cfg(cohort, tmp_path / f"m{sorted(kw.items())}", epochs=1, **kw))
+        events = train(_cfg(cohort, tmp_path / f"m{next(runs)}", epochs=1, **kw))
         return next(e for e in events if e["event"] == "start")["notes"]
 
     assert any("only 2 validation scans" in n for n in notes(val_fraction=0.1))
     assert not any("validation scans" in n for n in notes())  # 25 scans: 5 held out
     assert not any("every label is" in n for n in notes())
-    assert any("16 heads for 20 training scans: an epoch holds only 2 set(s)" in n for n in notes(heads=16))
+    assert any("16 heads for 20 training scans: an epoch holds only 2 sets" in n for n in notes(heads=16))
     assert not any("heads for" in n for n in notes(heads=4))
 
 
@@ -435,5 +437,11 @@ def test_a_new_model_needs_a_new_or_empty_folder_and_overwrites_nothing(cohort, 
     assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"\x00")  # a file manager's, not the user's
     events = list(train(_cfg(cohort, empty, epochs=1)))
     assert events[-1]["event"] == "done" and (empty / "weights.safetensors").exists()
+
+
+def test_a_crop_the_model_loader_would_refuse_is_refused_before_training(cohort, tmp_path):
+    with pytest.raises(HydranetError, match="--crop must be ≥ 16 voxels"):
+        _cfg(cohort, tmp_path / "m", crop_shape=(8, 52, 40)).validate()

@@ -498,7 +498,7 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert len(errors) == 1 and "blank.nii.gz" in errors[0]
     labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
-    assert "1 of the 3 labelled scans are not in the scans folder" in widget.stats.text()
+    assert "1 of the 3 labelled scans is not in the scans folder" in widget.stats.text()
     (tmp_path / "bad.csv").write_text("scan,label\na.nii.gz,many\n")
     widget.labels_csv.set_path(tmp_path / "bad.csv")
     widget.load_labels()

@@ -101,16 +101,11 @@ class CurvePanels(QWidget):
             p.drawLine(QPointF(box.left() - 3, pt.y()), QPointF(box.left(), pt.y()))
             p.drawText(QRectF(0, pt.y() - 7, box.left() - 5, 14), Qt.AlignmentFlag.AlignRight, text)
         if last:
-            xticks = nice_ticks(*xr, 5)
+            xticks = [t for t in nice_ticks(*xr, 5) if float(t).is_integer()]  # epochs are whole
             for t, text in zip(xticks, tick_labels(xticks)):
-                if float(t).is_integer():  # epochs are whole
-                    pt = at(t, lo)
-                    p.drawLine(QPointF(pt.x(), box.bottom()), QPointF(pt.x(), box.bottom() + 3))
-                    p.drawText(
-                        QRectF(pt.x() - 20, box.bottom() + 3, 40, 12),
-                        Qt.AlignmentFlag.AlignHCenter,
-                        text,
-                    )
+                pt = at(t, lo)
+                p.drawLine(QPointF(pt.x(), box.bottom()), QPointF(pt.x(), box.bottom() + 3))
+                p.drawText(QRectF(pt.x() - 20, box.bottom() + 3, 40, 12), Qt.AlignmentFlag.AlignHCenter, text)
             p.drawText(
                 QRectF(box.left(), box.bottom() + 13, box.width(), 12),
                 Qt.AlignmentFlag.AlignHCenter,

@@ -71,7 +71,8 @@ class CohortWidget(QWidget):
         self.labels: dict[str, float] = {}
         self.labels_note = ""  # what loading the labels CSV found wrong or missing
         self.corrections: dict[Path, dict[str, float]] = {}  # scans folder → the user's counts
-        self._folder: Path | None = None  # the folder the table shows
+        self._folder: Path | None = None  # the folder the table shows, and its masks
+        self._masks: Path | None = None
         self._shown: list = []  # layers this dock opened for the selected row
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
@@ -128,7 +129,7 @@ class CohortWidget(QWidget):
             show_error("Cohort: choose a folder of scans")
             return
         self._keep_corrections()  # a re-run (another model, say) must not lose the user's counts
-        self._folder = self.scans.path().resolve()
+        self._folder, self._masks = self.scans.path().resolve(), self.masks.path()
         self.results.clear()
         self.failed.clear()
         self.table.clear_rows()
@@ -186,7 +187,7 @@ class CohortWidget(QWidget):
                 f"{name} ({reason.split(': ', 1)[-1]})" for name, reason in self.failed[:3]
             )
             text += " …" if len(self.failed) > 3 else ""
-        kept = len(self.corrections.get(self._folder, {}))
+        kept = len(self.table.corrections())  # earlier ones, on the rows of this run
         if kept:
             text += f"; your {plural(kept, 'corrected count')} kept"
         self.status.setText(text)
@@ -195,6 +196,9 @@ class CohortWidget(QWidget):
     def load_labels(self) -> None:
         csv = self.labels_csv.path()
         if csv is None:
+            self.labels, self.labels_note = {}, ""
+            self.table.set_labels({})
+            self._draw()
             return
         try:
             listed = read_labels(csv).values
@@ -206,15 +210,20 @@ class CohortWidget(QWidget):
             found = {n: listed.get(n, by_stem.get(scan_stem(n))) for n in self._scan_names()}
             self.labels = {n: v for n, v in found.items() if v is not None}
             missing = len(listed) - len(self.labels)  # a labels file of a larger cohort is fine
-            note = f"{missing} of the {len(listed)} labelled scans are not in the scans folder"
-            self.labels_note = note if missing and self.scans.path() else ""
+            verb = "is" if missing == 1 else "are"
+            note = f"{missing} of the {plural(len(listed), 'labelled scan')} {verb} not in the scans folder"
+            self.labels_note = note if missing and self._shown_folder() else ""
         self.table.set_labels(self.labels)
         self._draw()
+
+    def _shown_folder(self) -> Path | None:
+        """The scans folder of the table (the picker's until a run)."""
+        return self._folder or self.scans.path()
 
     def _scan_names(self) -> list[str]:
         """File names of the scans folder's scans (none while it is unset or holds none)."""
         try:
-            return [p.name for p in find_scans([self.scans.path()])] if self.scans.path() else []
+            return [p.name for p in find_scans([self._shown_folder()])] if self._shown_folder() else []
         except HydranetError:
             return []
 
@@ -264,7 +273,7 @@ class CohortWidget(QWidget):
             show_error("Cohort: no corrected counts yet (type the right count in a row's count cell)")
             return None
         if path is None:
-            start = str(self.scans.path().parent / "corrected_labels.csv") if self.scans.path() else ""
+            start = str(self._shown_folder().parent / "corrected_labels.csv") if self._shown_folder() else ""
             path, _ = QFileDialog.getSaveFileName(self, "Save corrected labels", start, "CSV (*.csv)")
             if not path:
                 return None
@@ -272,7 +281,8 @@ class CohortWidget(QWidget):
             return None
         trainer = self._train_widget()
         if trainer is not None:
-            trainer.set_inputs(self.scans.path(), path, self.masks.path())
+            masks = self._masks if self._folder else self.masks.path()  # those the table was made with
+            trainer.set_inputs(self._shown_folder(), path, masks)
         return trainer
 
     def _train_widget(self):

@@ -263,7 +263,7 @@ class TrainWidget(QWidget):
             show_error(f"Train: {exc}")
             return
         if not self.check_labels():
-            show_error("Train: the labels CSV has problems (listed in the dock)")
+            show_error("Train: not started; the problems are listed under Masks")
             return
         self.history, self.last_event = [], None
         self._checkpoint, self._killed = None, False
