@@ -275,7 +275,8 @@ def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_mod
     widget.run()
     _wait_worker(qtbot, widget)
     assert len(errors) == 1
-    assert "NaN/inf voxels set to 0" in widget.result_label.text()
+    assert "NaN/inf voxels set to 0" in widget.notes_label.text()
+    assert "note" not in widget.result_label.text()  # the headline stays the count
     assert "inside" not in widget.result_label.text()  # counted without a mask
     widget.close()
 

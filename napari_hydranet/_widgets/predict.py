@@ -105,6 +105,8 @@ class PredictWidget(QWidget):
         self.result_label = QLabel("No prediction yet.")
         self.result_label.setWordWrap(True)
         self.result_label.setStyleSheet("font-size: 14px; font-weight: bold;")
+        self.notes_label = QLabel("")  # what the count rests on, in the body font under the headline
+        self.notes_label.setWordWrap(True)
 
         self.prev_button, self.next_button = QPushButton("◀ Previous"), QPushButton("Next ▶")
         self.lesion_label = QLabel("")
@@ -132,6 +134,7 @@ class PredictWidget(QWidget):
         box.addWidget(self.run_button)
         box.addWidget(self.progress)
         box.addWidget(self.result_label)
+        box.addWidget(self.notes_label)
         box.addWidget(QLabel("Detections"))
         box.addLayout(nav)
         box.addLayout(thr)
@@ -161,11 +164,13 @@ class PredictWidget(QWidget):
         except Exception as exc:
             show_error(f"Predict: {error_text(exc)}")
             self.result_label.setText(f"⚠ {layer.name}: not predicted. {error_text(exc)}")
+            self.notes_label.setText("")
             return
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
         name = layer.name  # unique in the viewer, unlike file names (two subjects' T2.nii.gz)
         where = f"  ·  inside {mask_layer.name}" if mask is not None else ""  # the mask may be auto-chosen
         self.result_label.setText(f"{name}: predicting…")
+        self.notes_label.setText("")
         self.worker = thread_worker(_predict_job)(
             self.model_picker.model_dir(), self._model, scan, mask, weight
         )
@@ -216,8 +221,7 @@ class PredictWidget(QWidget):
         self._current = run
         unit = self._model[1].label.get("unit", "")
         self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.n_detections} detections{where}")
-        for note in pred.notes:
-            self.result_label.setText(self.result_label.text() + f"\nnote: {note}")
+        self.notes_label.setText("\n".join(f"note: {note}" for note in pred.notes))
         self._set_inspection_enabled(run.points is not None)
         self.slider.blockSignals(True)
         self.slider.setValue(SLIDER_STEPS // 2)
