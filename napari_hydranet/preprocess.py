@@ -177,9 +177,10 @@ class Prepared:
                     share = _overlaps(ras_shape[axis], out.shape[axis], zoom[axis])
                     out = np.moveaxis(np.tensordot(share, out, axes=(1, axis)), 0, axis)
                 zoom = np.where(coarser, 1.0, zoom)
-            out = ndimage.affine_transform(out, 1 / zoom, output_shape=ras_shape, order=1, mode="nearest")
-            if density:  # a network voxel's amount spread over the finer file voxels
-                out /= np.prod(zoom)
+            if np.any(zoom != 1):  # finer axes left (else the shares above gave the file's grid)
+                out = ndimage.affine_transform(out, 1 / zoom, output_shape=ras_shape, order=1, mode="nearest")
+                if density:  # a network voxel's amount spread over the finer file voxels
+                    out /= np.prod(zoom)
         return from_ras(out, self.orientation)
 
     def crop_source(self, volume: np.ndarray) -> np.ndarray:
