@@ -10,7 +10,7 @@ import numpy as np
 from .errors import HydranetError
 from .io import check_masks_folder, find_mask, read_labels, read_scan
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
-from .text import plural
+from .text import first_of, plural
 
 
 @dataclass
@@ -114,11 +114,8 @@ def load_cohort(
         values.append(value)
         spacings.append(prepared.spacing)
     if not names:
-        more = f"; … {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        problems = "; ".join(skipped[:10]) + more
-        raise HydranetError(
-            f"{labels_csv}: none of its {plural(len(skipped), 'scan')} can be used: {problems}"
-        )
+        none = f"none of its {plural(len(skipped), 'scan')} can be used"
+        raise HydranetError(f"{labels_csv}: {none}: {first_of(skipped)}")
     notes = [f"skipped (not trained on): {reason}" for reason in skipped] + notes
     return Cohort(
         names,

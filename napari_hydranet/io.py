@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import HydranetError
+from .text import first_of
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # not commas: a table from elsewhere
@@ -152,10 +153,11 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(q for q in p.iterdir() if q.is_file() and is_nifti(q))
+            entries = list(p.iterdir())
+            files = sorted(q for q in entries if q.is_file() and is_nifti(q))
             kept = [q for q in files if not is_heatmap(q) and not q.name.startswith(".")]
             skipped += len(files) - len(kept)
-            pairs += sum(q.suffix.lower() == ".hdr" for q in p.iterdir())
+            pairs += sum(q.suffix.lower() == ".hdr" for q in entries)
             found.extend(kept)
         elif p.is_file():
             if p.suffix.lower() in (".hdr", ".img"):
@@ -221,7 +223,8 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
     if not folder.is_dir():
         raise HydranetError(f"{folder}: no such folder (of ROI masks)")
     # a scan's folder is where its name lies, not where a link (DataLad, git-annex) points
-    if any(Path(p).absolute().parent.resolve() == folder.resolve() for p in scan_paths):
+    parents = {Path(p).absolute().parent for p in scan_paths}
+    if folder.resolve() in {parent.resolve() for parent in parents}:
         raise HydranetError(
             f"{folder}: the masks folder holds the scans; each would be its own ROI mask. "
             "Give the folder of ROI masks, named like the scans"
@@ -394,8 +397,7 @@ def read_labels(
             continue
         values[scan] = value
     if errors:
-        shown = "; ".join(errors[:10]) + (f"; … {len(errors) - 10} more" if len(errors) > 10 else "")
-        raise HydranetError(f"{path}: {shown}")
+        raise HydranetError(f"{path}: {first_of(errors)}")
     if not values:
         raise HydranetError(f"{path}: no labelled scans")
     return Labels(values, path, notes)
