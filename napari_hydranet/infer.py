@@ -84,12 +84,13 @@ class Prediction:
         if not self.result:
             return []
         voxel_mm3 = self.prepared.voxel_mm3  # sizes are counted on the network's grid
-        rows = []
-        for n, det in enumerate(self.result.detections, start=1):
-            ijk = self.prepared.to_source_index(det.centre)
-            xyz = source_affine[:3, :3] @ ijk + source_affine[:3, 3]
-            rows.append([self.scan, n, *ijk, *xyz, det.size, det.score, det.size * voxel_mm3])
-        return rows
+        dets = self.result.detections
+        ijk = self.prepared.to_source_index(np.array([d.centre for d in dets], float).reshape(-1, 3))
+        xyz = ijk @ source_affine[:3, :3].T + source_affine[:3, 3]
+        return [
+            [self.scan, n, *i, *x, det.size, det.score, det.size * voxel_mm3]
+            for n, (det, i, x) in enumerate(zip(dets, ijk, xyz), start=1)
+        ]
 
 
 @torch.no_grad()
