@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import HydranetError
-from .io import read_labels, scan_stem
+from .io import match_labels, read_labels, scan_stem
 from .metrics import agreement
 
 FEW_SCANS = 10  # below this an ICC's 95 % interval spans most of its range
@@ -22,17 +22,14 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
     counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint).values
     labels = read_labels(labels_csv, None, scan_column, label_column).values
-    by_stem = {scan_stem(k): v for k, v in labels.items()}
+    found = match_labels(counts, labels)
     pred, ref, notes = [], [], []
     for scan, value in counts.items():
-        if scan in labels:
-            ref.append(labels[scan])
-        elif scan_stem(scan) in by_stem:
-            ref.append(by_stem[scan_stem(scan)])
-        else:
+        if scan not in found:
             notes.append(f"{scan}: no label, left out")
             continue
         pred.append(value)
+        ref.append(found[scan])
     matched = {scan_stem(s) for s in counts}
     notes += [f"{s}: labelled but not predicted" for s in labels if scan_stem(s) not in matched]
     if len(pred) < 2:

@@ -214,6 +214,14 @@ def check_folder_output(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, float]:
+    """The label of each scan name that has one: by its name, else by its name without
+    .nii/.nii.gz (tables may differ in suffixes)."""
+    by_stem = {scan_stem(k): v for k, v in labels.items()}
+    found = {n: labels[n] if n in labels else by_stem.get(scan_stem(n)) for n in names}
+    return {n: v for n, v in found.items() if v is not None}
+
+
 def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence[Path]) -> None:
     """Refuse a masks folder that is missing, or that holds the scans themselves (each scan
     would be its own ROI mask)."""

@@ -21,7 +21,7 @@ from .._layers import detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import predict_file
-from ..io import check_masks_folder, find_scans, read_labels, read_scan, scan_stem, write_csv
+from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, write_csv
 from ..models import load_model
 from ..text import plural
 from ._agreement import draw_agreement
@@ -206,9 +206,7 @@ class CohortWidget(QWidget):
             show_error(f"Cohort: {exc}")
             self.labels, self.labels_note = {}, f"⚠ labels not loaded: {exc}"
         else:
-            by_stem = {scan_stem(k): v for k, v in listed.items()}  # rows may omit .nii.gz
-            found = {n: listed.get(n, by_stem.get(scan_stem(n))) for n in self._scan_names()}
-            self.labels = {n: v for n, v in found.items() if v is not None}
+            self.labels = match_labels(self._scan_names(), listed)  # rows may omit .nii.gz
             missing = len(listed) - len(self.labels)  # a labels file of a larger cohort is fine
             verb = "is" if missing == 1 else "are"
             note = f"{missing} of the {plural(len(listed), 'labelled scan')} {verb} not in the scans folder"
