@@ -73,11 +73,12 @@ def lesion_masses(model, cohort, out: Outputs, lesions) -> tuple[np.ndarray, np.
     _, test = splits(cohort)
     scale, bias = float(model.net.count_scale), out.bias
     in_test = {int(t) for t in test}
+    offsets = source_offsets(cohort)
     kept = []
     for i, centre, visibility, miss in lesions:
         if i not in in_test:
             continue
-        voxel = np.round(centre - source_offsets(cohort)[i]).astype(int)
+        voxel = np.round(centre - offsets[i]).astype(int)
         z = out.z[i, 0]
         lo, hi = np.maximum(voxel - HALF_BOX, 0), np.minimum(voxel + HALF_BOX + 1, z.shape)
         if np.any(hi <= lo):  # outside the network's crop

@@ -73,9 +73,10 @@ def decompose(model, cohort, root: Path):
     z = density_maps(model.net, x, batch=8)  # the test scans' maps only
     scale, bias = float(model.net.count_scale), float(model.net.last.bias.detach())
     by_scan = {int(i): [] for i in test}
+    offsets = source_offsets(cohort)
     for i, centre, visibility, visible, _ in cohort_lesions(cohort, root):
         if i in by_scan:
-            by_scan[i].append((centre - source_offsets(cohort)[i], visibility / level, visible))
+            by_scan[i].append((centre - offsets[i], visibility / level, visible))
     parts, lesions = [], []
     for n, i in enumerate(test):
         mass = (scale * torch.relu(z[n, 0] + bias)).double().numpy()
