@@ -291,6 +291,21 @@ def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
         )
 
 
+def _sign_note(scan: Scan, values: np.ndarray, where: str) -> list[str]:
+    """A note when most voxels are ≤ 0 (median ≤ 0): the count of an inverted or z-scored scan
+    may be wrong without any error (the bundled model was trained on positive intensities)."""
+    if not values.size or values.min() >= 0:
+        return []
+    median = float(np.median(values))
+    if median > 0:
+        return []
+    return [
+        f"{scan.path or scan.name}: the median intensity {where} is {median:.3g}; a scan with "
+        "inverted sign is miscounted, and a z-scored one is counted right only by a model "
+        "trained on z-scored scans"
+    ]
+
+
 def to_ras(scan: Scan) -> Scan:
     """The scan with its voxels in RAS order and the matching affine (no resampling)."""
     orientation = scan.ras_orientation
@@ -412,6 +427,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
             )
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
         scaled = _rescaled(scan, roi, cfg) * weight
+        notes += _sign_note(scan, data[roi], "inside the ROI mask")
         centre = np.array(ndimage.center_of_mass(roi))
     else:
         _check_not_blank(scan, data, "")
@@ -421,6 +437,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
                 "trained on ROIs: counts are not comparable with masked ones"
             )
         scaled = _rescaled(scan, None, cfg)
+        notes += _sign_note(scan, data[data != 0], "of the non-zero voxels")
         total = scaled.sum()
         if total > 0:
             centre = np.array(ndimage.center_of_mass(scaled))

@@ -119,6 +119,21 @@ def test_a_mask_of_a_few_lesions_is_noted():
     )
 
 
+def test_an_inverted_or_z_scored_scan_is_noted():
+    rng = np.random.default_rng(0)
+    positive = rng.random((40, 30, 30)).astype(np.float32) + 0.1
+    roi = np.zeros((40, 30, 30), np.uint8)
+    roi[10:30, 8:22, 8:22] = 1
+    for scan, mask in ((Scan(positive, np.eye(4)), None), (Scan(positive, np.eye(4)), Scan(roi, np.eye(4)))):
+        assert not any("median intensity" in n for n in prepare(scan, PreprocessConfig(), mask).notes)
+    inverted = Scan(-positive, np.eye(4), label="flipped")
+    (note,) = [n for n in prepare(inverted, PreprocessConfig()).notes if "median intensity" in n]
+    assert note.startswith("flipped: the median intensity of the non-zero voxels is -0.6")
+    z_scored = Scan(positive - np.median(positive[roi > 0]) - 0.01, np.eye(4), label="z")
+    noted = prepare(z_scored, PreprocessConfig(), Scan(roi, np.eye(4))).notes
+    assert any(n.startswith("z: the median intensity inside the ROI mask is -0.01") for n in noted)
+
+
 @pytest.mark.parametrize("order, flips", [((0, 1, 2), (0, 1)), ((2, 0, 1), ()), ((1, 2, 0), (2,))])
 def test_a_scan_stored_in_another_voxel_order_prepares_like_ras(order, flips):
     rng = np.random.default_rng(1)
