@@ -61,6 +61,18 @@ def from_display(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return from_ras(np.transpose(data, (2, 1, 0)), io_orientation(affine))
 
 
+def file_volume(data: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D layer's data → (the volume in its file's voxel order, that file's voxel → world
+    affine). ``state`` holds the layer's ``metadata`` and transform (``as_layer_data_tuple`` or
+    a writer's ``meta``). Our layers keep the file's affine in ``metadata["affine"]``; any other
+    is taken as shown, its affine from its napari transform, its axes reversed to (i, j, k)."""
+    true = (state.get("metadata") or {}).get("affine")
+    if true is not None:
+        affine = np.asarray(true, float)
+        return from_display(data, affine), affine
+    return np.transpose(data, (2, 1, 0)), napari_affine(shown_affine(state))  # its own inverse
+
+
 def series_layer(path, name: str) -> tuple:
     """A 4D NIfTI (i, j, k, t) as one layer (t, S, A, R), for viewing only: counting needs
     one 3D volume, and the engine refuses series with a message naming the file."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._layers import from_display, napari_affine, shown_affine
+from ._layers import file_volume, napari_affine, shown_affine
 from .errors import HydranetError
 from .infer import DETECTION_COLUMNS
 from .io import is_nifti, write_csv, write_volume
@@ -47,11 +47,7 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
     protect = [md[k] for k in ("source_path",) if md.get(k)]
     if md.get("path") and not np.issubdtype(array.dtype, np.integer):
         protect.append(md["path"])
-    if md.get("affine") is not None:
-        array = from_display(array, np.asarray(md["affine"], float))
-    else:
-        array = np.transpose(array, (2, 1, 0))
-    write_volume(path, array, _file_affine(meta), protect=protect)
+    write_volume(path, *file_volume(array, meta), protect=protect)
     return [str(path)]
 
 

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import TRANSFORM_KEYS, display_shape, from_display, napari_affine, shown_affine
+from .._layers import TRANSFORM_KEYS, display_shape, file_volume, from_display
 from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
@@ -92,18 +92,13 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     if data.ndim != 3:
         raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed")
     meta, notes = layer.metadata or {}, []
-    if meta.get("affine") is not None:
-        affine = np.asarray(meta["affine"], float)
-        array = from_display(data, affine)
-    else:
-        shown = shown_affine({k: getattr(layer, k) for k in TRANSFORM_KEYS})
-        untransformed = np.allclose(shown, np.eye(4))
-        if like is not None and untransformed and data.shape == display_shape(like.array.shape, like.affine):
-            affine, array = like.affine, from_display(data, like.affine)
-        else:  # the permutation is its own inverse
-            affine, array = napari_affine(shown), np.transpose(data, (2, 1, 0))
-            if untransformed:  # the voxel size decides whether a scan is resampled
-                notes.append(f"layer '{layer.name}' has no voxel size (no affine or scale): 1 mm assumed")
+    state = {"metadata": meta, **{k: getattr(layer, k) for k in TRANSFORM_KEYS}}
+    array, affine = file_volume(data, state)
+    untransformed = meta.get("affine") is None and np.allclose(affine, np.eye(4))
+    if untransformed and like is not None and data.shape == display_shape(like.array.shape, like.affine):
+        affine, array = like.affine, from_display(data, like.affine)
+    elif untransformed:  # the voxel size decides whether a scan is resampled
+        notes.append(f"layer '{layer.name}' has no voxel size (no affine or scale): 1 mm assumed")
     path = Path(meta["path"]) if meta.get("path") else None
     array, nan_notes = finite(np.ascontiguousarray(array, dtype=np.float32), f"layer '{layer.name}'")
     return Scan(array, affine, path, notes + nan_notes, label=f"layer '{layer.name}'")  # notes reach the dock
