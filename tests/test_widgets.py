@@ -218,6 +218,22 @@ def test_two_subjects_scans_of_one_file_name_get_overlays_of_their_own(
     assert widget.result_label.text().startswith(f"{layers[1].name}: ")
 
 
+def test_a_scan_closed_while_predicting_gets_no_overlays(qtbot, sample_viewer, tiny_model, errors):
+    from napari_hydranet._widgets import PredictWidget
+
+    viewer, scan, mask = sample_viewer
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(scan)
+    widget.run()
+    viewer.layers.remove(scan)  # before the worker's result reaches the main thread
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    assert [ly.name for ly in viewer.layers] == [mask.name]
+    assert widget.result_label.text() == "sample was closed while it was predicted; no overlays added."
+    assert not widget.next_button.isEnabled()
+
+
 def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):
     from napari_hydranet._widgets import PredictWidget
 

@@ -175,7 +175,7 @@ class PredictWidget(QWidget):
             self.model_picker.model_dir(), self._model, scan, mask, weight
         )
         self.worker.yielded.connect(self._on_stage)
-        self.worker.returned.connect(lambda out: self._on_result(out, name, scan.affine, where))
+        self.worker.returned.connect(lambda out: self._on_result(out, layer, name, scan.affine, where))
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.progress.setVisible(True)
@@ -190,12 +190,15 @@ class PredictWidget(QWidget):
         self.run_button.setEnabled(True)
         self.progress.setVisible(False)
 
-    def _on_result(self, out: dict, name: str, affine: np.ndarray, where: str) -> None:
+    def _on_result(self, out: dict, scan_layer, name: str, affine: np.ndarray, where: str) -> None:
         if "error" in out:
             show_error(f"Predict: {out['error']}")
             self.result_label.setText(f"⚠ {name}: not predicted. {out['error']}")
             return
         self._model = out["model"]
+        if scan_layer not in self.viewer.layers:  # closed while the network ran: nothing to overlay
+            self.result_label.setText(f"{name} was closed while it was predicted; no overlays added.")
+            return
         pred: Prediction = out["pred"]
         old = self._runs.get(name)
         run = _Run(name, pred, np.asarray(affine, float))
