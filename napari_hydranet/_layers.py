@@ -193,6 +193,15 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
             "symbol": "ring",
             "face_color": "transparent",
             "border_color": "cyan",
+            # the number of each ring, as in the dock's "lesion i/n" and the detections CSV,
+            # beside the ring (over it, the digits could not be read at the default zoom)
+            "text": {
+                "string": "{lesion}",
+                "color": "cyan",
+                "size": 10,
+                "anchor": "upper_left",
+                "translation": [0, 3, 3],
+            },
             "projection_mode": "all",
             "units": "mm",
         },

@@ -131,6 +131,8 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert widget.next_button.isEnabled() == (len(points.data) > 0)
     widget.slider.setValue(widget.slider.minimum())
     assert len(points.data) > 0 and widget.next_button.isEnabled()
+    numbers = [str(i) for i in range(1, len(points.data) + 1)]
+    assert points.text.visible and list(points.text.values) == numbers  # each ring numbered, as in the CSV
     widget.reset_button.click()
     assert len(points.data) == n0 and widget.lesion_label.text() == f"{n0} detections"
     widget.combine_box.setChecked(True)
