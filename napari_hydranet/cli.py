@@ -65,7 +65,8 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
 
 
 class _StopFlag:
-    """Set by SIGINT/SIGTERM: the loop stops after the current step."""
+    """Set by SIGINT/SIGTERM, or by the end of stdin (``watch_stdin``): the loop stops after
+    the current step."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -79,6 +80,17 @@ class _StopFlag:
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
+
+    def watch_stdin(self) -> None:
+        """Stop when stdin closes: how the Train dock stops its child on every platform
+        (Windows sends console programs no SIGTERM)."""
+
+        def wait_for_eof():
+            while sys.stdin.buffer.read(1024):
+                pass
+            self.event.set()
+
+        threading.Thread(target=wait_for_eof, daemon=True).start()
 
     def __call__(self) -> bool:
         return self.event.is_set()
@@ -158,6 +170,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         os.nice(10)  # the scheduler serves the interactive viewer first
     stop = _StopFlag()
     stop.install()
+    if a.stop_on_eof:
+        stop.watch_stdin()
     tty = sys.stderr.isatty() and not a.json
     for event in train(cfg, should_stop=stop, resume=a.resume):
         _emit(event, a.json, tty)
@@ -325,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--no-recalibrate", action="store_true", help="with --init: skip that refit before fine-tuning"
     )
+    t.add_argument("--stop-on-eof", action="store_true", help=argparse.SUPPRESS)  # the Train dock's Stop
     t.add_argument(
         "--low-priority",
         action="store_true",

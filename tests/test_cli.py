@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -165,6 +167,23 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     assert "no model saved: no epoch finished" in captured.out
     assert "stopped before its first epoch finished" in captured.err
     assert not (tmp_path / "n" / "weights.safetensors").exists()
+
+
+def test_train_stops_cleanly_when_its_stdin_closes(cohort, tmp_path):
+    """The Train dock's Stop on every platform: it closes the child's stdin."""
+    argv = [sys.executable, "-m", "napari_hydranet.cli", "train", str(cohort / "scans")]
+    argv += ["--labels", str(cohort / "train.csv"), "--masks", str(cohort / "masks"), "--out"]
+    argv += [str(tmp_path / "m"), "--arch", "regressor", "--arch-args", '{"width": 8}', "--crop", "24"]
+    argv += ["24", "16", "--epochs", "500", "--json", "--stop-on-eof"]
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    events = []
+    for line in child.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "epoch" and events[-1]["epoch"] == 1:
+            child.stdin.close()
+    assert child.wait(timeout=300) == 0
+    assert events[-1]["event"] == "done" and events[-1]["reason"] == "stopped"
+    assert events[-1]["epochs"] < 500 and (tmp_path / "m" / "weights.safetensors").is_file()
 
 
 def test_info_describes_a_model_and_refuses_other_folders(tmp_path, capsys):

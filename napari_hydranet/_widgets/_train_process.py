@@ -39,9 +39,10 @@ class TrainProcess(QObject):
         proc.start(sys.executable, ["-m", "napari_hydranet.cli", *args])
 
     def terminate(self) -> None:
-        """SIGTERM: the CLI stops after the current step and keeps the best checkpoint."""
+        """Close the child's stdin: run with ``--stop-on-eof``, the CLI stops after the current
+        step and keeps the best checkpoint (a SIGTERM would not reach it on Windows)."""
         if self.is_running():
-            self.process.terminate()
+            self.process.closeWriteChannel()
 
     def kill(self) -> None:
         if self.is_running():
@@ -50,7 +51,7 @@ class TrainProcess(QObject):
     def shutdown(self, wait_ms: int = 15000) -> None:
         """Stop and wait (closing the dock): terminate, then kill if it does not end."""
         if self.is_running():
-            self.process.terminate()
+            self.terminate()
             if not self.process.waitForFinished(wait_ms):
                 self.process.kill()
                 self.process.waitForFinished(5000)

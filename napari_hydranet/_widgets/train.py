@@ -210,7 +210,8 @@ class TrainWidget(QWidget):
         if scans is None or labels is None or out is None:
             raise HydranetError("choose the scans folder, the labels CSV and an output folder")
         args = ["train", str(scans.resolve()), "--labels", str(labels.resolve())]
-        args += ["--out", str(out.resolve()), "--json", "--low-priority", "--heads", str(self.heads.value())]
+        args += ["--out", str(out.resolve()), "--json", "--low-priority", "--stop-on-eof"]
+        args += ["--heads", str(self.heads.value())]
         args += ["--p-black", f"{self.p_black.value():g}", "--epochs", str(self.epochs.value())]
         args += ["--val-fraction", f"{self.val_fraction.value():g}"]
         if self.masks.path() is not None:
