@@ -112,6 +112,11 @@ def run_network(
         counts.append(float(count.float().cpu()[0]))
     if heat is not None:
         heat = (heat / len(counts)).float().cpu().numpy()
+    if not np.all(np.isfinite(counts)) or (heat is not None and not np.all(np.isfinite(heat))):
+        raise HydranetError(
+            f"{model.path or 'the model'}: the network gave a NaN or infinite output (its weights "
+            "may hold NaNs, e.g. from a diverged training); use another model"
+        )
     return counts, heat
 
 
@@ -231,6 +236,13 @@ def predict_files(
     """
     check_outputs(paths, out_csv, detections_csv, heatmaps_dir)
     check_masks_folder(masks_dir, paths)
+    if (heatmaps_dir is not None or detections_csv is not None) and not getattr(
+        model.net, "has_heatmap", False
+    ):
+        raise HydranetError(
+            f"{model.path or 'the model'}: a {type(model.net).__name__} gives counts only; heatmaps and "
+            "detections need a GP-UNet (leave out --heatmaps and --detections)"
+        )
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []
     write_csv(out_csv, COUNT_COLUMNS, count_rows)  # no earlier run's rows, whatever follows

@@ -107,6 +107,8 @@ def read_scan(path: str | os.PathLike) -> Scan:
             )
     if len(shape) < 3:
         raise HydranetError(f"{path}: a {len(shape)}D image of shape {tuple(shape)}; expected 3D")
+    if 0 in shape[:3]:
+        raise HydranetError(f"{path}: an empty volume of shape {tuple(shape)}: no voxels to count")
     dtype = img.get_data_dtype()
     if dtype.kind == "c" or dtype.names:
         raise HydranetError(

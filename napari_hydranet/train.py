@@ -134,6 +134,17 @@ class TrainConfig:
             raise HydranetError(f"--crop must be ≥ {MIN_CROP} voxels along each axis")
         if self.heads < 1:
             raise HydranetError("--heads must be ≥ 1")
+        if self.sets_per_batch < 1:
+            raise HydranetError("--sets-per-batch must be ≥ 1")
+        if self.seed < 0:
+            raise HydranetError("--seed must be ≥ 0")
+        for name, value in (("lr", self.lr), ("time-limit", self.time_limit)):
+            if value is not None and not value > 0:
+                raise HydranetError(f"--{name} must be > 0")
+        if not self.lesion_weight > 0 or not self.count_weight >= 0:
+            raise HydranetError("--lesion-weight must be > 0 and --count-weight ≥ 0")
+        if self.density_dir and not self.init and not _density_head(self.arch, self.arch_args):
+            raise HydranetError("--density needs a GP-UNet with its density head (--arch gpunet)")
         if not 0 <= self.p_black < 1:
             raise HydranetError("--p-black must be in [0, 1)")
         if self.epochs < 1:
@@ -158,6 +169,11 @@ class TrainConfig:
             raise HydranetError("--val-fraction must be in (0, 1), or give --val-labels")
         if self.recalibrate_only and not self.init:
             raise HydranetError("--recalibrate-only needs a model to start from (--init)")
+
+
+def _density_head(arch: str, arch_args: dict) -> bool:
+    """Whether a network maps lesion density (what ``--density`` pretraining fits)."""
+    return arch == "gpunet" and arch_args.get("head", "density") == "density"
 
 
 def lr_factor(step: int, total_steps: int, schedule: str) -> float:
@@ -290,6 +306,8 @@ def train(
     base = load_model(resolve_model_dir(cfg.init)) if cfg.init else None
     if base is not None:
         arch, arch_args, pre = base.arch, base.config["architecture"]["args"], base.preprocess
+        if cfg.density_dir and not _density_head(arch, arch_args):
+            raise HydranetError(f"--density needs a GP-UNet with its density head; {cfg.init} is a {arch}")
     else:
         arch, arch_args = cfg.arch, dict(cfg.arch_args)
         pre = PreprocessConfig(
@@ -559,6 +577,10 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
             raise HydranetError(
                 f"{cfg.val_labels}: {len(overlap)} scans are also in the training labels, "
                 f"e.g. {sorted(overlap)[0]}"
+            )
+        if len(cohort) < 2:
+            raise HydranetError(
+                f"{cfg.labels}: {plural(len(cohort), 'labelled scan')} to train on; label at least 2"
             )
         train_set, val_set, notes = cohort, val, notes + val.notes
     else:

@@ -161,6 +161,25 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
         and "best epoch 1, val ICC(2,1)" in out
         and (tmp_path / "m" / "weights.safetensors").is_file()
     )
+    scan, heatmaps = cohort / "scans" / "sub-000.nii.gz", tmp_path / "h"
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "m"),
+                str(scan),
+                "--out",
+                str(tmp_path / "c.csv"),
+                "--heatmaps",
+                str(heatmaps),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "HydraRegressor gives counts only; heatmaps and detections need a GP-UNet" in capsys.readouterr().err
+    )
+    assert not heatmaps.exists() and not (tmp_path / "c.csv").exists()
     # out of time before the first epoch finished: no model, and the command says so
     assert main([*common, "--out", str(tmp_path / "n"), "--time-limit", "0.00001"]) == 1
     captured = capsys.readouterr()

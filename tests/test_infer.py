@@ -29,3 +29,21 @@ def test_the_voxel_size_note_is_left_to_models_that_know_no_voxel_range():
     ranged = PreprocessConfig(spacing_range_mm=(0.9, 1.6), spacing_mm=(1.24, 1.24, 1.23))
     newer = Model(None, {**trained, "preprocess": ranged.to_dict()}, None)
     assert spacing_notes(newer, prepare(scan, newer.preprocess)) == []  # inside its range: no doubt to raise
+
+
+def test_a_model_that_outputs_nan_is_a_clear_error(tmp_path):
+    import numpy as np
+    import torch
+
+    from napari_hydranet.errors import HydranetError
+    from napari_hydranet.infer import predict_scan
+    from napari_hydranet.io import Scan
+    from napari_hydranet.models import Model, build_net
+
+    net = build_net("gpunet", {"features": [2, 4]})
+    with torch.no_grad():
+        net.output_bias.fill_(float("nan"))
+    model = Model(net, {"preprocess": {"crop_shape": [16, 16, 16]}}, tmp_path / "broken")
+    scan = Scan(np.random.default_rng(0).random((20, 20, 20), dtype=np.float32), np.eye(4))
+    with pytest.raises(HydranetError, match="broken: the network gave a NaN or infinite output"):
+        predict_scan(model, scan, torch.device("cpu"))

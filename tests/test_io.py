@@ -62,6 +62,9 @@ def test_corrupt_and_missing_files(tmp_path):
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii")
     with pytest.raises(HydranetError, match="complex or RGB"):
         read_scan(tmp_path / "rgb.nii")
+    nib.save(nib.Nifti1Image(np.ones((0, 5, 5), np.float32), np.eye(4)), tmp_path / "e.nii")
+    with pytest.raises(HydranetError, match=r"e.nii: an empty volume of shape \(0, 5, 5\)"):
+        read_scan(tmp_path / "e.nii")
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "z.nii.gz")
     (tmp_path / "z.nii.gz").rename(tmp_path / "z.nii")  # compressed, named as if not
     with pytest.raises(

@@ -445,3 +445,30 @@ def test_a_new_model_needs_a_new_or_empty_folder_and_overwrites_nothing(cohort, 
 def test_a_crop_the_model_loader_would_refuse_is_refused_before_training(cohort, tmp_path):
     with pytest.raises(HydranetError, match="--crop must be ≥ 16 voxels"):
         _cfg(cohort, tmp_path / "m", crop_shape=(8, 52, 40)).validate()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"sets_per_batch": 0}, "--sets-per-batch must be ≥ 1"),
+        ({"seed": -1}, "--seed must be ≥ 0"),
+        ({"lr": 0.0}, "--lr must be > 0"),
+        ({"time_limit": -1.0}, "--time-limit must be > 0"),
+        ({"count_weight": -0.5}, "--count-weight ≥ 0"),
+        ({"density_dir": "d"}, "--density needs a GP-UNet with its density head"),
+        ({"density_dir": "d", "arch": "gpunet", "arch_args": {"head": "gap"}}, "density head"),
+    ],
+)
+def test_settings_the_python_api_gets_are_checked_as_the_cli_checks_them(cohort, tmp_path, setting, message):
+    with pytest.raises(HydranetError, match=message):
+        _cfg(cohort, tmp_path / "m", **setting).validate()
+
+
+def test_validation_labels_leave_at_least_two_scans_to_train_on(cohort, tmp_path):
+    lines = (cohort / "train.csv").read_text().splitlines()
+    (tmp_path / "one.csv").write_text("\n".join(lines[:2]) + "\n")
+    (tmp_path / "val.csv").write_text("\n".join([lines[0], *lines[2:8]]) + "\n")
+    cfg = _cfg(cohort, tmp_path / "m", labels=str(tmp_path / "one.csv"), val_labels=str(tmp_path / "val.csv"))
+    with pytest.raises(HydranetError, match="1 labelled scan to train on; label at least 2"):
+        list(train(cfg))
+    assert not (tmp_path / "m" / "weights.safetensors").exists()
