@@ -52,7 +52,15 @@ class Model:
     def card(self, full: bool = False) -> str:
         """A human-readable description for the widget and the CLI: what the model counts, its
         notice, its validation and detection figures and its training data, cut to the first
-        clause unless ``full``."""
+        clause unless ``full``. A hand-edited config.json that cannot be described is an error
+        naming it."""
+        try:
+            return self._card(full)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            where = self.path / CONFIG if self.path else CONFIG
+            raise HydranetError(f"{where}: malformed description ({type(exc).__name__}: {exc})") from None
+
+    def _card(self, full: bool) -> str:
         lab = self.label
         val = self.config.get("validation") or {}
         det = self.config.get("detection") or {}
@@ -154,6 +162,12 @@ def read_config(folder: str | os.PathLike) -> dict:
             f"{folder}: model format {config['format_version']} is newer than this "
             f"napari-hydranet ({__version__}) reads; update the package"
         )
+    try:
+        PreprocessConfig.from_dict(config.get("preprocess", {}))
+    except HydranetError as exc:
+        raise HydranetError(f"{folder / CONFIG}: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise HydranetError(f"{folder / CONFIG}: malformed preprocess settings ({exc})") from None
     return config
 
 
@@ -161,12 +175,6 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
     """Load a model folder; errors say what is missing or does not fit."""
     folder = resolve_model_dir(folder)
     config = read_config(folder)
-    try:
-        PreprocessConfig.from_dict(config.get("preprocess", {}))
-    except HydranetError as exc:
-        raise HydranetError(f"{folder / CONFIG}: {exc}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise HydranetError(f"{folder / CONFIG}: malformed preprocess settings ({exc})") from None
     arch = config.get("architecture", {})
     try:
         net = build_net(arch.get("name", "?"), arch.get("args", {}))

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from napari_hydranet.errors import HydranetError
-from napari_hydranet.models import FORMAT_VERSION, load_model, read_config, save_model
+from napari_hydranet.models import FORMAT_VERSION, Model, load_model, read_config, save_model
 from napari_hydranet.nets import GPUNet
 
 
@@ -124,3 +124,21 @@ def test_hand_edited_configs_give_a_clear_error(tmp_path, change, message):
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, **change)))
     with pytest.raises(HydranetError, match=message):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"validation": {"icc21": "high"}},
+        {"detection": {"tpr": 0.7}},  # no fp_per_scan
+        {"preprocess": {"mask_dilation": "two"}},
+        {"training": {"data": 25}},
+    ],
+)
+def test_a_model_card_from_a_hand_edited_config_is_a_clear_error(tmp_path, change):
+    """What the Predict dock's model picker and `hydranet info` show, from read_config alone."""
+    save_model(tmp_path, GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, **change)))
+    with pytest.raises(HydranetError, match="config.json: malformed"):
+        Model(None, read_config(tmp_path), tmp_path).card()
