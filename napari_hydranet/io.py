@@ -253,15 +253,30 @@ def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | No
     raise HydranetError(f"{scan_path.name}: no mask named {stem}.nii[.gz] in {masks_dir}")
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it sets it: done once, before any thread starts
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _atomic_target(path: Path, suffix: str):
     """A temporary file beside ``path`` (same file system, so the rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     return Path(tmp)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Flush ``tmp`` to disk, then rename it over ``path``: after a crash or power cut the
+    file is the old one or the new one, never empty."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -270,7 +285,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     tmp = _atomic_target(path, ".tmp")
     try:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
+        _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -294,7 +309,7 @@ def write_volume(
     tmp = _atomic_target(path, suffix)
     try:
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
+        _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -310,7 +325,7 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
             w.writerow(header)
             for row in rows:
                 w.writerow([_fmt(v) for v in row])
-        os.replace(tmp, path)
+        _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -44,7 +44,10 @@ def save_state(folder: Path, net, opt, state: dict, gen: torch.Generator) -> Non
             else:
                 scalars[f"{pid}.{k}"] = v
     tensors["rng.torch"] = gen.get_state()
-    atomic_write_bytes(folder / "state.safetensors", safetensors_bytes(tensors))
+    # the epoch in both files: a training killed between the two writes is told, not mixed
+    atomic_write_bytes(
+        folder / "state.safetensors", safetensors_bytes(tensors, {"epoch": str(state["epoch"])})
+    )
     state = dict(state, opt_scalars=scalars, param_groups=opt_state["param_groups"])
     atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1).encode())
 
@@ -81,8 +84,16 @@ def load_state(folder: Path, state: dict, net, opt, gen: torch.Generator, rng: n
     path = folder / "state.safetensors"
     try:
         tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as fh:
+            epoch = (fh.metadata() or {}).get("epoch")
     except (SafetensorError, OSError) as exc:
         raise HydranetError(f"{path}: cannot resume: {exc}") from None
+    if epoch is not None and epoch != str(state["epoch"]):
+        raise HydranetError(
+            f"{folder}: cannot resume: state.safetensors is from epoch {epoch}, state.json from "
+            f"epoch {state['epoch']} (the training was killed while saving); the best model beside "
+            "resume/ is whole: fine-tune from it with --init"
+        )
     try:
         net.load_state_dict(_net_weights(tensors))
         opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}

@@ -406,6 +406,9 @@ def test_a_damaged_resume_folder_says_what_is_wrong(cohort, tmp_path):
     with pytest.raises(HydranetError, match="missing or malformed epoch, param_groups"):
         list(train(again, resume=True))
 
+    state_json.write_text(json.dumps(dict(json.loads(good_json), epoch=0)))  # killed between the two writes
+    with pytest.raises(HydranetError, match="state.safetensors is from epoch 1, state.json from epoch 0"):
+        list(train(again, resume=True))
     state_json.write_text(good_json)
     tensors_file.write_bytes(good_tensors[: len(good_tensors) // 2])
     with pytest.raises(HydranetError, match="state.safetensors: cannot resume"):
