@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import HydranetError
-from .text import plural
+from .text import json_safe, plural
 
 
 def _progress(done: int, total: int, text: str) -> None:
@@ -28,7 +28,7 @@ def _progress(done: int, total: int, text: str) -> None:
 def _emit(event: dict, as_json: bool, tty: bool) -> None:
     """Print a training event: JSON lines for programs, a bar and a line per epoch for people."""
     if as_json:
-        print(json.dumps({k: v for k, v in event.items() if k != "prediction"}), flush=True)
+        print(json.dumps(json_safe(event)), flush=True)
         return
     kind = event["event"]
     if kind == "start":
@@ -241,7 +241,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     result = evaluate_tables(a.counts_csv, a.labels_csv, a.scan_column, a.label_column)
     if a.json:
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result)))
     else:
         for note in result.pop("notes"):
             print(f"note: {note}")
@@ -259,7 +259,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
     model = load_model(a.model_dir)  # checks the weights fit the architecture, without running code
     if a.json:
-        print(json.dumps({k: v for k, v in model.config.items() if k != "history_tail"}, indent=1))
+        print(json.dumps(json_safe({k: v for k, v in model.config.items() if k != "history_tail"}), indent=1))
         return 0
     cfg, pre = model.config, model.preprocess
     params = sum(t.numel() for t in model.net.parameters())

@@ -20,6 +20,7 @@ from .errors import HydranetError
 from .io import atomic_write_bytes
 from .nets import ARCHITECTURES
 from .preprocess import PreprocessConfig
+from .text import json_safe
 
 FORMAT = "napari-hydranet-model"
 # The newest format this package reads. A model is saved with the lowest version that holds
@@ -133,7 +134,7 @@ def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) ->
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     buffer = safetensors_bytes(tensors, {"format": FORMAT})
     atomic_write_bytes(folder / WEIGHTS, buffer)
-    atomic_write_bytes(folder / CONFIG, json.dumps(cfg, indent=2).encode())
+    atomic_write_bytes(folder / CONFIG, json.dumps(json_safe(cfg), indent=2).encode())
     return folder
 
 

@@ -1,5 +1,7 @@
 """Wording shared by the command line and the docks."""
 
+import math
+
 
 def plural(n: int, noun: str) -> str:
     """``1 scan``, ``3 scans``."""
@@ -10,3 +12,15 @@ def first_of(items: list[str], shown: int = 10) -> str:
     """The first ``shown`` items joined by "; ", and how many more there are."""
     more = f"; … {len(items) - shown} more" if len(items) > shown else ""
     return "; ".join(items[:shown]) + more
+
+
+def json_safe(value):
+    """``value`` with NaN and ±inf as None (JSON null), so its JSON is strict: jq and
+    JavaScript refuse the NaN that Python writes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -367,3 +367,15 @@ def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsy
     assert main([*argv, "--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only"]) == 0
     out = capsys.readouterr().out
     assert "count recalibration only" in out and "epoch    0  loss         –" in out and "nan" not in out
+    # as JSON lines for programs: strict JSON, the undefined loss as null (jq refuses NaN)
+    argv[-1] = str(tmp_path / "j")  # --out
+    argv += ["--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only", "--json"]
+    assert main(argv) == 0
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    events = [json.loads(line, parse_constant=refuse) for line in capsys.readouterr().out.splitlines()]
+    assert [e["loss"] for e in events if e["event"] == "epoch"] == [None]
+    config = json.loads((tmp_path / "j" / "config.json").read_text(), parse_constant=refuse)
+    assert config["history_tail"][0]["loss"] is None

@@ -572,3 +572,15 @@ def test_train_child_errors_are_told_in_the_docks_words():
     assert for_dock("exit status 9") == "exit status 9"
     argparse_line = "hydranet train: error: argument --lr: -1 must be > 0"  # argparse's own wording
     assert for_dock(argparse_line) == "Learning rate: -1 must be > 0"
+
+
+def test_train_dock_draws_and_tells_undefined_figures(make_napari_viewer):
+    """The child's JSON gives an epoch 0 without steps, and an ICC of constant labels, as null."""
+    from napari_hydranet._widgets import TrainWidget
+
+    widget = TrainWidget(make_napari_viewer())
+    widget.handle_event({"event": "epoch", "epoch": 0, "loss": None, "val_icc21": None, "val_mae": 1.5})
+    widget.handle_event({"event": "epoch", "epoch": 1, "loss": 2.0, "val_icc21": 0.5, "val_mae": 1.0})
+    widget.handle_event({"event": "checkpoint", "epoch": 0, "path": "m", "val_icc21": None, "val_mae": 1.5})
+    assert widget.status.text() == "best so far: epoch 0 (val ICC(2,1) –, MAE 1.50) saved in m"
+    widget.close()

@@ -4,6 +4,7 @@ starts, watches (progress, curves, time) and can stop; GPU memory goes with the 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def _spin(cls, lo, hi, value, step=None):
         box.setSingleStep(step)
     box.setValue(value)
     return box
+
+
+def _figure(value) -> str:
+    """A validation figure, or "–" where it is undefined (JSON null)."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 def _hms(seconds: float) -> str:
@@ -317,8 +323,8 @@ class TrainWidget(QWidget):
         elif kind == "checkpoint":
             self._best_epoch, self._checkpoint = ev["epoch"], ev["path"]
             self.status.setText(
-                f"best so far: epoch {ev['epoch']} (val ICC(2,1) {ev['val_icc21']:.2f}, "
-                f"MAE {ev['val_mae']:.2f}) saved in {ev['path']}"
+                f"best so far: epoch {ev['epoch']} (val ICC(2,1) {_figure(ev['val_icc21'])}, "
+                f"MAE {_figure(ev['val_mae'])}) saved in {ev['path']}"
             )
         elif kind == "done":
             saved = (Path(ev["path"]) / WEIGHTS).is_file()
@@ -380,7 +386,8 @@ class TrainWidget(QWidget):
     def _draw(self) -> None:
         keys = ("loss", "val_icc21", "val_mae")
         self.curves.set_series(
-            [h["epoch"] for h in self.history], [[h[k] for h in self.history] for k in keys]
+            [h["epoch"] for h in self.history],
+            [[math.nan if h[k] is None else h[k] for h in self.history] for k in keys],  # JSON null: NaN
         )
 
     def closeEvent(self, event) -> None:
