@@ -68,6 +68,18 @@ def lesion_target(lesion_labels: np.ndarray, kind: str = "voxels") -> np.ndarray
     return (LESION_MASS / sizes[ids]).astype(np.float32)
 
 
+def shared(notes: list[str]) -> list[str]:
+    """Per-scan notes ("<scan>: <text>"), one line for a text that several scans share."""
+    by_text: dict[str, list[str]] = {}
+    for note in notes:
+        who, _, text = note.partition(": ")
+        by_text.setdefault(text, []).append(who)
+    return [
+        f"{who[0]}: {text}" if len(who) == 1 else f"{plural(len(who), 'scan')} ({first_of(who, 3)}): {text}"
+        for text, who in by_text.items()
+    ]
+
+
 def load_cohort(
     scans_dir,
     labels_csv,
@@ -88,7 +100,7 @@ def load_cohort(
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     check_masks_folder(masks_dir, [Path(scans_dir) / name for name in labels.values])
     names, images, values, spacings, densities = [], [], [], [], []
-    notes, skipped = list(labels.notes), []
+    notes, skipped, prepared_notes = list(labels.notes), [], []
     for name, value in labels.values.items():
         path = Path(scans_dir) / name
         try:
@@ -100,7 +112,8 @@ def load_cohort(
         except HydranetError as exc:  # a corrupt or blank scan costs that scan, not the training
             skipped.append(str(exc))
             continue
-        notes += scan.notes  # NaN or inf voxels set to 0, a 4D file of one volume
+        notes += scan.notes  # NaN or inf voxels set to 0
+        prepared_notes += [n for n in prepared.notes if n not in scan.notes]  # resampled, sign, ROI size
         if images and prepared.array.shape != images[0].shape:
             raise HydranetError(
                 f"{path}: prepared shape {prepared.array.shape} differs from {images[0].shape}; "
@@ -116,7 +129,7 @@ def load_cohort(
     if not names:
         none = f"none of its {plural(len(skipped), 'scan')} can be used"
         raise HydranetError(f"{labels_csv}: {none}: {first_of(skipped)}")
-    notes = [f"skipped (not trained on): {reason}" for reason in skipped] + notes
+    notes = [f"skipped (not trained on): {reason}" for reason in skipped] + notes + shared(prepared_notes)
     return Cohort(
         names,
         np.stack(images).astype(np.float32),

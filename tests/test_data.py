@@ -58,6 +58,13 @@ def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_e
         loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
     assert loaded.names == ["sub-000.nii.gz", "sub-001.nii.gz", "sub-002.nii.gz"]
     assert any("sub-001.nii.gz" in n and "3 NaN/inf voxels set to 0" in n for n in loaded.notes)
+    # what preparing the scans noted too, once for what several share (a masked model, no masks)
+    with pytest.warns(UserWarning, match="NaN"):
+        unmasked = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(use_mask=True))
+    assert [n for n in unmasked.notes if "no ROI mask given" in n] == [
+        "3 scans (sub-000; sub-001; sub-002): no ROI mask given; the whole volume is used, though "
+        "the model was trained on ROIs: counts are not comparable with masked ones"
+    ]
 
     # a blank scan and a truncated file: the others are loaded, and each skip says why
     nib.save(nib.Nifti1Image(np.full(data.shape, np.nan, np.float32), img.affine), scans / "sub-001.nii.gz")
