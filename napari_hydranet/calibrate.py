@@ -149,7 +149,7 @@ def recalibrate_density(
     """Refit a density model's count scale s, and its threshold b, to labelled scans.
 
     The heatmap's shape (w·f) is kept; b and s come from ``fit_threshold_and_scale``.
-    Returns the fit's MSE before and after.
+    Returns the fit's MSE after, and before for up to 64 scans (NaN above: not computed).
     """
     z = density_maps(net, x, batch)
     before = float(((net(x).double() - y.double()) ** 2).mean()) if len(x) <= 64 else float("nan")

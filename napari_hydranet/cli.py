@@ -1,4 +1,4 @@
-"""The ``hydranet`` command: train, predict, evaluate, demo. Thin over the core modules."""
+"""The ``hydranet`` command: train, predict, evaluate, info, demo. Thin over the core modules."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     scale = (
         f"{MEDIAN_SPAN:g} × the ROI's median"
         if pre.intensity_reference == "median"
-        else f"the ROI's {pre.trim_percentile:g}th percentile"
+        else f"the {'ROI' if pre.use_mask else 'non-zero voxels'}'s {pre.trim_percentile:g}th percentile"
     )
     print(model.card(full=True))
     print(f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters")

@@ -96,6 +96,9 @@ def load_cohort(
     like the scans; each becomes a ``lesion_target`` of kind ``density_target`` on the
     network's grid. A scan that cannot be read or prepared (corrupt, blank) is left out with
     a note saying why, so every problem shows at once; none usable is an error that lists them.
+    Errors that concern the cohort, not one scan, stop it: scans of different prepared
+    shapes, a missing lesion mask, and ``MedianNotPositive`` (the caller picks another
+    intensity reference).
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     check_masks_folder(masks_dir, [Path(scans_dir) / name for name in labels.values])

@@ -226,7 +226,8 @@ def predict_files(
     **kwargs,
 ) -> Iterator[dict]:
     """Predict every file and write the outputs; yields one event per scan: ``scan``, or
-    ``failed`` with the reason for a scan that could not be read or prepared (the others go on).
+    ``failed`` with the reason for a scan that could not be read or prepared (the others go on);
+    ``stopped`` ends the events early when ``should_stop`` says so.
 
     The output paths are checked before any work (none may name an input, a folder or lie
     under a file; scans must differ in file name without .nii/.nii.gz, which keys the tables

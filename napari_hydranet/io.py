@@ -37,6 +37,7 @@ class Scan:
     array : float32 array, shape (I, J, K), in the file's voxel order.
     affine : (4, 4) voxel-to-world (mm) matrix of the file.
     path : the source file, or None for data made in memory.
+    notes : what reading changed, for the user (NaN or inf voxels set to 0).
     label : what to call data without a file in messages (e.g. a napari layer).
     """
 

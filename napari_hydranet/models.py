@@ -125,7 +125,8 @@ def format_version_of(config: dict) -> int:
 
 
 def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) -> Path:
-    """Write weights and config atomically (config last, so a folder is never half new)."""
+    """Write weights and config, each atomically; config last, so a new folder holding a
+    config.json holds its weights too."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(config)

@@ -1,9 +1,10 @@
 """The one training loop: set-sum augmentation over weight-sharing heads (000 §2–3).
 
-``train`` is a generator of event dicts (``start``, ``step``, ``epoch``, ``checkpoint``,
-``done``); the CLI prints them, the plugin's child process streams them as JSON lines.
-Stopping (``should_stop``), a time limit, early stopping and the end of the epochs all
-leave the best checkpoint in the output folder and a resumable state in ``resume/``.
+``train`` is a generator of event dicts (``status``, ``start``, ``step``, ``epoch``,
+``checkpoint``, ``done``); the CLI prints them, the plugin's child process streams them as
+JSON lines. Stopping (``should_stop``), a time limit, early stopping and the end of the
+epochs all leave the best checkpoint in the output folder and, once an epoch of steps has
+finished, a resumable state in ``resume/``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected
 
 def _cohort_job(model_dir, scans_dir, masks_dir):
     """Worker generator: yields ("total", n), then ("scan", path, pred, affine) or
-    ("error", name, reason) per scan; stops cleanly when the worker is quit."""
+    ("error", name, reason) per scan, or ("fatal", message) when nothing can be predicted
+    (the model, the folder); stops cleanly when the worker is quit."""
     try:
         device = select_device("auto")
         model = load_model(model_dir, device)

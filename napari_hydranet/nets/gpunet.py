@@ -25,7 +25,7 @@ class GPUNet(nn.Module):
 
     Encoder: per level two 3×3×3 convolutions with ReLU, 2×2×2 max pooling between levels;
     decoder: 2×2×2 upsampling, concatenated skip connection, two convolutions with ReLU;
-    last: a 1×1×1 convolution to one map, without ReLU before it is pooled.
+    last: a 1×1×1 convolution to one map, which the count head below turns into the heatmap.
 
     Two count heads (``head``):
 
@@ -39,7 +39,7 @@ class GPUNet(nn.Module):
     have no bias, so an all-zero (black) image gives a count of exactly 0, as set-sum
     augmentation assumes (000 Eq. 2). The ReLU passes a softplus gradient, so it cannot
     die (in training mode; eval passes the plain ReLU gradient, as saliency maps need).
-    ``train.calibrate_output`` sets b and s from data before training.
+    ``calibrate.calibrate_output`` sets b and s from data before training.
 
     ``decoder=False`` drops the upsampling path (the CAM-like regression network, 004
     baseline d); its heatmap is upsampled to the input size.
