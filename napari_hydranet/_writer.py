@@ -44,7 +44,7 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
     md = meta.get("metadata") or {}
     # never over the scan a heatmap came from, nor an intensity image over its own file (it would
     # come back as float32 with a new header); integer layers may be, e.g. a corrected mask
-    protect = [md[k] for k in ("source_path",) if md.get(k)]
+    protect = [md["source_path"]] if md.get("source_path") else []
     if md.get("path") and not np.issubdtype(array.dtype, np.integer):
         protect.append(md["path"])
     write_volume(path, *file_volume(array, meta), protect=protect)

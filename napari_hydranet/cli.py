@@ -208,7 +208,6 @@ def cmd_predict(a: argparse.Namespace) -> int:
         should_stop=stop,
         flips=a.flips,
         intensity_weight=a.intensity_weight,
-        detect=True,
     )
     failed = []
     for ev in events:

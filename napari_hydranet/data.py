@@ -26,10 +26,6 @@ class Cohort:
     def __len__(self) -> int:
         return len(self.names)
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
-
     def subset(self, idx) -> Cohort:
         idx = list(idx)
         dens = self.densities[idx] if self.densities is not None else None

@@ -282,5 +282,4 @@ def predict_files(
             "count_sd": pred.count_sd,
             "detections": pred.n_detections,
             "notes": pred.notes,
-            "prediction": pred,
         }

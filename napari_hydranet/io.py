@@ -347,7 +347,6 @@ class Labels:
     """
 
     values: dict[str, float]
-    source: Path | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -426,4 +425,4 @@ def read_labels(
         raise HydranetError(f"{path}: {first_of(errors)}")
     if not values:
         raise HydranetError(f"{path}: no labelled scans")
-    return Labels(values, path, notes)
+    return Labels(values, notes)

@@ -339,14 +339,14 @@ def network_zoom(spacing, cfg: PreprocessConfig) -> np.ndarray | None:
     return np.where(outside, typical, spacing) / spacing
 
 
-def resample(scan: Scan, zoom: np.ndarray, smooth: bool = True) -> Scan:
+def resample(scan: Scan, zoom: np.ndarray) -> Scan:
     """The scan on a grid whose voxel edges are ``zoom`` times its own (voxel 0 kept), by
     linear interpolation; when coarsening, a Gaussian of (zoom − 1) / 2 voxels first, so
     that small lesions are averaged into the larger voxels as an acquisition would."""
     zoom = np.asarray(zoom, float)
     shape = tuple(int(np.floor((n - 1) / z + 1e-6)) + 1 for n, z in zip(scan.array.shape, zoom))
     array = scan.array
-    if smooth and np.any(zoom > 1):
+    if np.any(zoom > 1):
         array = ndimage.gaussian_filter(array, np.maximum(zoom - 1, 0) / 2)
     out = ndimage.affine_transform(array, zoom, output_shape=shape, order=1)
     return replace(scan, array=out.astype(np.float32), affine=scan.affine @ np.diag([*zoom, 1.0]))

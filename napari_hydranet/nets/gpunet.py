@@ -124,10 +124,6 @@ class GPUNet(nn.Module):
         """x: (B, C, I, J, K) → counts (B,)."""
         return self.forward_both(x)[0]
 
-    def heatmap(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, I, J, K) → heatmaps (B, I, J, K)."""
-        return self.forward_both(x)[1]
-
     @property
     def output_bias(self) -> torch.Tensor:
         return self.last.bias
