@@ -291,20 +291,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _voxel_type(array: np.ndarray) -> type:
+    array = np.asarray(array)
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        return np.float32
+    lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    return next(
+        t for t in (np.uint8, np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max
+    )
+
+
 def write_volume(
     path: str | os.PathLike,
     array: np.ndarray,
     affine: np.ndarray,
     protect: Sequence[str | os.PathLike] = (),
 ) -> Path:
-    """Write a 3D array as NIfTI with ``affine``, atomically; refuse to overwrite ``protect``."""
+    """Write a 3D array as NIfTI with ``affine``, atomically; refuse to overwrite ``protect``.
+    Integer arrays (masks, labels) keep whole numbers in the smallest type that holds them;
+    everything else is float32."""
     path = Path(path)
     if not is_nifti(path):
         raise HydranetError(f"{path}: output must end in .nii or .nii.gz")
     for p in protect:
         if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
             raise HydranetError(f"{path}: refusing to overwrite an input scan")
-    img = nib.Nifti1Image(np.asarray(array, dtype=np.float32), np.asarray(affine, float))
+    img = nib.Nifti1Image(np.asarray(array, dtype=_voxel_type(array)), np.asarray(affine, float))
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     tmp = _atomic_target(path, suffix)

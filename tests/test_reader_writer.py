@@ -311,3 +311,22 @@ def test_a_layer_without_voxel_size_says_1_mm_is_assumed_and_colour_is_refused()
     rgb = Image(np.zeros((10, 12, 14, 3), np.uint8), rgb=True, name="photo")
     with pytest.raises(HydranetError, match="layer 'photo': colour \\(RGB\\) data"):
         layer_to_scan(rgb)
+
+
+def test_a_labels_layer_is_saved_with_whole_numbers(make_napari_viewer, tmp_path):
+    """A corrected ROI or lesion labels: its file keeps integers, as the mask it came from."""
+    from napari_hydranet import _writer
+
+    viewer = make_napari_viewer()
+    mask = np.zeros((7, 8, 9), np.uint8)
+    mask[2:4, 3:5, 4:6] = 1
+    roi = viewer.add_labels(mask, name="roi")
+    lesions = viewer.add_labels(mask.astype(np.int32) * 300, name="lesions")
+    heat = viewer.add_image(mask * 0.25, name="heat")
+    for layer, dtype in ((roi, np.uint8), (lesions, np.int16), (heat, np.float32)):
+        (written,) = _writer.write_volume_layer(
+            str(tmp_path / layer.name), layer.data, layer.as_layer_data_tuple()[1]
+        )
+        img = nib.load(written)
+        assert img.get_data_dtype() == dtype
+        np.testing.assert_array_equal(np.asarray(img.dataobj), np.transpose(layer.data, (2, 1, 0)))
