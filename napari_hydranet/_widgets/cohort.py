@@ -237,10 +237,14 @@ class CohortWidget(QWidget):
         if name not in self.results:
             return
         path, pred, affine = self.results[name]
+        try:
+            scan = read_scan(path)
+        except HydranetError as exc:  # moved or changed since it was predicted
+            show_error(f"Cohort: {exc}")
+            return
         for layer in self._shown:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
-        scan = read_scan(path)
         tuples = [scan_layer(scan)]
         if pred.heatmap is not None:
             tuples += [
