@@ -82,7 +82,10 @@ def calibrate_output(
 
         def first_counts(sign: float) -> tuple[float, torch.Tensor]:
             # b < 0 keeps zero input (outside the ROI, black images) at zero density
-            level = max(torch.quantile(sign * inside.float()[:1_000_000] / spread, 1 - active).item(), 1e-3)
+            level = max(
+                torch.quantile(sign * spread_sample(inside.float(), 1_000_000) / spread, 1 - active).item(),
+                1e-3,
+            )
             return level, torch.relu(sign * z / spread - level).sum(dim=(1, 2, 3, 4))
 
         sign = 1.0
@@ -94,6 +97,12 @@ def calibrate_output(
         net.last.weight.mul_(sign / spread)
         bias.fill_(-level)
         net.count_scale.fill_(max(mean_label, 0.1) / max(counts.mean().item(), 1e-8))
+
+
+def spread_sample(values: torch.Tensor, n: int) -> torch.Tensor:
+    """At most about ``n`` of ``values``, taken evenly from all of them (every scan, not the
+    first ones): torch.quantile takes at most 16 million values."""
+    return values[:: max(1, -(-values.numel() // n))]
 
 
 @torch.no_grad()
@@ -125,7 +134,7 @@ def fit_threshold_and_scale(
         scale = float((total * yd).sum() / (total * total).sum().clamp_min(1e-12))
         return float(((scale * total - yd) ** 2).mean()), scale
 
-    inside = z[roi].float()[:2_000_000]
+    inside = spread_sample(z[roi].float(), 2_000_000)
     # levels v ≥ 0 that leave log-spaced fractions of the ROI active, from every voxel with
     # w·f > 0 down to 1 in 100,000. (A grid of the ROI's 0.9-0.9999 quantiles put all but one
     # or two of its levels below 0 for the pretrained models, where 0.3 % of voxels are > 0.)

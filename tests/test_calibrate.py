@@ -114,3 +114,12 @@ def test_regressor_probe_fitted_on_augmented_views_is_steadier_under_augmentatio
             shifted = augment(x, torch.Generator().manual_seed(3))
             swings[views] = float((net(shifted) - net(x)).pow(2).mean().sqrt())
     assert swings[True] < 0.5 * swings[False], swings
+
+
+def test_quantiles_of_many_scans_are_taken_from_every_scan():
+    from napari_hydranet.calibrate import spread_sample
+
+    values = torch.cat([torch.zeros(600), torch.ones(600)])  # two scans' voxels, one after the other
+    sample = spread_sample(values, 100)
+    assert 90 <= len(sample) <= 100 and sample.mean() == pytest.approx(0.5, abs=0.02)
+    assert torch.equal(spread_sample(values, 5000), values)  # few enough: all of them
