@@ -66,7 +66,7 @@ def calibrate_output(
             net.pool_mean.zero_()
             net.pool_scale.fill_(1.0)
             views = [x] + [augmented(x) for _ in range(PROBE_VIEWS if augmented else 0)]
-            feats = torch.cat([net.pooled(v[i : i + 4]) for v in views for i in range(0, len(v), 4)])
+            feats = torch.cat([batched(net.pooled, v) for v in views])
             net.pool_mean.copy_(feats.mean(0))
             net.pool_scale.copy_(feats.std(0).clamp_min(1e-6))
             w, b = ridge_fit((feats - net.pool_mean) / net.pool_scale, y.repeat(len(views)))
@@ -74,9 +74,9 @@ def calibrate_output(
             bias.fill_(b)
             return
         if getattr(net, "head", None) != "density":
-            bias.add_(mean_label - net(x).mean().item())
+            bias.add_(mean_label - batched(net, x).mean().item())
             return
-        z = torch.nn.functional.conv3d(net.features(x), net.last.weight)
+        z = density_maps(net, x)
         inside = z[roi_like(x, z)] if (x > 0).any() else z.flatten()
         spread = inside.float().std().item() or 1.0
 
@@ -106,15 +106,15 @@ def spread_sample(values: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def batched(fn, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
+    """``fn`` over scans x a few at a time (memory of ``batch`` scans, not of all of them)."""
+    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
 def density_maps(net: torch.nn.Module, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
     """w·f of a density model on scans x (before its threshold b and scale s), on x's grid."""
-    net.eval()
-    z = torch.cat(
-        [
-            torch.nn.functional.conv3d(net.features(x[i : i + batch]), net.last.weight)
-            for i in range(0, len(x), batch)
-        ]
-    )
+    z = batched(lambda b: torch.nn.functional.conv3d(net.features(b), net.last.weight), x, batch)
     return z[..., : x.shape[-3], : x.shape[-2], : x.shape[-1]]
 
 
@@ -158,10 +158,11 @@ def recalibrate_density(
     """Refit a density model's count scale s, and its threshold b, to labelled scans.
 
     The heatmap's shape (w·f) is kept; b and s come from ``fit_threshold_and_scale``.
-    Returns the fit's MSE after, and before for up to 64 scans (NaN above: not computed).
+    Returns the fit's MSE before and after.
     """
     z = density_maps(net, x, batch)
-    before = float(((net(x).double() - y.double()) ** 2).mean()) if len(x) <= 64 else float("nan")
+    net.eval()
+    before = float(((batched(net, x, batch).double() - y.double()) ** 2).mean())
     mse, scale, b = fit_threshold_and_scale(z, roi_like(x, z), y, float(net.last.bias), fit_threshold)
     net.last.bias.fill_(b)
     net.count_scale.fill_(scale)
@@ -188,7 +189,7 @@ def recalibrate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     if getattr(net, "head", None) == "density":
         return recalibrate_density(net, x, y, batch, fit_threshold=len(x) >= THRESHOLD_FIT_MIN_SCANS)
     net.eval()
-    pred = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).double()
+    pred = batched(net, x, batch).double()
     yd = y.double()
     a, c = (
         np.polyfit(pred.numpy(), yd.numpy(), 1) if float(pred.std()) > 0 else (1.0, float((yd - pred).mean()))
