@@ -3,8 +3,8 @@
 ``train`` is a generator of event dicts (``status``, ``start``, ``step``, ``epoch``,
 ``checkpoint``, ``done``); the CLI prints them, the plugin's child process streams them as
 JSON lines. Stopping (``should_stop``), a time limit, early stopping and the end of the
-epochs all leave the best checkpoint in the output folder and, once an epoch of steps has
-finished, a resumable state in ``resume/``.
+epochs all leave the best checkpoint in the output folder and, once an epoch has finished
+(a fine-tune's epoch 0, the starting model, included), a resumable state in ``resume/``.
 """
 
 from __future__ import annotations
@@ -437,6 +437,12 @@ def train(
                 "val_mae": metrics["mae"],
             }
 
+    def save_resume(epoch: int) -> None:
+        state = {"epoch": epoch, "history": history, "best": best, "numpy_rng": rng.bit_generator.state}
+        save_state(
+            resume_dir, net, opt, {**state, "config": asdict(cfg), "package_version": __version__}, gen
+        )
+
     if base is not None and not resume:  # epoch 0: the starting model, recalibrated if that helps
         te = time.monotonic()
         if cfg.recalibrate or cfg.recalibrate_only:
@@ -466,6 +472,8 @@ def train(
         _write_history(out, history)
         if cfg.recalibrate_only:
             start_epoch, reason = cfg.epochs + 1, "recalibrated"
+        else:  # a fine-tune stopped in its first epoch resumes from here
+            save_resume(0)
 
     def stopping() -> str | None:
         if should_stop():
@@ -514,20 +522,7 @@ def train(
             break
         yield from finish_epoch(epoch, float(np.mean(losses)), te)
         wait = 0 if best["epoch"] == epoch else wait + 1
-        save_state(
-            resume_dir,
-            net,
-            opt,
-            {
-                "epoch": epoch,
-                "history": history,
-                "best": best,
-                "numpy_rng": rng.bit_generator.state,
-                "config": asdict(cfg),
-                "package_version": __version__,
-            },
-            gen,
-        )
+        save_resume(epoch)
         _write_history(out, history)
         if halt:
             reason = halt

@@ -220,6 +220,17 @@ def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
     )
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [0, 1]  # 0: the start, refit
 
+    # stopped (Ctrl-C) in its first epoch of steps: the refitted start is kept and resumes
+    steps = []
+    for ev in train(
+        _cfg(cohort, tmp_path / "c", init=str(tmp_path / "a"), epochs=2), should_stop=lambda: bool(steps)
+    ):
+        if ev["event"] == "step":
+            steps.append(ev)
+    assert ev["event"] == "done" and ev["reason"] == "stopped" and ev["best"]["epoch"] == 0
+    events = list(train(_cfg(cohort, tmp_path / "c", init=str(tmp_path / "a"), epochs=2), resume=True))
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+
 
 def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
     assert _cfg(cohort, tmp_path, init="m").early_stop_after() == FINETUNE_PATIENCE
