@@ -51,6 +51,8 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
             f"spread {event['val_pred_sd']:6.2f}  {event['seconds']:5.1f}s",
             flush=True,
         )
+    elif kind == "status":  # what the run is doing, and whether a recalibration was kept
+        print(event["message"], flush=True)
     elif kind == "checkpoint":
         print(f"  saved best model (epoch {event['epoch']}) to {event['path']}")
     elif kind == "done":
@@ -176,9 +178,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     for event in train(cfg, should_stop=stop, resume=a.resume):
         _emit(event, a.json, tty)
     if event["event"] == "done" and not event["best"]:  # stopped or out of time in epoch 1
+        why = "out of time" if event["reason"] == "time_limit" else "stopped"
+        hint = " (give it more time with --time-limit)" if event["reason"] == "time_limit" else ""
         print(
-            f"hydranet train: no model in {cfg.out}: it stopped before its first epoch finished "
-            "(give it more time with --time-limit)",
+            f"hydranet train: no model in {cfg.out}: {why} before its first epoch finished{hint}",
             file=sys.stderr,
         )
         return 1

@@ -465,7 +465,12 @@ def train(
                 "event": "status",
                 "message": f"count recalibration on {len(train_set)} scans "
                 f"{'kept' if fit['kept'] else 'left out'}: validation ICC(2,1) "
-                f"{before['icc21']:.2f} → {after['icc21']:.2f}",
+                f"{before['icc21']:.2f} → {after['icc21']:.2f}"
+                + (
+                    "; the saved model is the starting one"
+                    if cfg.recalibrate_only and not fit["kept"]
+                    else ""
+                ),
             }
         net.train()
         yield from finish_epoch(0, float("nan"), te)

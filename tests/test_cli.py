@@ -184,7 +184,7 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "n"), "--time-limit", "0.00001"]) == 1
     captured = capsys.readouterr()
     assert "no model saved: no epoch finished" in captured.out
-    assert "stopped before its first epoch finished" in captured.err
+    assert "out of time before its first epoch finished (give it more time" in captured.err
     assert not (tmp_path / "n" / "weights.safetensors").exists()
 
 
@@ -367,6 +367,7 @@ def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsy
     assert main([*argv, "--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only"]) == 0
     out = capsys.readouterr().out
     assert "count recalibration only" in out and "epoch    0  loss         –" in out and "nan" not in out
+    assert "count recalibration on 20 scans " in out  # kept or left out: the user is told which
     # as JSON lines for programs: strict JSON, the undefined loss as null (jq refuses NaN)
     argv[-1] = str(tmp_path / "j")  # --out
     argv += ["--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only", "--json"]
