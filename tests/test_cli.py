@@ -112,6 +112,12 @@ def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):
     found = np.array([[float(d[k]) for k in "ijk"] for d in dets])
     hits = sum(np.linalg.norm(found - c, axis=1).min() <= 3 for c in sample.lesions)
     assert hits >= 0.5 * sample.count  # GP-UNet detections land on the known lesions
+    assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 0  # again: over its own outputs
+    (tmp_path / "demo" / "counts.csv").write_text("subject,visual count\nsub-01,4\n")  # the user's
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 2
+    assert "holds files the demo did not write (counts.csv; notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "counts.csv").read_text() == "subject,visual count\nsub-01,4\n"
 
 
 def test_a_sample_stored_in_another_voxel_order_counts_and_detects_alike(tmp_path, capsys):
