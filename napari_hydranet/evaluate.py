@@ -7,6 +7,7 @@ from pathlib import Path
 from .errors import HydranetError
 from .io import match_labels, read_labels, scan_stem
 from .metrics import agreement
+from .text import plural
 
 FEW_SCANS = 10  # below this an ICC's 95 % interval spans most of its range
 
@@ -33,7 +34,9 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     matched = {scan_stem(s) for s in counts}
     notes += [f"{s}: labelled but not predicted" for s in labels if scan_stem(s) not in matched]
     if len(pred) < 2:
-        raise HydranetError(f"{counts_csv} and {labels_csv} share {len(pred)} scans; need at least 2")
+        raise HydranetError(
+            f"{counts_csv} and {labels_csv} share {plural(len(pred), 'scan')}; need at least 2"
+        )
     if len(pred) < FEW_SCANS:
         notes.append(f"only {len(pred)} scans in common: the ICCs are too uncertain to read much into")
     for name, values in (("counts", pred), ("labels", ref)):

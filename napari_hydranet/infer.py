@@ -87,6 +87,8 @@ class Prediction:
         dets = self.result.detections
         ijk = self.prepared.to_source_index(np.array([d.centre for d in dets], float).reshape(-1, 3))
         xyz = ijk @ source_affine[:3, :3].T + source_affine[:3, 3]
+        # 1e-4 voxel or mm is far below any scan's precision: no 1.8e-06 from rounding errors
+        ijk, xyz = np.round(ijk, 4) + 0.0, np.round(xyz, 4) + 0.0
         return [
             [self.scan, n, *i, *x, det.size, det.score, det.size * voxel_mm3]
             for n, (det, i, x) in enumerate(zip(dets, ijk, xyz), start=1)
