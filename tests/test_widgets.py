@@ -498,11 +498,12 @@ def test_cohort_predicts_exports_and_sends_corrections(
 
     sent = widget.send_to_train(tmp_path / "corrected.csv")
     assert sent is train
-    assert (tmp_path / "corrected.csv").read_text().splitlines() == ["scan,label", "c.nii.gz,4"]
+    labels = ["scan,label", "a.nii.gz,6", "b.nii.gz,5", "c.nii.gz,4"]  # the CSV's, and the correction
+    assert (tmp_path / "corrected.csv").read_text().splitlines() == labels
     assert train.labels.path() == tmp_path / "corrected.csv"
     assert train.scans.path() == folder / "scans" and train.masks.path() == folder / "masks"
-    # one corrected scan is too few to train on, and the Train dock says so before Start
-    assert "✗ 1 labelled scan is too few to hold out 2 for validation" in train.problems.item(0).text()
+    # three labelled scans are too few to train on, and the Train dock says so before Start
+    assert "✗ 3 labelled scans are too few to hold out 2 for validation" in train.problems.item(0).text()
     assert widget.status.text() == "3 of 3 scans predicted"
 
     # a second run starts a new table that keeps the user's correction; a blank scan is skipped

@@ -89,7 +89,11 @@ class CohortWidget(QWidget):
         self.table = CohortTable()
         self.table.setMinimumHeight(160)
         self.table.corrected.connect(self._draw)
-        self.send_button = QPushButton("Send corrected to Train")
+        self.send_button = QPushButton("Send labels to Train")
+        self.send_button.setToolTip(
+            "Save every labelled row (the labels CSV's, with your corrected counts over them) "
+            "as a labels CSV and open it in the Train dock"
+        )
         self.export_button = QPushButton("Export table…")
         self.stats = QLabel("")
         self.canvas, self.axes = make_canvas(1, 2, height=2.6, width=4.4)
@@ -270,17 +274,20 @@ class CohortWidget(QWidget):
         return Path(path)
 
     def send_to_train(self, path=None):
-        """Write the corrected counts as a labels CSV and fill the Train dock with it."""
-        corrected = [(r[0], r[4]) for r in self.rows() if r[5]]
-        if not corrected:
-            show_error("Cohort: no corrected counts yet (type the right count in a row's count cell)")
+        """Write every labelled row (the labels CSV's, with the user's corrections over them)
+        as a labels CSV and fill the Train dock with it."""
+        labelled = [(r[0], r[4]) for r in self.rows() if r[4] != ""]
+        if not labelled:
+            show_error(
+                "Cohort: no labels yet (load a labels CSV, or type the right count in a row's count cell)"
+            )
             return None
         if path is None:
-            start = str(self._shown_folder().parent / "corrected_labels.csv") if self._shown_folder() else ""
-            path, _ = QFileDialog.getSaveFileName(self, "Save corrected labels", start, "CSV (*.csv)")
+            start = str(self._shown_folder().parent / "labels_corrected.csv") if self._shown_folder() else ""
+            path, _ = QFileDialog.getSaveFileName(self, "Save the labels for training", start, "CSV (*.csv)")
             if not path:
                 return None
-        if not _write_table(path, ["scan", "label"], corrected):
+        if not _write_table(path, ["scan", "label"], labelled):
             return None
         trainer = self._train_widget()
         if trainer is not None:
