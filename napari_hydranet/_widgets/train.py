@@ -171,7 +171,7 @@ class TrainWidget(QWidget):
 
     # inputs -----------------------------------------------------------------------------
     def set_inputs(self, scans_dir, labels_csv, masks_dir=None) -> bool:
-        """Fill the data fields (the Cohort dock's "Send corrected to Train") and check them."""
+        """Fill the data fields (the Cohort dock's "Send labels to Train") and check them."""
         self.scans.set_path(scans_dir)
         self.labels.set_path(labels_csv)
         self.masks.set_path(masks_dir)
