@@ -355,6 +355,7 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert ready.args == [str(out.resolve())]
     assert widget.last_event["event"] == "done" and widget.last_event["reason"] == "stopped"
     assert "stopped on request" in widget.status.text() and widget.time_label.text().startswith("took ")
+    assert widget.progress.format() == "stopped on request"
     assert (out / WEIGHTS).is_file()
     assert load_model(out).arch == "regressor"
     assert str(out.resolve()) in predict.model_picker.keys()

@@ -333,6 +333,7 @@ class TrainWidget(QWidget):
             self.status.setText(f"done ({ev['message']}) after {plural(ev['epochs'], 'epoch')}; {where}")
             self.time_label.setText(f"took {_hms(ev['seconds'])}")
             self.progress.setValue(self.progress.maximum())
+            self.progress.setFormat(ev["message"])  # not the last step's "epoch 2 step 3/7"
             if saved:
                 model_registry().add(ev["path"])
                 self.model_ready.emit(ev["path"])
