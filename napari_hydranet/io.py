@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import HydranetError
-from .text import first_of
+from .text import first_of, plural
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # not commas: a table from elsewhere
@@ -401,6 +401,7 @@ def read_labels(
     values: dict[str, float] = {}
     notes: list[str] = []
     errors: list[str] = []
+    suffixed = 0  # scans named without their .nii/.nii.gz
     for rownum, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
@@ -429,12 +430,22 @@ def read_labels(
             continue
         if scans_dir is not None and not (Path(scans_dir) / scan).is_file():
             named = [f"{scan}{x}" for x in NIFTI_SUFFIXES if (Path(scans_dir) / f"{scan}{x}").is_file()]
-            hint = f" (the file is '{named[0]}': write the name with its suffix)" if named else ""
-            errors.append(f"row {rownum}: scan '{scan}' not found in {scans_dir}{hint}")
-            continue
+            if len(named) != 1:  # none, or both a .nii and a .nii.gz: which one is meant?
+                both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
+                errors.append(f"row {rownum}: scan '{scan}' not found in {scans_dir}{both}")
+                continue
+            suffixed += 1  # named as evaluate and the Cohort dock match names: without the suffix
+            scan = named[0]
+            if scan in values:
+                errors.append(f"row {rownum}: scan '{scan}' is listed twice")
+                continue
         values[scan] = value
     if errors:
         raise HydranetError(f"{path}: {first_of(errors)}")
     if not values:
         raise HydranetError(f"{path}: no labelled scans")
+    if suffixed:
+        notes.append(
+            f"{plural(suffixed, 'scan')} named without .nii/.nii.gz, matched to the file that has it"
+        )
     return Labels(values, notes)

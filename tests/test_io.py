@@ -130,7 +130,7 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
     "text, message",
     [
         ("scan,label\ns1.nii.gz,3\ns3.nii.gz,1\n", "row 3: scan 's3.nii.gz' not found"),
-        ("scan,label\ns1,3\n", "row 2: scan 's1' not found in .*the file is 's1.nii.gz'"),
+        ("scan,label\ns1,3\ns1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,3\ns1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,many\n", "row 2: label 'many'"),
         ("scan,label\ns1.nii.gz,-2\n", "row 2: label -2"),
@@ -145,6 +145,18 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
 def test_labels_errors_name_the_row(tmp_path, text, message):
     with pytest.raises(HydranetError, match=message):
         _labels(tmp_path, text)
+
+
+def test_labels_may_name_scans_without_their_suffix(tmp_path):
+    """As evaluate and the Cohort dock match them; each name must then point at one file."""
+    labels = _labels(tmp_path, "scan,label\ns1,3\ns2.nii.gz,4\n")
+    assert labels.values == {"s1.nii.gz": 3.0, "s2.nii.gz": 4.0}
+    assert labels.notes == ["1 scan named without .nii/.nii.gz, matched to the file that has it"]
+    (tmp_path / "s1.nii").write_bytes(b"")
+    with pytest.raises(
+        HydranetError, match=r"row 2: scan 's1' not found in .* \(s1.nii.gz and s1.nii both exist"
+    ):
+        _labels(tmp_path, "scan,label\ns1,3\n")
 
 
 def test_labels_custom_columns(tmp_path):
