@@ -21,7 +21,7 @@ def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float
         resid = yc - u @ (shrink * uty)
         gcv = float((resid**2).mean() / (1 - shrink.sum() / len(y)) ** 2)
         if best is None or gcv < best[0]:
-            best = (gcv, vt.T @ (shrink / s * uty))
+            best = (gcv, vt.T @ (s / (s**2 + lam) * uty))  # = shrink / s, without 0 / 0
     w = best[1].float()
     return w, float(y.double().mean())
 

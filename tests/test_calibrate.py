@@ -123,3 +123,12 @@ def test_quantiles_of_many_scans_are_taken_from_every_scan():
     sample = spread_sample(values, 100)
     assert 90 <= len(sample) <= 100 and sample.mean() == pytest.approx(0.5, abs=0.02)
     assert torch.equal(spread_sample(values, 5000), values)  # few enough: all of them
+
+
+def test_ridge_fit_of_features_with_a_constant_column_is_finite():
+    from napari_hydranet.calibrate import ridge_fit
+
+    feats = torch.zeros(6, 3, dtype=torch.float64)
+    feats[:, 0] = torch.arange(6.0)  # the other features never vary: singular values of 0
+    w, b = ridge_fit(feats, torch.arange(6.0) * 2)
+    assert torch.isfinite(w).all() and w[0] > 0 and b == pytest.approx(5.0)
