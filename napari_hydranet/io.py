@@ -48,6 +48,11 @@ class Scan:
     label: str | None = None
 
     @property
+    def where(self) -> str:
+        """What messages call it: its file's path, else its name."""
+        return str(self.path) if self.path is not None else self.name
+
+    @property
     def name(self) -> str:
         return scan_stem(self.path) if self.path is not None else self.label or "scan"
 

@@ -278,7 +278,7 @@ def _rescaled(scan: Scan, roi: np.ndarray | None, cfg: PreprocessConfig) -> np.n
     try:
         return rescale(scan.array, roi, cfg.trim_percentile, cfg.intensity_reference)
     except HydranetError as exc:
-        raise type(exc)(f"{scan.path or scan.name}: {exc}") from None
+        raise type(exc)(f"{scan.where}: {exc}") from None
 
 
 def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
@@ -287,7 +287,7 @@ def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
     if low == high:
         nans = " (NaNs read as 0)" if any("NaN" in n for n in scan.notes) else ""
         raise HydranetError(
-            f"{scan.path or scan.name}: every voxel{where} is {low:g}{nans}: a blank scan, nothing to count"
+            f"{scan.where}: every voxel{where} is {low:g}{nans}: a blank scan, nothing to count"
         )
 
 
@@ -300,7 +300,7 @@ def _sign_note(scan: Scan, values: np.ndarray, where: str) -> list[str]:
     if median > 0:
         return []
     return [
-        f"{scan.path or scan.name}: the median intensity {where} is {median:.3g}; a scan with "
+        f"{scan.where}: the median intensity {where} is {median:.3g}; a scan with "
         "inverted sign is miscounted, and a z-scored one is counted right only by a model "
         "trained on z-scored scans"
     ]
@@ -371,7 +371,7 @@ def ras_grid(affine: np.ndarray, shape) -> tuple[tuple[int, int, int], np.ndarra
 def _check_mask_grid(mask: Scan, scan: Scan) -> None:
     """Refuse a mask that does not lie on the scan's grid; the same grid stored in another
     voxel order (a mask saved from napari's RAS view) is the same grid."""
-    where = mask.path or mask.name
+    where = mask.where
     mask_shape, mask_affine = ras_grid(mask.affine, mask.array.shape)
     scan_shape, scan_affine = ras_grid(scan.affine, scan.array.shape)
     if mask_shape != scan_shape:
@@ -380,7 +380,7 @@ def _check_mask_grid(mask: Scan, scan: Scan) -> None:
             "(voxels along each file's i, j, k)"
         )
     if not np.allclose(mask_affine, scan_affine, atol=1e-3):
-        raise HydranetError(f"{where}: mask affine differs from the scan's ({scan.path or scan.name})")
+        raise HydranetError(f"{where}: mask affine differs from the scan's ({scan.where})")
     if not mask.array.any():
         raise HydranetError(f"{where}: the mask is empty")
 
@@ -391,7 +391,7 @@ def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
     weight = resample(replace(mask, array=(mask.array > 0).astype(np.float32)), zoom).array
     roi = weight > 0.5 if np.any(weight > 0.5) else weight > 1e-3
     if not roi.any():
-        raise HydranetError(f"{mask.path or mask.name}: the ROI mask vanishes on the network's grid")
+        raise HydranetError(f"{mask.where}: the ROI mask vanishes on the network's grid")
     return replace(mask, array=roi.astype(np.uint8))
 
 
@@ -421,7 +421,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         n_roi = int(roi.sum())
         if n_roi < ROI_NOTE_FRACTION * box:  # an ROI is a region, not a few lesions
             notes.append(
-                f"{mask.path or mask.name}: the ROI mask holds {n_roi} voxels, under "
+                f"{mask.where}: the ROI mask holds {n_roi} voxels, under "
                 f"{ROI_NOTE_FRACTION:.0%} of the network's input; if it is a lesion mask, the count "
                 "covers only those voxels"
             )
