@@ -446,7 +446,7 @@ def read_labels(
                 continue
         values[scan] = value
     if errors:
-        raise HydranetError(f"{path}: {first_of(errors)}")
+        raise HydranetError(f"{path}: {first_of(errors)}", errors)
     if not values:
         raise HydranetError(f"{path}: no labelled scans")
     if suffixed:

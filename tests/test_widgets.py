@@ -315,6 +315,11 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     problems = [widget.problems.item(i).text() for i in range(widget.problems.count())]
     assert any("row 3" in p and "missing.nii.gz" in p for p in problems)
     assert any("row 4" in p and "many" in p for p in problems)
+    assert len(problems) == 2 and all(p.startswith("✗ row ") for p in problems)  # one per bad row
+    bad.write_text("scan;label\nsub-000.nii.gz;3\n")  # one problem, whose text holds a semicolon
+    assert not widget.set_inputs(data / "scans", bad, data / "masks")
+    problems = [widget.problems.item(i).text() for i in range(widget.problems.count())]
+    assert len(problems) == 1 and "separated by semicolons; save the table as comma-separated" in problems[0]
 
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     widget.out.set_path(tmp_path / "model")

@@ -185,10 +185,11 @@ class TrainWidget(QWidget):
             return False
         try:
             found = read_labels(labels, scans)
-        except HydranetError as exc:
-            text = str(exc)
-            text = text[len(f"{labels}: ") :] if text.startswith(f"{labels}: ") else text
-            self.problems.addItems([f"✗ {p}" for p in text.split("; ")])
+        except HydranetError as exc:  # each bad row, or the file's one problem, named once
+            prefix = f"{labels}: "
+            self.problems.addItems(
+                [f"✗ {p[len(prefix) :] if p.startswith(prefix) else p}" for p in exc.problems]
+            )
             return False
         n = len(found.values)
         try:
