@@ -11,7 +11,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from . import __version__
+from . import __version__, options
 from .errors import HydranetError
 from .text import json_safe, plural
 
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("scans_dir")
     t.add_argument("--labels", required=True, help="CSV with a scan and a label column")
     t.add_argument("--out", required=True, help="model folder to create")
-    t.add_argument("--arch", choices=["gpunet", "regressor"], default="gpunet")
+    t.add_argument("--arch", choices=options.ARCHITECTURES, default="gpunet")
     t.add_argument("--arch-args", help="JSON of network arguments, e.g. '{\"features\": [8, 16, 32]}'")
     t.add_argument("--heads", type=int, default=4, help="set size n (1 = plain regressor)")
     t.add_argument("--p-black", type=float, default=0.1, help="probability of a black image per slot")
@@ -317,14 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--val-labels", help="CSV of validation scans (same folder)")
     t.add_argument("--masks", help="folder of ROI masks named like the scans")
     t.add_argument("--init", help="model folder to fine-tune, or 'default' for the bundled one")
-    t.add_argument("--loss", choices=["mse", "mae"], default="mse")
-    t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
+    t.add_argument("--loss", choices=options.LOSSES, default="mse")
+    t.add_argument("--optimizer", choices=options.OPTIMIZERS, default="adam")
     t.add_argument(
         "--lr", type=_number(float, 0, low_open=True), help="learning rate (default: adam 1e-4, adadelta 1.0)"
     )
     t.add_argument(
         "--lr-schedule",
-        choices=["constant", "cosine"],
+        choices=options.LR_SCHEDULES,
         default="constant",
         help="after a 30-step warm-up: constant, or a cosine decay to 1%% of --lr over --epochs",
     )
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--intensity-reference",
-        choices=["auto", "percentile", "median"],
+        choices=("auto", *options.INTENSITY_REFERENCES),
         default="auto",
         help="from scratch only (--init keeps the model's): scale intensities by the ROI's 99th "
         "percentile, or by its median, which does not move with the lesions; auto: the median "
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--density-target",
-        choices=["voxels", "lesions"],
+        choices=options.DENSITY_TARGETS,
         default="voxels",
         help="with --density: 1 on every lesion voxel, or the same mass for every lesion "
         "(the map then sums to the count whatever the lesions' sizes in voxels)",

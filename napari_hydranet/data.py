@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import HydranetError
 from .io import check_masks_folder, find_mask, read_labels, read_scan
+from .options import DENSITY_TARGETS
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
 from .text import first_of, plural
 
@@ -40,7 +41,6 @@ class Cohort:
         )
 
 
-DENSITY_TARGETS = ("voxels", "lesions")
 LESION_MASS = 12.0  # voxels: the simulated lesions' median size, so per-lesion targets stay of order one
 
 

@@ -19,8 +19,8 @@ from scipy import ndimage
 
 from .errors import HydranetError
 from .io import Scan
+from .options import INTENSITY_REFERENCES
 
-INTENSITY_REFERENCES = ("percentile", "median")
 MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
 ROI_NOTE_FRACTION = 0.01  # ROI masks smaller than this share of the input box get a note
 RAS = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])  # nibabel orientation of RAS voxel order

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .options import LOSSES
+
 BLACK = -1  # index standing for an all-zero image with label 0
 
 
@@ -66,4 +68,4 @@ def set_sum_loss(
         return F.mse_loss(pred, target)
     if loss == "mae":
         return F.l1_loss(pred, target)
-    raise ValueError(f"loss must be 'mse' or 'mae', not {loss!r}")
+    raise ValueError(f"loss must be one of {LOSSES}, not {loss!r}")

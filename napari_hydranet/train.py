@@ -22,13 +22,14 @@ import torch
 from . import __version__
 from .augment import augment
 from .calibrate import calibrate_output, recalibrate, recalibrate_density
-from .data import DENSITY_TARGETS, Cohort, load_cohort, split_validation
+from .data import Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
 from .io import check_folder_output, write_csv
 from .metrics import agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
-from .preprocess import INTENSITY_REFERENCES, MIN_CROP, MedianNotPositive, PreprocessConfig
+from .options import DENSITY_TARGETS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
+from .preprocess import MIN_CROP, MedianNotPositive, PreprocessConfig
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
 from .text import plural
@@ -38,7 +39,6 @@ from .text import plural
 # 1e-4 with a short linear warm-up trains steadily (docs/benchmarks.md).
 OPTIMIZERS = {"adam": (torch.optim.Adam, 1e-4), "adadelta": (torch.optim.Adadelta, 1.0)}
 WARMUP_STEPS = 30
-LR_SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the learning rate
 # Below this, choosing epochs on validation was a coin toss in the benchmarks: with 12 scans
 # (2 held out) a kept recalibration and fine-tune fell to ICC 0.57 and 0.39 from 0.79.
@@ -154,8 +154,8 @@ class TrainConfig:
             raise HydranetError("--patience must be ≥ 0 (0: never stop early)")
         if self.density_target not in DENSITY_TARGETS:
             raise HydranetError(f"--density-target must be one of {', '.join(DENSITY_TARGETS)}")
-        if self.loss not in ("mse", "mae"):
-            raise HydranetError("--loss must be mse or mae")
+        if self.loss not in LOSSES:
+            raise HydranetError(f"--loss must be one of {', '.join(LOSSES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise HydranetError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.intensity_reference not in ("auto", *INTENSITY_REFERENCES):

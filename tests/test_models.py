@@ -142,3 +142,11 @@ def test_a_model_card_from_a_hand_edited_config_is_a_clear_error(tmp_path, chang
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, **change)))
     with pytest.raises(HydranetError, match="config.json: malformed"):
         Model(None, read_config(tmp_path), tmp_path).card()
+
+
+def test_the_names_the_cli_offers_are_those_the_core_knows():
+    from napari_hydranet import options
+    from napari_hydranet.nets import ARCHITECTURES
+    from napari_hydranet.train import OPTIMIZERS
+
+    assert tuple(ARCHITECTURES) == options.ARCHITECTURES and tuple(OPTIMIZERS) == options.OPTIMIZERS

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import options
 from ..data import check_split
 from ..errors import HydranetError
 from ..io import read_labels
@@ -82,7 +83,7 @@ class TrainWidget(QWidget):
         self.problems.setMaximumHeight(80)
         self.problems.setWordWrap(True)  # a problem is read whole, not scrolled sideways
         self.arch = QComboBox()
-        self.arch.addItems(["gpunet", "regressor"])
+        self.arch.addItems(options.ARCHITECTURES)
         self.heads = _spin(QSpinBox, 1, 16, 4)
         self.p_black = _spin(QDoubleSpinBox, 0.0, 0.9, 0.1, 0.05)
         self.epochs = _spin(QSpinBox, 1, 10000, 100)
