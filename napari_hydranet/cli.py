@@ -88,8 +88,14 @@ class _StopFlag:
         (Windows sends console programs no SIGTERM)."""
 
         def wait_for_eof():
-            while sys.stdin.buffer.read(1024):
-                pass
+            # os.read on the descriptor: a thread blocked in sys.stdin.buffer.read holds the
+            # reader's lock, and Python aborts at exit when the run ends with stdin still open
+            try:
+                fd = sys.stdin.fileno()
+                while os.read(fd, 1024):
+                    pass
+            except (AttributeError, OSError, ValueError):  # no stdin (pythonw, <&-): signals only
+                return
             self.event.set()
 
         threading.Thread(target=wait_for_eof, daemon=True).start()

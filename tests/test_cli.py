@@ -209,6 +209,13 @@ def test_train_stops_cleanly_when_its_stdin_closes(cohort, tmp_path):
     assert child.wait(timeout=300) == 0
     assert events[-1]["event"] == "done" and events[-1]["reason"] == "stopped"
     assert events[-1]["epochs"] < 500 and (tmp_path / "m" / "weights.safetensors").is_file()
+    # a run that ends by itself with its stdin still open exits cleanly (no abort at exit)
+    argv[argv.index(str(tmp_path / "m"))] = str(tmp_path / "n")
+    argv[argv.index("500")] = "1"
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = child.stdout.read()  # until the child ends, its stdin still open
+    assert child.wait(timeout=300) == 0 and b"Fatal Python error" not in output, output.decode()[-500:]
+    child.stdin.close()
 
 
 def test_info_describes_a_model_and_refuses_other_folders(tmp_path, capsys):
