@@ -9,7 +9,7 @@ from pathlib import Path
 from .device import select_device
 from .errors import HydranetError
 from .infer import COUNT_COLUMNS, DETECTION_COLUMNS, predict_file
-from .io import check_folder_output, write_csv, write_volume
+from .io import atomic_write_bytes, check_folder_output, write_csv, write_volume
 from .metrics import detection_scores, match
 from .models import load_model
 from .sample import load_sample
@@ -22,30 +22,32 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-OUTPUTS = {"counts.csv": COUNT_COLUMNS, "detections.csv": DETECTION_COLUMNS, "sample_heatmap.nii.gz": None}
+OUTPUTS = ("counts.csv", "detections.csv", "sample_heatmap.nii.gz")
+MARKER = ".hydranet-demo"  # written with the outputs: this folder's files are the demo's own
+
+
+def _older_demo(out: Path, held: list[str]) -> bool:
+    """The outputs of a demo from before the marker: these three files, the sample alone."""
+    if held != sorted(OUTPUTS):
+        return False
+    try:
+        rows = (out / "counts.csv").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(rows) == 2 and rows[0] == ",".join(COUNT_COLUMNS) and rows[1].startswith("sample.nii.gz,")
 
 
 def check_demo_folder(out: Path) -> None:
-    """Refuse a folder holding anything but an earlier demo's outputs: the user's files stay
-    theirs (a counts.csv of their own is told from the demo's by its header)."""
+    """Refuse a folder that holds anything unless the demo made it (its marker file is there):
+    a counts.csv of the user's, even one ``hydranet predict`` wrote, stays theirs."""
     check_folder_output(out, "demo's output folder (--out)")
-    if not out.is_dir():
-        return
-    others = []
-    for entry in sorted(out.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        header = OUTPUTS.get(entry.name, False)
-        if header is None and entry.is_file():
-            continue
-        if header and entry.is_file():
-            with open(entry, newline="", errors="replace") as fh:
-                if fh.readline().strip() == ",".join(header):
-                    continue
-        others.append(entry.name)
-    if others:
+    try:
+        held = sorted(e.name for e in out.iterdir() if not e.name.startswith(".")) if out.is_dir() else []
+    except OSError as exc:
+        raise HydranetError(f"{out}: cannot list it ({exc.strerror or exc})") from None
+    if held and not (out / MARKER).is_file() and not _older_demo(out, held):
         raise HydranetError(
-            f"{out}: holds files the demo did not write ({first_of(others, 3)}); choose a new or "
+            f"{out}: holds files the demo did not write ({first_of(held, 3)}); choose a new or "
             "empty folder for --out"
         )
 
@@ -62,6 +64,7 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
     write_csv(out / "counts.csv", COUNT_COLUMNS, [pred.count_row(unit)])
     write_csv(out / "detections.csv", DETECTION_COLUMNS, pred.detection_rows(affine))
     write_volume(out / "sample_heatmap.nii.gz", pred.source_heatmap(), affine)
+    atomic_write_bytes(out / MARKER, b"written by hydranet demo; it may write over this folder again\n")
     centres = [pred.prepared.to_source_index(d.centre) for d in pred.result.detections]
     scores = detection_scores([match(centres, sample.lesions, radius=3.0)])
     print(model.card())
@@ -71,7 +74,7 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
         f"detections: {pred.n_detections}, of which {scores['tp']} within 3 voxels of a known lesion "
         f"(sensitivity {scores['tpr']:.0%}, {plural(scores['fp'], 'false positive')})"
     )
-    print(f"outputs written to {out.resolve()}: counts.csv, detections.csv, sample_heatmap.nii.gz")
+    print(f"outputs written to {out.resolve()}: {', '.join(OUTPUTS)}")
     if headless or not has_display():
         if not headless:
             print("no display found: ran headless (open the outputs in napari, ITK-SNAP or FSLeyes)")

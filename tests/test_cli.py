@@ -113,11 +113,16 @@ def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):
     hits = sum(np.linalg.norm(found - c, axis=1).min() <= 3 for c in sample.lesions)
     assert hits >= 0.5 * sample.count  # GP-UNet detections land on the known lesions
     assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 0  # again: over its own outputs
-    (tmp_path / "demo" / "counts.csv").write_text("subject,visual count\nsub-01,4\n")  # the user's
-    (tmp_path / "demo" / "notes.txt").write_text("mine")
-    assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 2
+    (tmp_path / "demo" / ".hydranet-demo").unlink()  # as an earlier version left its outputs
+    assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 0
+    study = tmp_path / "study"  # the user's results, made by hydranet predict: headers as the demo's
+    study.mkdir()
+    shutil.copy(tmp_path / "demo" / "counts.csv", study / "counts.csv")
+    (study / "notes.txt").write_text("mine")
+    before = (study / "counts.csv").read_bytes()
+    assert main(["demo", "--headless", "--out", str(study)]) == 2
     assert "holds files the demo did not write (counts.csv; notes.txt)" in capsys.readouterr().err
-    assert (tmp_path / "demo" / "counts.csv").read_text() == "subject,visual count\nsub-01,4\n"
+    assert (study / "counts.csv").read_bytes() == before and not (study / "detections.csv").exists()
 
 
 def test_a_sample_stored_in_another_voxel_order_counts_and_detects_alike(tmp_path, capsys):
