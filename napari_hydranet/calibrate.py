@@ -161,8 +161,8 @@ def recalibrate_density(
     Returns the fit's MSE before and after.
     """
     z = density_maps(net, x, batch)
-    net.eval()
-    before = float(((batched(net, x, batch).double() - y.double()) ** 2).mean())
+    counts = float(net.count_scale) * torch.relu(z + float(net.last.bias)).sum(dim=(1, 2, 3, 4))
+    before = float(((counts.double() - y.double()) ** 2).mean())
     mse, scale, b = fit_threshold_and_scale(z, roi_like(x, z), y, float(net.last.bias), fit_threshold)
     net.last.bias.fill_(b)
     net.count_scale.fill_(scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,15 +66,21 @@ def lesion_target(lesion_labels: np.ndarray, kind: str = "voxels") -> np.ndarray
 
 
 def shared(notes: list[str]) -> list[str]:
-    """Per-scan notes ("<scan>: <text>"), one line for a text that several scans share."""
-    by_text: dict[str, list[str]] = {}
+    """Per-scan notes ("<scan>: <text>"), one line for notes that differ only in their
+    numbers (a z-scored cohort's medians, each scan's voxel size), the first scan's as example."""
+    groups: dict[str, list[tuple[str, str]]] = {}
     for note in notes:
         who, _, text = note.partition(": ")
-        by_text.setdefault(text, []).append(who)
-    return [
-        f"{who[0]}: {text}" if len(who) == 1 else f"{plural(len(who), 'scan')} ({first_of(who, 3)}): {text}"
-        for text, who in by_text.items()
-    ]
+        groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", text), []).append((who, text))
+    lines = []
+    for group in groups.values():
+        (who, text), names = group[0], [w for w, _ in group]
+        lines.append(
+            f"{who}: {text}"
+            if len(group) == 1
+            else f"{plural(len(group), 'scan')} ({first_of(names, 3)}), e.g. {who}: {text}"
+        )
+    return lines
 
 
 def load_cohort(

@@ -62,8 +62,8 @@ def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_e
     with pytest.warns(UserWarning, match="NaN"):
         unmasked = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(use_mask=True))
     assert [n for n in unmasked.notes if "no ROI mask given" in n] == [
-        "3 scans (sub-000; sub-001; sub-002): no ROI mask given; the whole volume is used, though "
-        "the model was trained on ROIs: counts are not comparable with masked ones"
+        "3 scans (sub-000; sub-001; sub-002), e.g. sub-000: no ROI mask given; the whole volume is "
+        "used, though the model was trained on ROIs: counts are not comparable with masked ones"
     ]
 
     # a blank scan and a truncated file: the others are loaded, and each skip says why
@@ -85,3 +85,18 @@ def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_e
         with pytest.warns(UserWarning, match="NaN"):
             load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
     assert "sub-001.nii.gz: every voxel" in str(err.value) and "sub-002.nii.gz" in str(err.value)
+
+
+def test_notes_that_differ_only_in_their_numbers_are_one_line():
+    from napari_hydranet.data import shared
+
+    notes = [
+        f"sub-{i}: the median intensity inside the ROI mask is -0.{i}; a scan with inverted sign"
+        for i in range(1, 301)
+    ]
+    notes.append("sub-9: the ROI mask holds 45 voxels")
+    assert shared(notes) == [
+        "300 scans (sub-1; sub-2; sub-3; … 297 more), e.g. sub-1: the median intensity inside the ROI mask "
+        "is -0.1; a scan with inverted sign",
+        "sub-9: the ROI mask holds 45 voxels",
+    ]
