@@ -273,10 +273,11 @@ def cmd_info(a: argparse.Namespace) -> int:
     params = sum(t.numel() for t in model.net.parameters())
     crop = "×".join(map(str, pre.crop_shape)) if pre.crop_shape else "whole scan"
     args = cfg["architecture"].get("args") or {}
+    where = "the ROI's" if pre.use_mask else "the non-zero voxels'"
     scale = (
-        f"{MEDIAN_SPAN:g} × the ROI's median"
+        f"{MEDIAN_SPAN:g} × {where} median"
         if pre.intensity_reference == "median"
-        else f"the {'ROI' if pre.use_mask else 'non-zero voxels'}'s {pre.trim_percentile:g}th percentile"
+        else f"{where} {pre.trim_percentile:g}th percentile"
     )
     print(model.card(full=True))
     print(f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters")

@@ -10,6 +10,7 @@ The napari layer code (``_layers.py``) is the only place that transposes for dis
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 import tempfile
@@ -281,7 +282,11 @@ def _replace(tmp: Path, path: Path) -> None:
     """Flush ``tmp`` to disk, then rename it over ``path``: after a crash or power cut the
     file is the old one or the new one, never empty."""
     with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
+        try:
+            os.fsync(fh.fileno())
+        except OSError as exc:  # some network and FUSE file systems cannot: the rename still is atomic
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+                raise
     os.replace(tmp, path)
 
 

@@ -370,6 +370,7 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     widget.out.set_path(tmp_path / "killed")
     with qtbot.waitSignal(widget.model_ready, timeout=TIMEOUT) as ready:
         widget.start()
+        assert widget.progress.format() == "%p%"  # not the last run's "stopped on request"
         qtbot.waitUntil(lambda: widget._checkpoint is not None, timeout=TIMEOUT)
         widget.stop()
         widget.stop()
@@ -492,6 +493,12 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert len(errors) == 1 and "c.nii.gz: no such file" in errors.pop()
     assert [ly.name for ly in viewer.layers] == ["a", "a heatmap", "a detections"]  # left as they were
     (tmp_path / "c moved.nii.gz").rename(folder / "scans" / "c.nii.gz")
+    original = (folder / "scans" / "c.nii.gz").read_bytes()
+    img = nib.load(folder / "scans" / "c.nii.gz")
+    nib.save(nib.Nifti1Image(img.get_fdata()[:-2], img.affine), folder / "scans" / "c.nii.gz")  # rewritten
+    widget.table.cellClicked.emit(row_c, 0)
+    assert len(errors) == 1 and "c.nii.gz: changed since it was predicted" in errors.pop()
+    (folder / "scans" / "c.nii.gz").write_bytes(original)
 
     # typing a count corrects the row: it becomes the label
     widget.table.item(row_c, 1).setText("4")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
@@ -243,6 +244,8 @@ class CohortWidget(QWidget):
         path, pred, affine = self.results[name]
         try:
             scan = read_scan(path)
+            if scan.array.shape != pred.prepared.source_shape or not np.allclose(scan.affine, affine):
+                raise HydranetError(f"{path}: changed since it was predicted; predict the folder again")
         except HydranetError as exc:  # moved or changed since it was predicted
             show_error(f"Cohort: {exc}")
             return

@@ -280,6 +280,7 @@ class TrainWidget(QWidget):
         self._t0 = time.monotonic()
         self.status.setText("starting…")
         self.progress.setRange(0, 0)
+        self.progress.setFormat("%p%")  # not the last run's ending
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")
