@@ -368,6 +368,8 @@ def train(
         epoch_batches(len(train_set), cfg.heads, cfg.p_black, cfg.sets_per_batch, np.random.default_rng(0))
     )
     meta = _model_meta(cfg, arch, arch_args, pre, train_set, val_set)
+    if resume and state.get("recalibration") is not None:  # later checkpoints keep its record
+        meta["training"]["recalibration"] = state["recalibration"]
     patience = cfg.early_stop_after()
     defaults = TrainConfig.__dataclass_fields__
     if base is not None and (cfg.label_name, cfg.label_unit) == (
@@ -438,10 +440,10 @@ def train(
             }
 
     def save_resume(epoch: int) -> None:
-        state = {"epoch": epoch, "history": history, "best": best, "numpy_rng": rng.bit_generator.state}
-        save_state(
-            resume_dir, net, opt, {**state, "config": asdict(cfg), "package_version": __version__}, gen
-        )
+        saved = {"epoch": epoch, "history": history, "best": best, "numpy_rng": rng.bit_generator.state}
+        saved.update(config=asdict(cfg), package_version=__version__)
+        saved["recalibration"] = meta["training"].get("recalibration")
+        save_state(resume_dir, net, opt, saved, gen)
 
     if base is not None and not resume:  # epoch 0: the starting model, recalibrated if that helps
         te = time.monotonic()

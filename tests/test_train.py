@@ -230,6 +230,8 @@ def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
     assert ev["event"] == "done" and ev["reason"] == "stopped" and ev["best"]["epoch"] == 0
     events = list(train(_cfg(cohort, tmp_path / "c", init=str(tmp_path / "a"), epochs=2), resume=True))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    state = json.loads((tmp_path / "c" / "resume" / "state.json").read_text())
+    assert state["epoch"] == 2 and "kept" in state["recalibration"]  # later checkpoints keep the record
 
 
 def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
