@@ -9,7 +9,7 @@ from pathlib import Path
 from .device import select_device
 from .errors import HydranetError
 from .infer import COUNT_COLUMNS, DETECTION_COLUMNS, predict_file
-from .io import atomic_write_bytes, check_folder_output, write_csv, write_volume
+from .io import atomic_write_bytes, check_folder_output, held_files, write_csv, write_volume
 from .metrics import detection_scores, match
 from .models import load_model
 from .sample import load_sample
@@ -42,7 +42,7 @@ def check_demo_folder(out: Path) -> None:
     a counts.csv of the user's, even one ``hydranet predict`` wrote, stays theirs."""
     check_folder_output(out, "demo's output folder (--out)")
     try:
-        held = sorted(e.name for e in out.iterdir() if not e.name.startswith(".")) if out.is_dir() else []
+        held = held_files(out)
     except OSError as exc:
         raise HydranetError(f"{out}: cannot list it ({exc.strerror or exc})") from None
     if held and not (out / MARKER).is_file() and not _older_demo(out, held):

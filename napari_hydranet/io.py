@@ -223,6 +223,13 @@ def check_folder_output(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def held_files(folder: str | os.PathLike) -> list[str]:
+    """Sorted names of what a folder holds, hidden entries (``.DS_Store``, our markers) aside;
+    none when it does not exist."""
+    folder = Path(folder)
+    return sorted(e.name for e in folder.iterdir() if not e.name.startswith(".")) if folder.is_dir() else []
+
+
 def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, float]:
     """The label of each scan name that has one: by its name, else by its name without
     .nii/.nii.gz (tables may differ in suffixes)."""

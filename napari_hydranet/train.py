@@ -25,7 +25,7 @@ from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
-from .io import check_folder_output, write_csv
+from .io import check_folder_output, held_files, write_csv
 from .metrics import agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .options import DENSITY_TARGETS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
@@ -288,7 +288,7 @@ def train(
         raise HydranetError(
             f"{out}: already holds a model; use --resume to continue it or choose another --out"
         )
-    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    held = held_files(out)
     if held and not resume:  # the user's files stay theirs (hidden ones, like .DS_Store, are no one's)
         raise HydranetError(
             f"{out}: already holds {', '.join(held[:3])}{' …' if len(held) > 3 else ''}; a new model "
