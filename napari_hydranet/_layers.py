@@ -61,16 +61,21 @@ def from_display(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return from_ras(np.transpose(data, (2, 1, 0)), io_orientation(affine))
 
 
-def file_volume(data: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A 3D layer's data → (the volume in its file's voxel order, that file's voxel → world
-    affine). ``state`` holds the layer's ``metadata`` and transform (``as_layer_data_tuple`` or
-    a writer's ``meta``). Our layers keep the file's affine in ``metadata["affine"]``; any other
-    is taken as shown, its affine from its napari transform, its axes reversed to (i, j, k)."""
+def file_affine(state: dict) -> np.ndarray:
+    """The voxel (i, j, k) → world (x, y, z) matrix of a 3D layer's file. ``state`` holds the
+    layer's ``metadata`` and transform (``as_layer_data_tuple`` or a writer's ``meta``). Our
+    layers keep it in ``metadata["affine"]``; any other is taken as shown, from its napari
+    transform with the axes reversed (the permutation is its own inverse)."""
     true = (state.get("metadata") or {}).get("affine")
-    if true is not None:
-        affine = np.asarray(true, float)
+    return np.asarray(true, float) if true is not None else napari_affine(shown_affine(state))
+
+
+def file_volume(data: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D layer's data → (the volume in its file's voxel order, ``file_affine``)."""
+    affine = file_affine(state)
+    if (state.get("metadata") or {}).get("affine") is not None:
         return from_display(data, affine), affine
-    return np.transpose(data, (2, 1, 0)), napari_affine(shown_affine(state))  # its own inverse
+    return np.transpose(data, (2, 1, 0)), affine
 
 
 def series_layer(path, name: str) -> tuple:

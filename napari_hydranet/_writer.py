@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._layers import file_volume, napari_affine, shown_affine
+from ._layers import file_affine, file_volume, shown_affine
 from .errors import HydranetError
 from .infer import DETECTION_COLUMNS
 from .io import is_nifti, write_csv, write_volume
@@ -24,14 +24,6 @@ def _shown_affine(meta: dict) -> np.ndarray:
     if shown.shape != (4, 4):
         raise HydranetError(f"layer '{meta.get('name')}': not a 3D layer; cannot write it as NIfTI")
     return shown
-
-
-def _file_affine(meta: dict) -> np.ndarray:
-    """The voxel (i, j, k) → world (x, y, z) matrix of the layer's source file."""
-    true = (meta.get("metadata") or {}).get("affine")
-    if true is not None:
-        return np.asarray(true, float)
-    return napari_affine(_shown_affine(meta))  # the (k, j, i) ↔ (i, j, k) permutation is its own inverse
 
 
 def write_volume_layer(path: str, data, meta: dict) -> list[str]:
@@ -54,7 +46,8 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
 def detection_rows(data, meta: dict) -> list[list]:
     """Rows in the engine's detections format from Points data and features: world positions
     from the layer's napari affine, voxel indices of the source file from its affine."""
-    affine, shown = _file_affine(meta), _shown_affine(meta)
+    shown = _shown_affine(meta)  # a 3D layer's, or a clear error
+    affine = file_affine(meta)
     md = meta.get("metadata") or {}
     scan = md.get("source") or meta.get("name") or "scan"
     points = np.asarray(data, float).reshape(-1, 3)
