@@ -416,7 +416,8 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     data = scan.array
     if mask is not None:
         roi = mask.array > 0
-        _check_not_blank(scan, data[roi], " inside the ROI mask")
+        inside = data[roi]
+        _check_not_blank(scan, inside, " inside the ROI mask")
         box = int(np.prod(cfg.crop_shape)) if cfg.crop_shape is not None else data.size
         n_roi = int(roi.sum())
         if n_roi < ROI_NOTE_FRACTION * box:  # an ROI is a region, not a few lesions
@@ -427,7 +428,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
             )
         weight = smooth_mask(roi, cfg.mask_dilation, cfg.mask_sigma)
         scaled = _rescaled(scan, roi, cfg) * weight
-        notes += _sign_note(scan, data[roi], "inside the ROI mask")
+        notes += _sign_note(scan, inside, "inside the ROI mask")
         centre = np.array(ndimage.center_of_mass(roi))
     else:
         _check_not_blank(scan, data, "")
