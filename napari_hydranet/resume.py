@@ -83,9 +83,9 @@ def load_state(folder: Path, state: dict, net, opt, gen: torch.Generator, rng: n
     """Put the saved network, optimiser and random states back; ``state`` is state.json's."""
     path = folder / "state.safetensors"
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), "pt") as fh:
             epoch = (fh.metadata() or {}).get("epoch")
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
     except (SafetensorError, OSError) as exc:
         raise HydranetError(f"{path}: cannot resume: {exc}") from None
     if epoch is not None and epoch != str(state["epoch"]):
