@@ -379,6 +379,20 @@ class Labels:
     notes: list[str] = field(default_factory=list)
 
 
+def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
+    """The file a labels row names, relative to ``scans_dir``, and why it is missing (or None).
+
+    A name without .nii/.nii.gz is taken when exactly one of them exists, as evaluate and the
+    Cohort dock match names."""
+    if (scans_dir / scan).is_file():
+        return scan, None
+    named = [f"{scan}{x}" for x in NIFTI_SUFFIXES if (scans_dir / f"{scan}{x}").is_file()]
+    if len(named) == 1:
+        return named[0], None
+    both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
+    return scan, f"scan '{scan}' not found in {scans_dir}{both}"
+
+
 def read_labels(
     path: str | os.PathLike,
     scans_dir: str | os.PathLike | None = None,
@@ -416,6 +430,7 @@ def read_labels(
             raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
     si, li = header.index(scan_column), header.index(label_column)
     values: dict[str, float] = {}
+    seen: set[str] = set()  # labelled or not: a scan may be listed once
     notes: list[str] = []
     errors: list[str] = []
     suffixed = 0  # scans named without their .nii/.nii.gz
@@ -429,10 +444,14 @@ def read_labels(
         if not scan:
             errors.append(f"row {rownum}: empty scan name")
             continue
-        scan = os.path.normpath(scan)  # ./a.nii.gz and a.nii.gz are one scan
-        if scan in values:
+        named = scan = os.path.normpath(scan)  # ./a.nii.gz and a.nii.gz are one scan
+        missing = None
+        if scans_dir is not None:
+            scan, missing = _scan_file(Path(scans_dir), scan)
+        if scan in seen:
             errors.append(f"row {rownum}: scan '{scan}' is listed twice")
             continue
+        seen.add(scan)
         if raw == "":
             notes.append(f"row {rownum}: '{scan}' has no label and is left out")
             continue
@@ -445,18 +464,11 @@ def read_labels(
         if not math.isfinite(value) or (value < 0 and not allow_negative):
             errors.append(f"row {rownum}: label {raw} of '{scan}' must be a number ≥ 0")
             continue
-        if scans_dir is not None and not (Path(scans_dir) / scan).is_file():
-            named = [f"{scan}{x}" for x in NIFTI_SUFFIXES if (Path(scans_dir) / f"{scan}{x}").is_file()]
-            if len(named) != 1:  # none, or both a .nii and a .nii.gz: which one is meant?
-                both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
-                errors.append(f"row {rownum}: scan '{scan}' not found in {scans_dir}{both}")
-                continue
-            suffixed += 1  # named as evaluate and the Cohort dock match names: without the suffix
-            scan = named[0]
-            if scan in values:
-                errors.append(f"row {rownum}: scan '{scan}' is listed twice")
-                continue
+        if missing:
+            errors.append(f"row {rownum}: {missing}")
+            continue
         values[scan] = value
+        suffixed += scan != named
     if errors:
         raise HydranetError(f"{path}: {first_of(errors)}", errors)
     if not values:

@@ -136,6 +136,8 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
         ("scan,label\ns1.nii.gz,-2\n", "row 2: label -2"),
         ("name,count\ns1.nii.gz,2\n", "no column 'scan'"),
         ("scan,label\ns1.nii.gz,3\n./s1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
+        ("scan,label\ns1.nii.gz,\ns1,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
+        ("scan,label\ns1.nii.gz,3\ns1.nii.gz,\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan;label\ns1.nii.gz;3\n", "separated by semicolons; save the table as comma-separated"),
         ("scan\tlabel\ns1.nii.gz\t3\n", "separated by tabs"),
         ("scan;label\ns1.nii.gz;3,5\n", r"as comma-separated CSV \(scan,label\), with decimal points"),
