@@ -134,16 +134,16 @@ def _arch_args(text: str | None) -> dict:
     return args
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+def train_config(a: argparse.Namespace):
+    """The TrainConfig that ``hydranet train``'s parsed arguments ask for."""
+    from .train import TrainConfig
 
-    arch_args = _arch_args(a.arch_args)
-    cfg = TrainConfig(
+    return TrainConfig(
         scans_dir=a.scans_dir,
         labels=a.labels,
         out=a.out,
         arch=a.arch,
-        arch_args=arch_args,
+        arch_args=_arch_args(a.arch_args),
         heads=a.heads,
         p_black=a.p_black,
         sets_per_batch=a.sets_per_batch,
@@ -174,6 +174,12 @@ def cmd_train(a: argparse.Namespace) -> int:
         recalibrate=not a.no_recalibrate,
         recalibrate_only=a.recalibrate_only,
     )
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = train_config(a)
     if a.low_priority and hasattr(os, "nice"):
         os.nice(10)  # the scheduler serves the interactive viewer first
     stop = _StopFlag()

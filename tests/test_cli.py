@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from synth import save_stored_otherwise, stored_otherwise
 
-from napari_hydranet.cli import main
+from napari_hydranet.cli import build_parser, main, train_config
 from napari_hydranet.sample import load_sample
 
 
@@ -150,6 +150,14 @@ def test_a_sample_stored_in_another_voxel_order_counts_and_detects_alike(tmp_pat
     ras_heat = nib.load(tmp_path / "heat" / "ras_heatmap.nii.gz")
     expected, _ = stored_otherwise(np.asanyarray(ras_heat.dataobj), ras_heat.affine)
     np.testing.assert_allclose(np.asanyarray(heat.dataobj), expected)
+
+
+def test_train_defaults_are_the_training_configs_own():
+    """argparse repeats TrainConfig's defaults (the CLI starts without importing torch)."""
+    from napari_hydranet.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "scans", "--labels", "labels.csv", "--out", "model"])
+    assert train_config(args) == TrainConfig("scans", "labels.csv", "model")
 
 
 def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
