@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HydranetError
-from .io import check_masks_folder, find_mask, read_labels, read_scan
+from .io import Scan, check_masks_folder, find_mask, read_labels, read_scan
 from .options import DENSITY_TARGETS
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
 from .text import first_of, plural
@@ -83,6 +83,18 @@ def shared(notes: list[str]) -> list[str]:
     return lines
 
 
+def _lesion_map(density_dir, scan: Scan, kind: str) -> np.ndarray:
+    """The ``lesion_target`` of a scan's lesion mask, which must lie on the scan's voxels as
+    stored (the target is cut out of the file's grid, voxel for voxel)."""
+    lesions = read_scan(find_mask(density_dir, scan.path))
+    if lesions.array.shape != scan.array.shape or not np.allclose(lesions.affine, scan.affine, atol=1e-3):
+        raise HydranetError(
+            f"{lesions.where}: the lesion mask's grid (shape {lesions.array.shape}) differs from its "
+            f"scan's ({scan.where}, shape {scan.array.shape}); store it on the scan's voxels"
+        )
+    return lesion_target(lesions.array, kind)
+
+
 def load_cohort(
     scans_dir,
     labels_csv,
@@ -126,8 +138,7 @@ def load_cohort(
                 "scans of different sizes need a crop (masks and a crop shape)"
             )
         if density_dir is not None:
-            lesions = lesion_target(read_scan(find_mask(density_dir, path)).array, density_target)
-            densities.append(prepared.crop_source(lesions))
+            densities.append(prepared.crop_source(_lesion_map(density_dir, scan, density_target)))
         names.append(name)
         images.append(prepared.array)
         values.append(value)

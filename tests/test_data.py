@@ -100,3 +100,26 @@ def test_notes_that_differ_only_in_their_numbers_are_one_line():
         "is -0.1; a scan with inverted sign",
         "sub-9: the ROI mask holds 45 voxels",
     ]
+
+
+def test_load_cohort_refuses_a_lesion_mask_off_its_scans_grid(cohort, tmp_path):
+    """Pretraining cuts each lesion target out of its scan's voxels as stored; a mask on
+    another grid (here the same voxels stored in another order) would be cut wrong."""
+    import shutil
+
+    import nibabel as nib
+    from synth import save_stored_otherwise
+
+    from napari_hydranet.data import load_cohort
+    from napari_hydranet.preprocess import PreprocessConfig
+
+    lesions = tmp_path / "lesions"
+    shutil.copytree(cohort / "masks", lesions)  # ROI masks stand in for lesion masks
+    (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,0\nsub-001.nii.gz,5\n")
+    args = (cohort / "scans", tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    loaded = load_cohort(*args, density_dir=lesions)
+    roi = np.asarray(nib.load(cohort / "masks" / "sub-001.nii.gz").dataobj)
+    assert loaded.densities[1].sum() == pytest.approx((roi > 0).sum())
+    save_stored_otherwise(cohort / "masks" / "sub-001.nii.gz", lesions / "sub-001.nii.gz")
+    with pytest.raises(HydranetError, match=r"sub-001.nii.gz: the lesion mask's grid .* differs"):
+        load_cohort(*args, density_dir=lesions)
