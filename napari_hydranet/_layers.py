@@ -101,19 +101,37 @@ def series_layer(path, name: str) -> tuple:
     )
 
 
-def scan_layer(scan: Scan) -> tuple:
-    lo, hi = np.percentile(scan.array, [0.5, 99.5]) if scan.array.size else (0, 1)
-    meta = {
+def _scan_meta(scan: Scan, **extra) -> dict:
+    """A file layer's metadata: its file's true affine, path and reading notes."""
+    return {
         "affine": scan.affine.tolist(),
         "path": str(scan.path) if scan.path else None,
         "notes": scan.notes,
+        **extra,
     }
+
+
+def _prediction_meta(pred: Prediction, affine: np.ndarray, kind: str, **extra) -> dict:
+    """An overlay's metadata: the scan file's affine, which scan and what the model counted."""
+    return {
+        "affine": np.asarray(affine).tolist(),
+        "source": pred.scan,
+        "source_path": str(pred.path) if pred.path else None,
+        "kind": kind,
+        "count": pred.count,
+        "count_sd": pred.count_sd,
+        **extra,
+    }
+
+
+def scan_layer(scan: Scan) -> tuple:
+    lo, hi = np.percentile(scan.array, [0.5, 99.5]) if scan.array.size else (0, 1)
     return (
         to_display(scan.array, scan.affine),
         {
             "name": scan.name,
             "affine": display_affine(scan.affine, scan.array.shape),
-            "metadata": meta,
+            "metadata": _scan_meta(scan),
             "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1],
             "colormap": "gray",
             "units": "mm",
@@ -131,35 +149,21 @@ def is_mask(array: np.ndarray) -> bool:
 
 def mask_layer(scan: Scan) -> tuple:
     """A binary volume as a Labels layer, so that it overlays a scan and is offered as a mask."""
-    meta = {
-        "affine": scan.affine.tolist(),
-        "path": str(scan.path) if scan.path else None,
-        "notes": scan.notes,
-        "kind": "mask",
-    }
     data = to_display(scan.array.astype(np.uint8), scan.affine)
     affine = display_affine(scan.affine, scan.array.shape)
-    kwargs = {"name": scan.name, "affine": affine, "metadata": meta, "opacity": 0.3}
+    kwargs = {"name": scan.name, "affine": affine, "metadata": _scan_meta(scan, kind="mask"), "opacity": 0.3}
     return data, dict(kwargs, units="mm"), "labels"
 
 
 def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     heat = pred.source_heatmap()
     top = float(np.percentile(heat[heat > 0], 99.9)) if np.any(heat > 0) else 1.0
-    meta = {
-        "affine": np.asarray(affine).tolist(),
-        "source": pred.scan,
-        "source_path": str(pred.path) if pred.path else None,
-        "kind": "heatmap",
-        "count": pred.count,
-        "count_sd": pred.count_sd,
-    }
     return (
         to_display(heat, affine),
         {
             "name": name,
             "affine": display_affine(affine, heat.shape),
-            "metadata": meta,
+            "metadata": _prediction_meta(pred, affine, "heatmap"),
             "colormap": "inferno",
             "blending": "additive",
             "contrast_limits": [0.0, top],
@@ -179,20 +183,13 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
         "size_mm3": np.array([d.size * pred.prepared.voxel_mm3 for d in dets], float),
         "score": np.array([d.score for d in dets], float),
     }
-    meta = {
-        "affine": np.asarray(affine).tolist(),
-        "source": pred.scan,
-        "kind": "detections",
-        "count": pred.count,
-        "count_sd": pred.count_sd,
-        "threshold": pred.result.threshold if pred.result else None,
-    }
+    threshold = pred.result.threshold if pred.result else None
     return (
         ras[:, ::-1].copy(),
         {
             "name": name,
             "affine": display_affine(affine, pred.prepared.source_shape),
-            "metadata": meta,
+            "metadata": _prediction_meta(pred, affine, "detections", threshold=threshold),
             "features": features,
             "size": 4,
             "symbol": "ring",
