@@ -284,18 +284,7 @@ def train(
     t0 = time.monotonic()
     out = Path(cfg.out)
     resume_dir = out / "resume"
-    if (out / WEIGHTS).exists() and not resume:
-        raise HydranetError(
-            f"{out}: already holds a model; use --resume to continue it or choose another --out"
-        )
-    held = held_files(out)
-    if held and not resume:  # the user's files stay theirs (hidden ones, like .DS_Store, are no one's)
-        raise HydranetError(
-            f"{out}: already holds {', '.join(held[:3])}{' …' if len(held) > 3 else ''}; a new model "
-            "needs a new or empty folder (--out), so that nothing in it is overwritten"
-        )
-    if resume and not (resume_dir / "state.json").exists():
-        raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
+    _check_out(out, resume)
     if resume:
         state = read_state(resume_dir)
         check_resume_settings(cfg, state["config"], out)
@@ -340,7 +329,7 @@ def train(
 
     history: list[dict] = []
     best: dict | None = None
-    start_epoch = 1
+    start_epoch, elapsed_before = 1, 0.0
     if resume:
         load_state(resume_dir, state, net, opt, gen, rng)
         started_with = state.get("package_version", "before 0.3.0")
@@ -350,6 +339,7 @@ def train(
                 f"{__version__}'s rules (what changed: CHANGES.md)"
             )
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        elapsed_before = history[-1]["elapsed"] if history else 0.0  # the curves' time axis goes on
     elif base is None and train_set.densities is not None:
         with torch.no_grad():  # count units per unit of lesion target, from the training masks
             voxels = float(train_set.densities.sum())
@@ -418,7 +408,7 @@ def train(
             "epoch": epoch,
             "loss": loss,
             "seconds": time.monotonic() - te,
-            "elapsed": time.monotonic() - t0,
+            "elapsed": elapsed_before + time.monotonic() - t0,
             "val_pred_sd": float(np.std(pred)),
             **{f"val_{k}": v for k, v in metrics.items()},
         }
@@ -499,22 +489,7 @@ def train(
                 group["lr"] = lr * lr_factor(
                     (epoch - 1) * steps_per_epoch + step, cfg.epochs * steps_per_epoch, cfg.lr_schedule
                 )
-            x, y, real, d = _batch(train_set, sets, device)
-            if cfg.augment:
-                if d is None:
-                    x = augment(x, gen)
-                else:
-                    both = augment(torch.cat([x, d], 1), gen)
-                    x, d = both[:, :1], both[:, 1:]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if d is None:
-                    pred = net(x)
-                else:
-                    pred, heat = net.forward_both(x)
-            loss = set_sum_loss(with_black(pred.float(), real), y, cfg.heads, cfg.loss)
-            if d is not None:  # pretraining: the lesion target, a voxel-wise weighted MSE
-                u, target = with_black(heat.float() / net.count_scale, real), with_black(d[:, 0], real)
-                loss = cfg.count_weight * loss + lesion_map_loss(u, target, cfg.lesion_weight)
+            loss = _step_loss(net, cfg, _batch(train_set, sets, device), gen, use_amp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -546,6 +521,47 @@ def train(
         "path": str(out),
         "seconds": time.monotonic() - t0,
     }
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse an output folder that holds anything a new training would overwrite, or a
+    resume without a resume state."""
+    if resume:
+        if not (out / "resume" / "state.json").exists():
+            raise HydranetError(f"{out}: nothing to resume (no resume/state.json)")
+        return
+    if (out / WEIGHTS).exists():
+        raise HydranetError(
+            f"{out}: already holds a model; use --resume to continue it or choose another --out"
+        )
+    held = held_files(out)
+    if held:  # the user's files stay theirs (hidden ones, like .DS_Store, are no one's)
+        raise HydranetError(
+            f"{out}: already holds {', '.join(held[:3])}{' …' if len(held) > 3 else ''}; a new model "
+            "needs a new or empty folder (--out), so that nothing in it is overwritten"
+        )
+
+
+def _step_loss(net, cfg: TrainConfig, batch, gen: torch.Generator, use_amp: bool) -> torch.Tensor:
+    """One optimiser step's loss: set-sum on the counts, and in pretraining the lesion map's
+    weighted MSE beside it (``count_weight`` × set-sum)."""
+    x, y, real, d = batch
+    if cfg.augment:
+        if d is None:
+            x = augment(x, gen)
+        else:  # the lesion target moves with its scan
+            both = augment(torch.cat([x, d], 1), gen)
+            x, d = both[:, :1], both[:, 1:]
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        if d is None:
+            pred = net(x)
+        else:
+            pred, heat = net.forward_both(x)
+    loss = set_sum_loss(with_black(pred.float(), real), y, cfg.heads, cfg.loss)
+    if d is None:
+        return loss
+    u, target = with_black(heat.float() / net.count_scale, real), with_black(d[:, 0], real)
+    return cfg.count_weight * loss + lesion_map_loss(u, target, cfg.lesion_weight)
 
 
 def _stop_message(reason: str, patience: int) -> str:
