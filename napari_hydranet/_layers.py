@@ -10,6 +10,8 @@ kept in ``metadata["affine"]``; ``from_display`` puts layer data back in the fil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
@@ -68,6 +70,41 @@ def file_affine(state: dict) -> np.ndarray:
     transform with the axes reversed (the permutation is its own inverse)."""
     true = (state.get("metadata") or {}).get("affine")
     return np.asarray(true, float) if true is not None else napari_affine(shown_affine(state))
+
+
+def layer_transform(layer) -> dict:
+    """A layer's transform as a state dict, for ``shown_affine``."""
+    return {k: getattr(layer, k) for k in TRANSFORM_KEYS}
+
+
+def adopt_scan_geometry(state: dict, layers, shape: tuple | None = None) -> dict:
+    """The state of a layer made in napari over one of our scan layers, with that scan's file
+    geometry: napari's "new labels" and "new points" copy the scan layer's transform but not
+    its metadata, so without it the layer would be written in napari's voxel order. The scan
+    is the one open layer with a file affine, the same shown transform and (for a volume of
+    ``shape``) the same shape; with none, or several from different files, ``state`` is
+    returned as it is."""
+    if (state.get("metadata") or {}).get("affine") is not None:
+        return state
+    shown = shown_affine(state)
+    found = {}
+    for layer in layers:
+        md = layer.metadata or {}
+        if md.get("affine") is None or md.get("series") or layer.ndim != shown.shape[0] - 1:
+            continue
+        if shape is not None and tuple(np.shape(layer.data)) != tuple(shape):
+            continue
+        if np.allclose(shown_affine(layer_transform(layer)), shown, atol=1e-6):
+            key = np.asarray(md["affine"], float).round(6).tobytes()
+            if key not in found or found[key].get("kind") == "mask":  # the scan, not its mask
+                found[key] = md
+    if len(found) != 1:
+        return state
+    (md,) = found.values()
+    source = {"affine": md["affine"], "source_path": md.get("path")}
+    if md.get("path"):
+        source["source"] = Path(md["path"]).name
+    return {**state, "metadata": {**(state.get("metadata") or {}), **source}}
 
 
 def file_volume(data: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +221,16 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
         "score": np.array([d.score for d in dets], float),
     }
     threshold = pred.result.threshold if pred.result else None
+    data = ras[:, ::-1].copy()
+    # where each numbered detection was put, so that the writer can tell the points a user
+    # added or moved (napari gives an added point the features of the last selected one)
+    detected = [[int(n), *map(float, p)] for n, p in zip(features["lesion"], data)]
     return (
-        ras[:, ::-1].copy(),
+        data,
         {
             "name": name,
             "affine": display_affine(affine, pred.prepared.source_shape),
-            "metadata": _prediction_meta(pred, affine, "detections", threshold=threshold),
+            "metadata": _prediction_meta(pred, affine, "detections", threshold=threshold, detected=detected),
             "features": features,
             "size": 4,
             "symbol": "ring",

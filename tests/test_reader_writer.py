@@ -229,6 +229,63 @@ def test_points_writer_uses_the_detections_format(make_napari_viewer, made_files
     assert float(rows[1]["score"]) == pytest.approx(0.4)
 
 
+def test_points_drawn_over_a_scan_get_its_voxel_indices(make_napari_viewer, made_files, tmp_path):
+    """napari's "new points" copies the scan layer's transform, not our metadata; points with
+    no scan behind them get no voxel indices, rather than made-up ones."""
+    import napari
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files["sagittal"]), plugin="napari-hydranet")
+    affine = np.asarray(scan.metadata["affine"])
+    ijk = np.array([9.0, 2.0, 5.0])  # in the file's voxel order
+    shown = scan.world_to_data(((affine @ np.append(ijk, 1))[:3])[::-1])
+    drawn = viewer.add_points([shown], affine=scan.affine, name="mine")
+    napari.save_layers(str(tmp_path / "mine.csv"), [drawn], plugin="napari-hydranet")
+    with open(tmp_path / "mine.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["scan"] == "sagittal.nii.gz"
+    np.testing.assert_allclose([float(row[c]) for c in "ijk"], ijk, atol=1e-4)
+    loose = viewer.add_points([[5.0, 6.0, 7.0]], name="loose")
+    with pytest.warns(UserWarning, match="no scan file behind these points"):
+        napari.save_layers(str(tmp_path / "loose.csv"), [loose], plugin="napari-hydranet")
+    with open(tmp_path / "loose.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert [row[c] for c in "ijk"] == ["", "", ""] and [float(row[c]) for c in "xyz"] == [7, 6, 5]
+
+
+def test_a_point_added_to_detections_is_saved_as_the_users_not_a_copy(
+    make_napari_viewer, made_files, tmp_path
+):
+    """napari gives a point added by hand the features of the last selected one; the CSV must
+    not credit it with that detection's number, size and score."""
+    import napari
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    at = np.array([[2.0, 3.0, 4.0], [4.0, 6.0, 8.0], [1.0, 1.0, 1.0]])
+    metadata = {
+        "affine": scan.metadata["affine"],
+        "source": "oblique.nii.gz",
+        "detected": [[n + 1, *p] for n, p in enumerate(at.tolist())],
+    }
+    features = {"lesion": [1, 2, 3], "size": [7, 3, 2], "score": [0.9, 0.4, 0.2]}
+    dets = viewer.add_points(at, affine=scan.affine, features=features, metadata=metadata, name="d")
+    dets.selected_data = {2}
+    dets.remove_selected()  # the user deletes lesion 3, a false positive,
+    dets.selected_data = {1}
+    dets.add([3.0, 5.0, 5.0])  # and marks one the model missed
+    dets.data = np.vstack([dets.data[:1] + [0, 0, 1], dets.data[1:]])  # and moves lesion 1
+    assert list(dets.features["lesion"]) == [1, 2, 2]  # napari copied lesion 2's features
+    napari.save_layers(str(tmp_path / "d.csv"), [dets], plugin="napari-hydranet")
+    with open(tmp_path / "d.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["lesion"], r["size"], r["score"]) for r in rows] == [
+        ("4", "", ""),
+        ("2", "3", "0.4"),
+        ("5", "", ""),
+    ]
+
+
 @pytest.mark.parametrize("name", ["nifti2", "sagittal"])
 def test_a_mask_drawn_over_a_scan_fits_it_when_saved_or_counted(
     make_napari_viewer, made_files, tmp_path, name
@@ -248,13 +305,16 @@ def test_a_mask_drawn_over_a_scan_fits_it_when_saved_or_counted(
     labels = viewer.add_labels(drawn, affine=scan.affine, name="roi")  # as napari's "new labels"
     napari.save_layers(str(tmp_path / "roi.nii.gz"), [labels], plugin="napari-hydranet")
     saved = read_scan(tmp_path / "roi.nii.gz")
+    source = read_scan(made_files[name])
+    # in the scan's own voxel order, so that voxel-for-voxel tools (fslmaths -mas) take it
+    assert saved.array.shape == source.array.shape
+    np.testing.assert_allclose(saved.affine, source.affine, atol=1e-6)
     ijk = np.argwhere(saved.array > 0)
     world_saved = ijk @ saved.affine[:3, :3].T + saved.affine[:3, 3]
     world_drawn = np.array([labels.data_to_world(p) for p in np.argwhere(drawn > 0)])[:, ::-1]
     key = lambda w: sorted(map(tuple, np.round(w, 3)))  # noqa: E731
     assert key(world_saved) == key(world_drawn)
     cfg = PreprocessConfig(crop_shape=None)
-    source = read_scan(made_files[name])
     from_file = prepare(source, cfg, saved)  # the scan's grid in another voxel order: accepted
     from_layer = prepare(source, cfg, layer_to_scan(labels, like=layer_to_scan(scan)))
     np.testing.assert_array_equal(from_file.array, from_layer.array)

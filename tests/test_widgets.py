@@ -103,6 +103,10 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     with open(tmp_path / "d.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == DETECTION_COLUMNS
+    # untouched detections keep their numbers and sizes (the writer knows where each was put)
+    assert [(int(r[1]), int(r[8])) for r in rows[1:]] == [
+        (r[1], r[8]) for r in expected.detection_rows(affine)
+    ]
     np.testing.assert_allclose(
         np.array([r[2:8] for r in rows[1:]], float),
         np.array([r[2:8] for r in expected.detection_rows(affine)], float),
