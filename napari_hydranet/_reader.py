@@ -6,7 +6,7 @@ from __future__ import annotations
 import nibabel as nib
 
 from ._layers import is_mask, mask_layer, scan_layer, series_layer
-from .io import is_nifti, read_scan, scan_stem
+from .io import gzip_misnamed, is_nifti, read_scan, scan_stem
 
 
 def napari_get_reader(path):
@@ -14,11 +14,14 @@ def napari_get_reader(path):
     paths = [path] if isinstance(path, str) else list(path) if isinstance(path, (list, tuple)) else []
     if not paths or not all(isinstance(p, str) and is_nifti(p) for p in paths):
         return None
-    try:
-        for p in paths:
-            nib.load(p)  # header only: a file nibabel cannot parse is not ours to claim
-    except Exception:
-        return None
+    for p in paths:
+        try:  # header only: a file nibabel cannot parse, or a CIFTI file, is not ours to claim
+            if gzip_misnamed(p):  # ours: read_scan says how to rename it
+                continue
+            if not isinstance(nib.load(p), (nib.Nifti1Image, nib.Nifti2Image)):
+                return None
+        except Exception:
+            return None
     return read_nifti
 
 
@@ -26,7 +29,7 @@ def read_nifti(path):
     paths = [path] if isinstance(path, str) else list(path)
     layers = []
     for p in paths:
-        shape = nib.load(p).shape
+        shape = () if gzip_misnamed(p) else nib.load(p).shape  # misnamed: read_scan says so
         if len(shape) == 4 and shape[3] > 1:  # a series: shown, not counted
             layers.append(series_layer(p, scan_stem(p)))
         else:

@@ -81,6 +81,13 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def gzip_misnamed(path: str | os.PathLike) -> bool:
+    """Whether a file holds gzip data under a name without .gz (nibabel would not unpack it);
+    OSError when it cannot be opened."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b" and not str(path).lower().endswith(".gz")
+
+
 def read_scan(path: str | os.PathLike) -> Scan:
     """Read a NIfTI-1/2 file into a float32 ``Scan``.
 
@@ -92,16 +99,17 @@ def read_scan(path: str | os.PathLike) -> Scan:
     if not path.is_file():
         raise HydranetError(f"{path}: no such file")
     try:
-        with open(path, "rb") as fh:
-            gzipped = fh.read(2) == b"\x1f\x8b"
+        misnamed = gzip_misnamed(path)
     except OSError as exc:  # unreadable (permissions): this scan, not the whole run
         raise HydranetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if gzipped and not path.name.lower().endswith(".gz"):
+    if misnamed:
         raise HydranetError(f"{path}: gzip-compressed but named without .gz; rename it {path.name}.gz")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise HydranetError(f"{path}: not a readable NIfTI file ({exc})") from None
+    if isinstance(img, nib.Cifti2Image):
+        raise HydranetError(f"{path}: a CIFTI-2 file (surface and greyordinate data), not a 3D volume")
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise HydranetError(f"{path}: not a NIfTI image ({type(img).__name__})")
     shape = img.shape

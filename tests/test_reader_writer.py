@@ -142,6 +142,15 @@ def test_reader_declines_other_files(tmp_path):
     broken = tmp_path / "broken.nii"
     broken.write_bytes(b"not a nifti file at all")
     assert napari_get_reader(str(broken)) is None
+    assert napari_get_reader(str(NIBABEL_DATA / "row_major.dconn.nii")) is None  # CIFTI-2: a NIfTI-2 inside
+
+
+def test_a_gzipped_scan_named_nii_is_claimed_and_told_how_to_rename(tmp_path, made_files):
+    misnamed = tmp_path / "scan.nii"
+    misnamed.write_bytes(made_files["oblique"].read_bytes())
+    reader = napari_get_reader(str(misnamed))
+    with pytest.raises(HydranetError, match="gzip-compressed but named without .gz; rename it scan.nii.gz"):
+        reader(str(misnamed))
 
 
 @pytest.mark.parametrize("name", ["oblique", "sagittal"])
