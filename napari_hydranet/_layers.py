@@ -21,6 +21,7 @@ from .io import Scan
 from .preprocess import from_ras, ras_grid
 
 TRANSFORM_KEYS = ("affine", "scale", "translate", "rotate", "shear")  # a layer's data → world parts
+_TIME_UNITS = {"sec": "s", "msec": "ms", "usec": "us"}  # NIfTI's time units in napari's words
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 
 
@@ -133,6 +134,8 @@ def series_layer(path, name: str) -> tuple:
             "metadata": meta,
             "colormap": "gray",
             "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1],
+            # mm like the scans' layers (napari warns of mixed units and drops them otherwise)
+            "units": (_TIME_UNITS.get(img.header.get_xyzt_units()[1], "pixel"), "mm", "mm", "mm"),
         },
         "image",
     )

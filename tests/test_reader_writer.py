@@ -75,6 +75,7 @@ def test_series_brightest_voxel_at_its_world_position(make_napari_viewer, name):
     world_xyz = np.asarray(layer.data_to_world(index), float)[1:][::-1]
     assert _file_value_at(img, world_xyz, t=int(index[0])) == layer.data.max()
     np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
+    assert [str(u) for u in layer.units[1:]] == ["millimeter"] * 3  # as the scans' layers
 
 
 @pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "nifti2", "oblique", "sagittal"])
