@@ -255,10 +255,16 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     )
 
 
-def prediction_layers(scan: Scan, pred: Prediction) -> list[tuple]:
-    """The scan, its heatmap and its detections, named after the scan."""
+def prediction_layers(scan: Scan, pred: Prediction, mask: Scan | None = None) -> list[tuple]:
+    """The scan, its ROI ``mask`` (hidden; the Predict dock takes it as the ROI), its heatmap
+    and its detections, named after the scan."""
+    shown_mask = []
+    if mask is not None:
+        data, kwargs, kind = mask_layer(mask)
+        shown_mask = [(data, dict(kwargs, visible=False), kind)]
     return [
         scan_layer(scan),
+        *shown_mask,
         heatmap_layer(pred, scan.affine, f"{scan.name} heatmap"),
         detections_layer(pred, scan.affine, f"{scan.name} detections"),
     ]

@@ -15,4 +15,4 @@ def sample_scan():
     scan = read_scan(sample.scan)
     device = select_device("auto")
     pred, _ = predict_file(load_model("default", device), sample.scan, device, mask_path=sample.mask)
-    return prediction_layers(scan, pred)
+    return prediction_layers(scan, pred, read_scan(sample.mask))

@@ -81,5 +81,5 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
         return 0
     from ._viewer import show_prediction
 
-    show_prediction(sample.scan, pred, model, run=True)
+    show_prediction(sample.scan, pred, model, sample.mask, run=True)
     return 0

@@ -576,12 +576,25 @@ def test_demo_viewer_shows_the_count_and_anterior_up(make_napari_viewer, tiny_mo
     sample = load_sample()
     model = load_model(tiny_model)
     pred = predict_file(model, sample.scan, torch.device("cpu"), mask_path=sample.mask)[0]
-    viewer = _viewer.show_prediction(sample.scan, pred, model, run=False)
-    assert [layer.name for layer in viewer.layers] == ["sample", "sample heatmap", "sample detections"]
+    viewer = _viewer.show_prediction(sample.scan, pred, model, sample.mask, run=False)
+    names = ["sample", "sample_mask", "sample heatmap", "sample detections"]
+    assert [layer.name for layer in viewer.layers] == names
+    assert (
+        not viewer.layers["sample_mask"].visible and viewer.layers["sample_mask"].metadata["kind"] == "mask"
+    )
     text = viewer.canvas.overlays.text
     assert text.visible and f"{pred.count:.1f} ± {pred.count_sd:.1f} lesions" in text.text
     assert f"({pred.n_detections} detections)" in text.text
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
+
+
+def test_the_sample_opens_with_its_mask_and_the_default_models_overlays(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-hydranet", "epvs_sample")
+    names = ["sample", "sample_mask", "sample heatmap", "sample detections"]
+    assert [layer.name for layer in viewer.layers] == names
+    detections = viewer.layers["sample detections"]
+    assert len(detections.data) == round(detections.metadata["count"]) > 0  # count-consistent
 
 
 def test_train_child_errors_are_told_in_the_docks_words():
