@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
+import textwrap
 import threading
 import warnings
 from pathlib import Path
@@ -285,16 +287,21 @@ def cmd_info(a: argparse.Namespace) -> int:
         if pre.intensity_reference == "median"
         else f"{where} {pre.trim_percentile:g}th percentile"
     )
-    print(model.card(full=True))
-    print(f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters")
-    print(
+    width = min(shutil.get_terminal_size().columns, 100) - 1
+    lines = [
+        *model.card(full=True).splitlines(),
+        f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters",
         f"input: ROI mask {'used' if pre.use_mask else 'not used'}, crop {crop}, "
-        f"intensities divided by {scale}"
-    )
-    print(
+        f"intensities divided by {scale}",
         f"folder: {model.path} (format {cfg.get('format_version')}, written by napari-hydranet "
-        f"{cfg.get('package_version', '?')} on {cfg.get('created', '?')})"
-    )
+        f"{cfg.get('package_version', '?')} on {cfg.get('created', '?')})",
+    ]
+    for line in lines:  # wrapped, later lines indented, so each item stands out
+        print(
+            textwrap.fill(
+                line, width, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False
+            )
+        )
     return 0
 
 
