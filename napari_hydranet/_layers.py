@@ -79,16 +79,17 @@ def layer_transform(layer) -> dict:
 
 
 def adopt_scan_geometry(state: dict, layers, shape: tuple | None = None) -> dict:
-    """The state of a layer made in napari over one of our scan layers, with that scan's file
-    geometry: napari's "new labels" and "new points" copy the scan layer's transform but not
-    its metadata, so without it the layer would be written in napari's voxel order. The scan
-    is the one open layer with a file affine, the same shown transform and (for a volume of
-    ``shape``) the same shape; with none, or several from different files, ``state`` is
-    returned as it is."""
+    """The state of a layer made in napari over our layers, with their file geometry: napari's
+    "new labels" and "new points" copy the scan layer's transform but not its metadata, so
+    without it the layer would be written in napari's voxel order. The open layers with a file
+    affine, the same shown transform and (for a volume of ``shape``) the same shape must agree
+    on that affine; the scan file is named only when they come from one (two subjects on one
+    template grid leave it unnamed). With none, or affines that differ, ``state`` is returned
+    as it is."""
     if (state.get("metadata") or {}).get("affine") is not None:
         return state
     shown = shown_affine(state)
-    found = {}
+    matches = []
     for layer in layers:
         md = layer.metadata or {}
         if md.get("affine") is None or md.get("series") or layer.ndim != shown.shape[0] - 1:
@@ -96,16 +97,18 @@ def adopt_scan_geometry(state: dict, layers, shape: tuple | None = None) -> dict
         if shape is not None and tuple(np.shape(layer.data)) != tuple(shape):
             continue
         if np.allclose(shown_affine(layer_transform(layer)), shown, atol=1e-6):
-            key = np.asarray(md["affine"], float).round(6).tobytes()
-            if key not in found or found[key].get("kind") == "mask":  # the scan, not its mask
-                found[key] = md
-    if len(found) != 1:
+            matches.append(md)
+    if not matches:
         return state
-    (md,) = found.values()
-    source = {"affine": md["affine"], "source_path": md.get("path")}
-    if md.get("path"):
-        source["source"] = Path(md["path"]).name
-    return {**state, "metadata": {**(state.get("metadata") or {}), **source}}
+    affines = [np.asarray(md["affine"], float) for md in matches]
+    if any(not np.allclose(a, affines[0], atol=1e-3) for a in affines[1:]):
+        return state
+    adopted = {"affine": matches[0]["affine"]}
+    files = {md.get("path") or md.get("source_path") for md in matches if md.get("kind") != "mask"}
+    if len(files) == 1 and None not in files:  # one scan (and its overlays) on this grid
+        (path,) = files
+        adopted.update(source=Path(path).name, source_path=path)
+    return {**state, "metadata": {**(state.get("metadata") or {}), **adopted}}
 
 
 def file_volume(data: np.ndarray, state: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +127,12 @@ def series_layer(path, name: str) -> tuple:
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     affine = np.eye(5)
     affine[1:, 1:] = display_affine(img.affine, img.shape)
+    time_unit = _TIME_UNITS.get(img.header.get_xyzt_units()[1], "pixel")
+    step = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+    if time_unit != "pixel" and step > 0:
+        affine[0, 0] = step  # the repetition time: the slider reads in its unit
+    else:
+        time_unit = "pixel"  # volume numbers
     lo, hi = np.percentile(data, [0.5, 99.5])
     meta = {"affine": np.asarray(img.affine).tolist(), "path": str(path), "series": True}
     return (
@@ -135,7 +144,7 @@ def series_layer(path, name: str) -> tuple:
             "colormap": "gray",
             "contrast_limits": [float(lo), float(hi) if hi > lo else float(lo) + 1],
             # mm like the scans' layers (napari warns of mixed units and drops them otherwise)
-            "units": (_TIME_UNITS.get(img.header.get_xyzt_units()[1], "pixel"), "mm", "mm", "mm"),
+            "units": (time_unit, "mm", "mm", "mm"),
         },
         "image",
     )

@@ -46,6 +46,12 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
         raise HydranetError(f"layer '{meta.get('name')}': {array.ndim}D data; only 3D layers are written")
     meta = _with_scan_geometry(meta, array.shape)
     md = meta.get("metadata") or {}
+    if md.get("affine") is None:
+        warnings.warn(
+            f"layer '{meta.get('name')}': no scan opened with napari-hydranet lies under it, so it is "
+            "saved as napari shows it (its affine, its voxel order)",
+            stacklevel=2,
+        )
     # never over the scan a heatmap came from, nor an intensity image over its own file (it would
     # come back as float32 with a new header); integer layers may be, e.g. a corrected mask
     protect = [md["source_path"]] if md.get("source_path") else []

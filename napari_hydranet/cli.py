@@ -287,21 +287,19 @@ def cmd_info(a: argparse.Namespace) -> int:
         if pre.intensity_reference == "median"
         else f"{where} {pre.trim_percentile:g}th percentile"
     )
-    width = min(shutil.get_terminal_size().columns, 100) - 1
+    width = max(min(shutil.get_terminal_size().columns, 100) - 1, 40)
     lines = [
         *model.card(full=True).splitlines(),
         f"network: {model.arch}{f' {args}' if args else ''}, {params:,} parameters",
         f"input: ROI mask {'used' if pre.use_mask else 'not used'}, crop {crop}, "
         f"intensities divided by {scale}",
-        f"folder: {model.path} (format {cfg.get('format_version')}, written by napari-hydranet "
-        f"{cfg.get('package_version', '?')} on {cfg.get('created', '?')})",
     ]
     for line in lines:  # wrapped, later lines indented, so each item stands out
-        print(
-            textwrap.fill(
-                line, width, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False
-            )
-        )
+        print(textwrap.fill(line, width, subsequent_indent="    ", break_on_hyphens=False))
+    print(  # not wrapped: the path may hold spaces
+        f"folder: {model.path} (format {cfg.get('format_version')}, written by napari-hydranet "
+        f"{cfg.get('package_version', '?')} on {cfg.get('created', '?')})"
+    )
     return 0
 
 

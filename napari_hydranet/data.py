@@ -87,12 +87,15 @@ def _lesion_map(density_dir, scan: Scan, kind: str) -> np.ndarray:
     """The ``lesion_target`` of a scan's lesion mask, which must lie on the scan's voxels as
     stored (the target is cut out of the file's grid, voxel for voxel)."""
     lesions = read_scan(find_mask(density_dir, scan.path))
-    if lesions.array.shape != scan.array.shape or not np.allclose(lesions.affine, scan.affine, atol=1e-3):
-        raise HydranetError(
-            f"{lesions.where}: the lesion mask's grid (shape {lesions.array.shape}) differs from its "
-            f"scan's ({scan.where}, shape {scan.array.shape}); store it on the scan's voxels"
-        )
-    return lesion_target(lesions.array, kind)
+    if lesions.array.shape != scan.array.shape:
+        differs = f"shape {lesions.array.shape} differs from its scan's {scan.array.shape}"
+    elif not np.allclose(lesions.affine, scan.affine, atol=1e-3):
+        differs = "affine differs from its scan's"
+    else:
+        return lesion_target(lesions.array, kind)
+    raise HydranetError(
+        f"{lesions.where}: the lesion mask's {differs} ({scan.where}); store it on the scan's voxels"
+    )
 
 
 def load_cohort(

@@ -121,5 +121,7 @@ def test_load_cohort_refuses_a_lesion_mask_off_its_scans_grid(cohort, tmp_path):
     roi = np.asarray(nib.load(cohort / "masks" / "sub-001.nii.gz").dataobj)
     assert loaded.densities[1].sum() == pytest.approx((roi > 0).sum())
     save_stored_otherwise(cohort / "masks" / "sub-001.nii.gz", lesions / "sub-001.nii.gz")
-    with pytest.raises(HydranetError, match=r"sub-001.nii.gz: the lesion mask's grid .* differs"):
+    with pytest.raises(
+        HydranetError, match=r"sub-001.nii.gz: the lesion mask's shape .* differs from its scan's"
+    ):
         load_cohort(*args, density_dir=lesions)

@@ -75,7 +75,8 @@ def test_series_brightest_voxel_at_its_world_position(make_napari_viewer, name):
     world_xyz = np.asarray(layer.data_to_world(index), float)[1:][::-1]
     assert _file_value_at(img, world_xyz, t=int(index[0])) == layer.data.max()
     np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
-    assert [str(u) for u in layer.units[1:]] == ["millimeter"] * 3  # as the scans' layers
+    assert [str(u) for u in layer.units] == ["second"] + ["millimeter"] * 3  # mm as the scans' layers
+    assert layer.affine.affine_matrix[0, 0] == pytest.approx(img.header.get_zooms()[3])  # in seconds
 
 
 @pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "nifti2", "oblique", "sagittal"])
@@ -263,6 +264,40 @@ def test_points_drawn_over_a_scan_get_its_voxel_indices(make_napari_viewer, made
     assert [row[c] for c in "ijk"] == ["", "", ""] and [float(row[c]) for c in "xyz"] == [7, 6, 5]
 
 
+def test_layers_drawn_over_scans_sharing_a_grid_take_it_and_name_a_scan_only_when_one(
+    make_napari_viewer, made_files, tmp_path
+):
+    import shutil
+
+    import napari
+
+    viewer = make_napari_viewer()
+    (scan,) = viewer.open(str(made_files["oblique"]), plugin="napari-hydranet")
+    source = nib.load(str(made_files["oblique"]))
+    noisy = tmp_path / "roi.nii.gz"  # a mask whose affine differs from the scan's by float noise
+    affine = source.affine.copy()
+    affine[:3] *= 1 + 4e-6  # as float32 storage leaves it: within napari's tolerance, not equal
+    nib.save(nib.Nifti1Image(np.ones(source.shape, np.uint8), affine), str(noisy))
+    viewer.open(str(noisy), plugin="napari-hydranet")
+    points = viewer.add_points([[1.0, 2.0, 3.0]], affine=scan.affine, name="mine")
+    napari.save_layers(str(tmp_path / "a.csv"), [points], plugin="napari-hydranet")
+    with open(tmp_path / "a.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["scan"] == "oblique.nii.gz" and row["i"] != ""
+    # a second subject on the same grid: the voxels are the same, which scan is not known
+    shutil.copy(made_files["oblique"], tmp_path / "other.nii.gz")
+    viewer.open(str(tmp_path / "other.nii.gz"), plugin="napari-hydranet")
+    napari.save_layers(str(tmp_path / "b.csv"), [points], plugin="napari-hydranet")
+    with open(tmp_path / "b.csv", newline="") as fh:
+        (again,) = list(csv.DictReader(fh))
+    assert again["scan"] == "mine" and [again[c] for c in "ijk"] == [row[c] for c in "ijk"]
+    # a volume with nothing of ours under it is saved as shown, and the user is told
+    loose = viewer.add_labels(np.zeros((3, 4, 5), np.uint8), name="loose")
+    with pytest.warns(UserWarning, match="no scan opened with napari-hydranet lies under it"):
+        napari.save_layers(str(tmp_path / "loose.nii.gz"), [loose], plugin="napari-hydranet")
+    assert nib.load(str(tmp_path / "loose.nii.gz")).shape == (5, 4, 3)
+
+
 def test_a_point_added_to_detections_is_saved_as_the_users_not_a_copy(
     make_napari_viewer, made_files, tmp_path
 ):
@@ -394,9 +429,10 @@ def test_a_labels_layer_is_saved_with_whole_numbers(make_napari_viewer, tmp_path
     lesions = viewer.add_labels(mask.astype(np.int32) * 300, name="lesions")
     heat = viewer.add_image(mask * 0.25, name="heat")
     for layer, dtype in ((roi, np.uint8), (lesions, np.int16), (heat, np.float32)):
-        (written,) = _writer.write_volume_layer(
-            str(tmp_path / layer.name), layer.data, layer.as_layer_data_tuple()[1]
-        )
+        with pytest.warns(UserWarning, match="saved as napari shows it"):  # no scan under it
+            (written,) = _writer.write_volume_layer(
+                str(tmp_path / layer.name), layer.data, layer.as_layer_data_tuple()[1]
+            )
         img = nib.load(written)
         assert img.get_data_dtype() == dtype
         np.testing.assert_array_equal(np.asarray(img.dataobj), np.transpose(layer.data, (2, 1, 0)))
