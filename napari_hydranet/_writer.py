@@ -64,7 +64,8 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
 def detection_rows(data, meta: dict) -> list[list]:
     """Rows in the engine's detections format from Points data and features: world positions
     from the layer's napari affine, voxel indices of the source file from its affine (left
-    empty, with a warning, for points with no scan file behind them)."""
+    empty, with a warning, for points with no scan file behind them). In a detections layer of
+    ours, points added or moved by hand get new numbers and no size or score."""
     shown = _shown_affine(meta)  # a 3D layer's, or a clear error
     md = meta.get("metadata") or {}
     if md.get("affine") is None:
