@@ -235,7 +235,7 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     threshold = pred.result.threshold if pred.result else None
     data = ras[:, ::-1].copy()
     # where each numbered detection was put, so that the writer can tell the points a user
-    # added or moved (napari gives an added point the features of the last selected one)
+    # moved (napari gives an added point the features of the last selected one, but no text)
     detected = [[int(n), *map(float, p)] for n, p in zip(features["lesion"], data)]
     return (
         data,
@@ -249,9 +249,10 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
             "face_color": "transparent",
             "border_color": "cyan",
             # the number of each ring, as in the dock's "lesion i/n" and the detections CSV,
-            # beside the ring (over it, the digits could not be read at the default zoom)
+            # beside the ring (over it, the digits could not be read at the default zoom); a
+            # point the user adds gets none, and the CSV a new number
             "text": {
-                "string": "{lesion}",
+                "string": {"array": [str(n) for n in features["lesion"]], "default": ""},
                 "color": "cyan",
                 "size": 10,
                 "anchor": "upper_left",

@@ -65,7 +65,8 @@ def detection_rows(data, meta: dict) -> list[list]:
     """Rows in the engine's detections format from Points data and features: world positions
     from the layer's napari affine, voxel indices of the source file from its affine (left
     empty, with a warning, for points with no scan file behind them). In a detections layer of
-    ours, points added or moved by hand get new numbers and no size or score."""
+    ours, points moved by hand keep their drawn number, points added by hand get a new one,
+    and neither has a size or score."""
     shown = _shown_affine(meta)  # a 3D layer's, or a clear error
     md = meta.get("metadata") or {}
     if md.get("affine") is None:
@@ -93,10 +94,14 @@ def detection_rows(data, meta: dict) -> list[list]:
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))  # for points without a size_mm3
     volumes = column("size_mm3", lambda i: float(sizes[i]) * voxel_mm3 if sizes[i] != "" else "")
     detected = md.get("detected")
-    last = max([*lesions, *(int(d[0]) for d in detected or [])], default=0)
+    drawn = _drawn_numbers(meta, n) if detected is not None else None
+    numbered = drawn if drawn is not None else lesions
+    last = max([*(x for x in numbered if x is not None), *(int(d[0]) for d in detected or [])], default=0)
     numbers = iter(range(last + 1, last + n + 1))  # never one the model gave
-    for i in np.flatnonzero(~_as_detected(points, lesions, detected)):
-        lesions[i], sizes[i], scores[i], volumes[i] = next(numbers), "", "", ""
+    for i in np.flatnonzero(~_as_detected(points, numbered, detected)):  # added or moved by hand
+        sizes[i], scores[i], volumes[i] = "", "", ""
+        # a moved ring keeps the number drawn beside it; an added one has none drawn
+        lesions[i] = numbered[i] if drawn is not None and drawn[i] is not None else next(numbers)
     rows = []
     for xyz, lesion, size, score, size_mm3 in zip(world, lesions, sizes, scores, volumes):
         ijk = (
@@ -111,7 +116,17 @@ def detection_rows(data, meta: dict) -> list[list]:
     return rows
 
 
-def _as_detected(points: np.ndarray, lesions: list[int], detected: list | None) -> np.ndarray:
+def _drawn_numbers(meta: dict, n: int) -> list[int | None] | None:
+    """The numbers drawn beside a detections layer's points (None where a point added by hand
+    has none), or None when the layer's text is not such a list."""
+    string = (meta.get("text") or {}).get("string")
+    array = string.get("array") if isinstance(string, dict) else None
+    if array is None or len(array) != n:
+        return None
+    return [int(s) if str(s).strip().isdigit() else None for s in array]
+
+
+def _as_detected(points: np.ndarray, lesions: list[int | None], detected: list | None) -> np.ndarray:
     """Which points are still where the model put the detection whose number they carry; the
     others were added or moved by hand, and their copied size and score mean nothing."""
     if detected is None:  # not a detections layer of ours: its features are what they are

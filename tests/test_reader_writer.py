@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import NIBABEL_DATA
 
+from napari_hydranet import _writer
 from napari_hydranet._reader import napari_get_reader
 from napari_hydranet._writer import write_volume_layer
 from napari_hydranet.errors import HydranetError
@@ -314,21 +315,30 @@ def test_a_point_added_to_detections_is_saved_as_the_users_not_a_copy(
         "detected": [[n + 1, *p] for n, p in enumerate(at.tolist())],
     }
     features = {"lesion": [1, 2, 3], "size": [7, 3, 2], "score": [0.9, 0.4, 0.2]}
-    dets = viewer.add_points(at, affine=scan.affine, features=features, metadata=metadata, name="d")
+    text = {"string": {"array": ["1", "2", "3"], "default": ""}}  # as detections_layer draws them
+    dets = viewer.add_points(
+        at, affine=scan.affine, features=features, text=text, metadata=metadata, name="d"
+    )
     dets.selected_data = {2}
     dets.remove_selected()  # the user deletes lesion 3, a false positive,
     dets.selected_data = {1}
     dets.add([3.0, 5.0, 5.0])  # and marks one the model missed
     dets.data = np.vstack([dets.data[:1] + [0, 0, 1], dets.data[1:]])  # and moves lesion 1
-    assert list(dets.features["lesion"]) == [1, 2, 2]  # napari copied lesion 2's features
+    assert list(dets.features["lesion"]) == [1, 2, 2]  # napari copied lesion 2's features,
+    assert list(dets.text.values) == ["1", "2", ""]  # but draws no number beside the new point
     napari.save_layers(str(tmp_path / "d.csv"), [dets], plugin="napari-hydranet")
     with open(tmp_path / "d.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    # the moved ring keeps the number drawn beside it, the added one gets a new number
     assert [(r["lesion"], r["size"], r["score"]) for r in rows] == [
-        ("4", "", ""),
+        ("1", "", ""),
         ("2", "3", "0.4"),
-        ("5", "", ""),
+        ("4", "", ""),
     ]
+    # a layer whose text is not such a list: every point off its detected place is renumbered
+    plain = {k: v for k, v in dets.as_layer_data_tuple()[1].items() if k != "text"}
+    rows = _writer.detection_rows(dets.data, plain)
+    assert [(r[1], r[8]) for r in rows] == [(4, ""), (2, 3), (5, "")]
 
 
 @pytest.mark.parametrize("name", ["nifti2", "sagittal"])

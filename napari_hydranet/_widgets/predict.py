@@ -56,6 +56,7 @@ def _refill(layer, data, kwargs: dict) -> None:
         layer.selected_data = set()
         layer.data = data
         layer.features = kwargs["features"]
+        layer.text = kwargs["text"]
     else:
         layer.data = data
         layer.contrast_limits = kwargs["contrast_limits"]
