@@ -17,7 +17,7 @@ import numpy as np
 
 from ._layers import adopt_scan_geometry, file_affine, file_volume, shown_affine
 from .errors import HydranetError
-from .infer import DETECTION_COLUMNS
+from .infer import DETECTION_COLUMNS, rounded
 from .io import is_nifti, write_csv, write_volume
 
 
@@ -104,15 +104,11 @@ def detection_rows(data, meta: dict) -> list[list]:
         lesions[i] = numbered[i] if drawn is not None and drawn[i] is not None else next(numbers)
     rows = []
     for xyz, lesion, size, score, size_mm3 in zip(world, lesions, sizes, scores, volumes):
-        ijk = (
-            np.round(to_file[:3, :3] @ xyz + to_file[:3, 3], 4) + 0.0
-            if md.get("affine") is not None
-            else [""] * 3
-        )
+        ijk = rounded(to_file[:3, :3] @ xyz + to_file[:3, 3]) if md.get("affine") is not None else [""] * 3
         size_mm3 = float(size_mm3) if size_mm3 != "" else ""
         size = int(size) if size != "" else ""
         score = float(score) if score != "" else ""
-        rows.append([scan, lesion, *ijk, *(np.round(xyz, 4) + 0.0), size, score, size_mm3])
+        rows.append([scan, lesion, *ijk, *rounded(xyz), size, score, size_mm3])
     return rows
 
 

@@ -36,6 +36,12 @@ def format_count(value: float, digits: int = 1) -> str:
     return f"{round(value, digits) + 0.0:.{digits}f}"  # -0.0 + 0.0 is +0.0
 
 
+def rounded(coordinates: np.ndarray) -> np.ndarray:
+    """Voxel or mm coordinates to 1e-4, far below any scan's precision: no 1.8e-06 from
+    rounding errors, and no -0."""
+    return np.round(coordinates, 4) + 0.0
+
+
 @dataclass
 class Prediction:
     """What a model says about one scan.
@@ -87,8 +93,7 @@ class Prediction:
         dets = self.result.detections
         ijk = self.prepared.to_source_index(np.array([d.centre for d in dets], float).reshape(-1, 3))
         xyz = ijk @ source_affine[:3, :3].T + source_affine[:3, 3]
-        # 1e-4 voxel or mm is far below any scan's precision: no 1.8e-06 from rounding errors
-        ijk, xyz = np.round(ijk, 4) + 0.0, np.round(xyz, 4) + 0.0
+        ijk, xyz = rounded(ijk), rounded(xyz)
         return [
             [self.scan, n, *i, *x, det.size, det.score, det.size * voxel_mm3]
             for n, (det, i, x) in enumerate(zip(dets, ijk, xyz), start=1)
