@@ -88,20 +88,21 @@ def detection_rows(data, meta: dict) -> list[list]:
             return list(features[name])
         return [default(i) for i in range(n)]
 
-    lesions = [int(n) for n in column("lesion", lambda i: i + 1)]
+    lesions = [int(x) for x in column("lesion", lambda i: i + 1)]
     sizes = column("size", lambda i: "")
     scores = column("score", lambda i: "")
     voxel_mm3 = abs(float(np.linalg.det(affine[:3, :3])))  # for points without a size_mm3
     volumes = column("size_mm3", lambda i: float(sizes[i]) * voxel_mm3 if sizes[i] != "" else "")
     detected = md.get("detected")
     drawn = _drawn_numbers(meta, n) if detected is not None else None
-    numbered = drawn if drawn is not None else lesions
-    last = max([*(x for x in numbered if x is not None), *(int(d[0]) for d in detected or [])], default=0)
+    if drawn is not None:  # the numbers the user sees (None beside a point added by hand)
+        lesions = drawn
+    last = max([*(x for x in lesions if x is not None), *(int(d[0]) for d in detected or [])], default=0)
     numbers = iter(range(last + 1, last + n + 1))  # never one the model gave
-    for i in np.flatnonzero(~_as_detected(points, numbered, detected)):  # added or moved by hand
+    for i in np.flatnonzero(~_as_detected(points, lesions, detected)):  # added or moved by hand
         sizes[i], scores[i], volumes[i] = "", "", ""
-        # a moved ring keeps the number drawn beside it; an added one has none drawn
-        lesions[i] = numbered[i] if drawn is not None and drawn[i] is not None else next(numbers)
+        if drawn is None or lesions[i] is None:  # a moved ring keeps the number drawn beside it
+            lesions[i] = next(numbers)
     rows = []
     for xyz, lesion, size, score, size_mm3 in zip(world, lesions, sizes, scores, volumes):
         ijk = rounded(to_file[:3, :3] @ xyz + to_file[:3, 3]) if md.get("affine") is not None else [""] * 3
