@@ -29,7 +29,10 @@ def read_nifti(path):
     paths = [path] if isinstance(path, str) else list(path)
     layers = []
     for p in paths:
-        shape = () if gzip_misnamed(p) else nib.load(p).shape  # misnamed: read_scan says so
+        try:
+            shape = nib.load(p).shape
+        except Exception:  # a gzipped .nii, say: read_scan says what is wrong with it
+            shape = ()
         if len(shape) == 4 and shape[3] > 1:  # a series: shown, not counted
             layers.append(series_layer(p, scan_stem(p)))
         else:
