@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import TRANSFORM_KEYS, display_shape, file_volume, from_display
+from .._layers import display_shape, file_volume, from_display, layer_transform
 from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
@@ -92,7 +92,7 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     if data.ndim != 3:
         raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed")
     meta, notes = layer.metadata or {}, []
-    state = {"metadata": meta, **{k: getattr(layer, k) for k in TRANSFORM_KEYS}}
+    state = {"metadata": meta, **layer_transform(layer)}
     array, affine = file_volume(data, state)
     untransformed = meta.get("affine") is None and np.allclose(affine, np.eye(4))
     if untransformed and like is not None and data.shape == display_shape(like.array.shape, like.affine):
