@@ -57,7 +57,8 @@ def write_volume_layer(path: str, data, meta: dict) -> list[str]:
     protect = [md["source_path"]] if md.get("source_path") else []
     if md.get("path") and not np.issubdtype(array.dtype, np.integer):
         protect.append(md["path"])
-    write_volume(path, *file_volume(array, meta), protect=protect)
+    like = md.get("source_path") or md.get("path")  # the scan's file: its space codes are kept
+    write_volume(path, *file_volume(array, meta), protect=protect, like=like)
     return [str(path)]
 
 

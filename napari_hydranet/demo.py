@@ -63,7 +63,7 @@ def run_demo(out: Path, headless: bool = False, device: str = "auto") -> int:
     unit = model.label.get("unit", "")
     write_csv(out / "counts.csv", COUNT_COLUMNS, [pred.count_row(unit)])
     write_csv(out / "detections.csv", DETECTION_COLUMNS, pred.detection_rows(affine))
-    write_volume(out / "sample_heatmap.nii.gz", pred.source_heatmap(), affine)
+    write_volume(out / "sample_heatmap.nii.gz", pred.source_heatmap(), affine, like=sample.scan)
     atomic_write_bytes(out / MARKER, b"written by hydranet demo; it may write over this folder again\n")
     centres = [pred.prepared.to_source_index(d.centre) for d in pred.result.detections]
     scores = detection_scores([match(centres, sample.lesions, radius=3.0)])

@@ -279,7 +279,7 @@ def predict_files(
             write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
         if heatmaps_dir is not None and pred.heatmap is not None:
             target = Path(heatmaps_dir) / f"{scan_stem(path)}{HEATMAP_SUFFIX}.nii.gz"
-            write_volume(target, pred.source_heatmap(), affine, protect=inputs)
+            write_volume(target, pred.source_heatmap(), affine, protect=inputs, like=path)
         yield {
             "event": "scan",
             "done": done,

@@ -331,10 +331,13 @@ def write_volume(
     array: np.ndarray,
     affine: np.ndarray,
     protect: Sequence[str | os.PathLike] = (),
+    like: str | os.PathLike | None = None,
 ) -> Path:
     """Write a 3D array as NIfTI with ``affine``, atomically; refuse to overwrite ``protect``.
     Integer arrays (masks, labels) keep whole numbers in the smallest type that holds them;
-    everything else is float32."""
+    everything else is float32. With ``like``, a NIfTI file on the same grid (the scan a
+    heatmap or mask belongs to), its qform and sform codes and its qform are kept, so the
+    output names the same space (scanner, MNI, …) as the scan."""
     path = Path(path)
     if not is_nifti(path):
         raise HydranetError(f"{path}: output must end in .nii or .nii.gz")
@@ -343,6 +346,7 @@ def write_volume(
             raise HydranetError(f"{path}: refusing to overwrite an input scan")
     img = nib.Nifti1Image(np.asarray(array, dtype=_voxel_type(array)), np.asarray(affine, float))
     img.header.set_xyzt_units("mm")
+    _copy_space(img, like)
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     tmp = _atomic_target(path, suffix)
     try:
@@ -351,6 +355,26 @@ def write_volume(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _copy_space(img: nib.Nifti1Image, like: str | os.PathLike | None) -> None:
+    """Give ``img`` the space codes and qform of ``like`` when ``like`` is a NIfTI file whose
+    affine is ``img``'s and that has codes; otherwise leave nibabel's (sform "aligned", no
+    qform)."""
+    if like is None:
+        return
+    try:
+        header = nib.load(str(like)).header
+        if not isinstance(header, nib.Nifti1Header):  # NIfTI-2's header is a subclass
+            return
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+    except Exception:  # moved, unreadable, not NIfTI: the file is still right without the codes
+        return
+    if (qform is None and sform is None) or not np.allclose(header.get_best_affine(), img.affine, atol=1e-4):
+        return  # no codes to keep (an Analyze-like file), or another grid
+    img.set_qform(qform, int(qcode))
+    img.set_sform(img.affine if sform is not None else None, int(scode))
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:

@@ -107,6 +107,24 @@ def test_write_volume_is_atomic_and_protects_inputs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["scan.nii.gz"]  # no temp files left
 
 
+def test_write_volume_keeps_the_space_codes_of_the_scan_on_its_grid(tmp_path):
+    affine = np.array([[0, 0, -1.2, 40], [-1.0, 0, 0, 20], [0, 1.1, 0, -10], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), affine)
+    img.set_qform(affine, code=1)  # scanner
+    img.set_sform(affine, code=4)  # MNI
+    scan = tmp_path / "scan.nii.gz"
+    nib.save(img, str(scan))
+    kept = nib.load(write_volume(tmp_path / "heat.nii.gz", np.ones((4, 5, 6)), affine, like=scan))
+    assert (int(kept.header["qform_code"]), int(kept.header["sform_code"])) == (1, 4)
+    np.testing.assert_allclose(kept.header.get_qform(), affine, atol=1e-5)
+    np.testing.assert_allclose(kept.affine, affine, atol=1e-6)
+    for like in (scan, tmp_path / "gone.nii.gz", None):  # another grid, no file, none: nibabel's
+        other = affine if like is not scan else np.diag([2.0, 2.0, 2.0, 1.0])
+        back = nib.load(write_volume(tmp_path / "other.nii", np.ones((4, 5, 6)), other, like=like))
+        assert (int(back.header["qform_code"]), int(back.header["sform_code"])) == (0, 2)
+        np.testing.assert_allclose(back.affine, other)
+
+
 def test_write_csv(tmp_path):
     write_csv(tmp_path / "t.csv", ["a", "b"], [["x", 1.23456789], ["y", float("nan")]])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "x,1.23457", "y,"]

@@ -41,7 +41,10 @@ def made_files(tmp_path_factory):
     img = nib.Nifti2Image(_volume((12, 9, 7), (10, 2, 5)), np.diag([-2.0, 1.5, 3.0, 1.0]))
     nib.save(img, str(nifti2))
     oblique = folder / "oblique.nii.gz"
-    nib.save(nib.Nifti1Image(_volume((11, 13, 6), (3, 11, 4), 1), _oblique_affine()), str(oblique))
+    img = nib.Nifti1Image(_volume((11, 13, 6), (3, 11, 4), 1), _oblique_affine())
+    img.set_qform(_oblique_affine(), code=1)  # scanner space, as a scanner's converter writes it
+    img.set_sform(_oblique_affine(), code=1)
+    nib.save(img, str(oblique))
     sagittal = folder / "sagittal.nii.gz"  # i → P, j → S, k → L: the axes of a sagittal acquisition
     axes = np.array([[0, 0, -1.2, 40], [-1.0, 0, 0, 20], [0, 1.1, 0, -10], [0, 0, 0, 1]])
     nib.save(nib.Nifti1Image(_volume((14, 10, 8), (9, 2, 5), 2), axes), str(sagittal))
@@ -179,6 +182,9 @@ def test_layers_are_written_in_the_files_voxel_order(make_napari_viewer, made_fi
         back = nib.load(str(target))
         np.testing.assert_allclose(back.affine, source.affine, atol=1e-5)
         np.testing.assert_allclose(np.asarray(back.dataobj), expected)
+    # the layer opened from the file names its space as the file does (scanner on "oblique")
+    for form in ("qform", "sform"):
+        assert back.header[f"{form}_code"] == source.header[f"{form}_code"]
 
 
 def test_writers_fall_back_to_the_layer_affine_and_protect_scans(make_napari_viewer, made_files, tmp_path):
