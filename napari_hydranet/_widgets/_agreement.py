@@ -5,45 +5,65 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from qtpy.QtCore import QRectF
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..metrics import agreement
-from ._plots import ACCENT, FOREGROUND, reset
+from ._plots import Frame, padded, start
+
+EMPTY = "Load a labels CSV or correct counts to see the agreement."
 
 
-def draw_agreement(axes, pairs) -> str:
-    """Draw both plots on ``axes`` (two matplotlib axes); returns the ICC/MAE line."""
-    scatter, bland = axes
-    reset(scatter, "predicted vs label", "label", "predicted")
-    reset(bland, "Bland–Altman", "mean of both", "predicted − label")
-    if not pairs:
-        for ax in axes:
-            ax.text(
-                0.5,
-                0.5,
-                "no labelled scans yet",
-                ha="center",
-                va="center",
-                color=FOREGROUND,
-                fontsize=8,
-                transform=ax.transAxes,
-            )
-        return "Load a labels CSV or correct counts to see the agreement."
-    pred, label = (np.asarray(v, float) for v in zip(*pairs))
-    top = max(pred.max(), label.max(), 1.0) * 1.08
-    scatter.plot([0, top], [0, top], "--", color=FOREGROUND, lw=0.8)
-    scatter.scatter(label, pred, s=14, color=ACCENT)
-    scatter.set_xlim(0, top)
-    scatter.set_ylim(0, top)
-    mean, diff = (pred + label) / 2, pred - label
-    bland.scatter(mean, diff, s=14, color=ACCENT)
-    bias = float(diff.mean())
-    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    bland.axhline(bias, color=FOREGROUND, lw=0.9)
-    for limit in (bias - 1.96 * sd, bias + 1.96 * sd):
-        bland.axhline(limit, color=FOREGROUND, lw=0.8, ls="--")
+def agreement_text(pred: np.ndarray, label: np.ndarray) -> str:
+    """The line under the plots: n, ICC(2,1), MAE and the Bland–Altman bias and limits."""
     stats = agreement(pred, label)
+    diff = pred - label
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     icc = "–" if math.isnan(stats["icc21"]) else f"{stats['icc21']:.2f}"
     return (
         f"n = {stats['n']}   ICC(2,1) = {icc}   MAE = {stats['mae']:.2f}   "
-        f"bias = {bias:+.2f} (limits ±{1.96 * sd:.2f})"
+        f"bias = {float(diff.mean()):+.2f} (limits ±{1.96 * sd:.2f})"
     )
+
+
+class AgreementPlots(QWidget):
+    """Predicted against label (with the identity line) beside the Bland–Altman plot (bias
+    and 95 % limits of agreement); ``set_pairs`` replaces the data and returns the stats line."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.pred = self.label = np.zeros(0)
+        self.setMinimumHeight(170)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def set_pairs(self, pairs) -> str:
+        self.pred, self.label = (np.asarray(v, float) for v in zip(*pairs)) if pairs else (np.zeros(0),) * 2
+        self.update()
+        return agreement_text(self.pred, self.label) if pairs else EMPTY
+
+    def paintEvent(self, _event) -> None:
+        p = start(self)
+        left, gap, right, top, bottom = 50.0, 56.0, 8.0, 16.0, 28.0
+        width = (self.width() - left - gap - right) / 2
+        height = self.height() - top - bottom
+        boxes = QRectF(left, top, width, height), QRectF(left + width + gap, top, width, height)
+        pred, label = self.pred, self.label
+        ends = (0.0, max(pred.max(initial=0), label.max(initial=0), 1.0) * 1.08)
+        scatter = Frame(boxes[0], ends, ends)
+        scatter.draw_axes(p, "predicted vs label", "label", "predicted")
+        mean, diff = (pred + label) / 2, pred - label
+        bias = float(diff.mean()) if len(diff) else 0.0
+        limit = 1.96 * float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+        bland = Frame(boxes[1], padded(mean), padded([*diff, bias - limit, bias + limit]))
+        bland.draw_axes(p, "Bland–Altman", "mean of both", "predicted − label")
+        if not len(pred):
+            for frame in (scatter, bland):
+                frame.note(p, "no labelled scans yet")
+            p.end()
+            return
+        scatter.line(p, ends[0], ends[0], ends[1], ends[1], dashed=True)  # predicted = label
+        scatter.dots(p, zip(label, pred))
+        for y, dashed in ((bias, False), (bias - limit, True), (bias + limit, True)):
+            bland.line(p, bland.xr[0], y, bland.xr[1], y, dashed=dashed)
+        bland.dots(p, zip(mean, diff))
+        p.end()

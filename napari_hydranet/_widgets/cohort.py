@@ -25,10 +25,9 @@ from ..infer import predict_file
 from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, write_csv
 from ..models import load_model
 from ..text import plural
-from ._agreement import draw_agreement
+from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
 from ._common import ModelPicker, PathPicker, error_text, scrolling_layout
-from ._plots import make_canvas
 
 EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected"]
 
@@ -97,7 +96,8 @@ class CohortWidget(QWidget):
         )
         self.export_button = QPushButton("Export table…")
         self.stats = QLabel("")
-        self.canvas, self.axes = make_canvas(1, 2, height=2.6, width=4.4)
+        self.stats.setWordWrap(True)  # a long labels note must not widen the dock over the canvas
+        self.plots = AgreementPlots()
 
         form = QFormLayout()
         form.addRow("Scans", self.scans)
@@ -119,7 +119,7 @@ class CohortWidget(QWidget):
         box.addWidget(self.table, 1)
         box.addLayout(out)
         box.addWidget(self.stats)
-        box.addWidget(self.canvas)
+        box.addWidget(self.plots)
 
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -267,6 +267,9 @@ class CohortWidget(QWidget):
         return self.table.export_rows()
 
     def export(self, path=None) -> Path | None:
+        if not self.results:
+            show_error("Cohort: nothing to export yet; predict a folder first")
+            return None
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export counts", "cohort_counts.csv", "CSV (*.csv)")
             if not path:
@@ -317,9 +320,8 @@ class CohortWidget(QWidget):
             return None
 
     def _draw(self, *_) -> None:
-        text = draw_agreement(self.axes, self.table.pairs())
+        text = self.plots.set_pairs(self.table.pairs())
         self.stats.setText(f"{text}\n{self.labels_note}" if self.labels_note else text)
-        self.canvas.draw_idle()
 
     def closeEvent(self, event) -> None:
         self.model_picker.disconnect_registry()
