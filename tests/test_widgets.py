@@ -461,11 +461,15 @@ def test_cohort_predicts_exports_and_sends_corrections(
     widget.masks.set_path(folder / "masks")
     widget.labels_csv.set_path(folder / "labels.csv")
     widget.model_picker.select(tiny_model)
+    assert widget.export(tmp_path / "early.csv") is None and not (tmp_path / "early.csv").exists()
+    assert errors.pop() == "Cohort: nothing to export yet; predict a folder first"
+    assert _accent_pixels(widget.plots) == 0  # no labelled scans: empty plots
     widget.run()
     _wait_worker(qtbot, widget)
     assert errors == []
     assert [widget.table.scan_at(r) for r in range(3)] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
     assert "n = 2" in widget.stats.text() and "ICC(2,1)" in widget.stats.text()
+    assert _accent_pixels(widget.plots) > 0  # the two labelled scans are drawn
 
     exported = widget.export(tmp_path / "table.csv")
     with open(exported, newline="") as fh:
@@ -541,15 +545,41 @@ def test_cohort_predicts_exports_and_sends_corrections(
     labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
     assert "1 of the 3 labelled scans is not in the scans folder" in widget.stats.text()
-    (tmp_path / "bad.csv").write_text("scan,label\na.nii.gz,many\n")
-    widget.labels_csv.set_path(tmp_path / "bad.csv")
+    width = widget.minimumSizeHint().width()
+    deep = tmp_path / ("a folder named at length by a study's data manager " * 4).strip()
+    deep.mkdir()
+    (deep / "bad.csv").write_text("scan,label\na.nii.gz,many\n")
+    widget.labels_csv.set_path(deep / "bad.csv")
     widget.load_labels()
     assert "⚠ labels not loaded" in widget.stats.text() and "label 'many'" in widget.stats.text()
+    # the note wraps: it does not widen the dock (unwrapped, over 1,000 px, over the image)
+    assert widget.stats.minimumSizeHint().width() <= width
     assert {r[0]: r[4] for r in widget.rows()} == {"a.nii.gz": "", "b.nii.gz": "", "c.nii.gz": 4.0}
 
 
+def _accent_pixels(widget) -> int:
+    """How many pixels of ``widget`` are drawn in the plots' data colour (light blue; the
+    background and axes are grey)."""
+    image = widget.grab().toImage()
+    colours = (image.pixelColor(x, y) for x in range(image.width()) for y in range(image.height()))
+    return sum(c.blue() - c.red() > 80 for c in colours)
+
+
+def test_agreement_plots_draw_each_scan_and_tell_the_figures():
+    from napari_hydranet._widgets._agreement import EMPTY, AgreementPlots
+
+    plots = AgreementPlots()
+    plots.resize(420, 180)
+    assert plots.set_pairs([]) == EMPTY and _accent_pixels(plots) == 0
+    text = plots.set_pairs([(2.0, 2.5), (5.0, 4.0), (9.5, 10.0)])
+    assert text.startswith("n = 3   ICC(2,1) = ") and "bias = +0.00" in text
+    one = _accent_pixels(plots)
+    plots.set_pairs([(2.0, 2.5), (5.0, 4.0), (9.5, 10.0), (0.0, 0.0)])  # a point in the corner too
+    assert one > 0 and _accent_pixels(plots) > one
+
+
 def test_curve_ticks_are_round_and_cover_the_range():
-    from napari_hydranet._widgets._curves import nice_ticks
+    from napari_hydranet._widgets._plots import nice_ticks
 
     assert nice_ticks(0.0, 1.0, 4) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert nice_ticks(3.2, 47.0, 4) == [10.0, 20.0, 30.0, 40.0]
@@ -559,7 +589,7 @@ def test_curve_ticks_are_round_and_cover_the_range():
 
 
 def test_curve_tick_labels_tell_close_ticks_apart():
-    from napari_hydranet._widgets._curves import nice_ticks, tick_labels
+    from napari_hydranet._widgets._plots import nice_ticks, tick_labels
 
     close = nice_ticks(0.9326, 0.9342, 3)  # a validation ICC that barely moves
     labels = tick_labels(close)
@@ -588,13 +618,26 @@ def test_demo_viewer_shows_the_count_and_anterior_up(make_napari_viewer, tiny_mo
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
 
 
-def test_the_sample_opens_with_its_mask_and_the_default_models_overlays(make_napari_viewer):
+def test_the_sample_opens_with_its_mask_and_the_default_models_overlays(
+    qtbot, make_napari_viewer, tiny_model, errors
+):
+    from napari_hydranet._widgets import PredictWidget
+
     viewer = make_napari_viewer()
     viewer.open_sample("napari-hydranet", "epvs_sample")
     names = ["sample", "sample_mask", "sample heatmap", "sample detections"]
     assert [layer.name for layer in viewer.layers] == names
     detections = viewer.layers["sample detections"]
     assert len(detections.data) == round(detections.metadata["count"]) > 0  # count-consistent
+    # Predict on the sample refills its overlays rather than drawing a second set over them
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(viewer.layers["sample"])
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == [] and [layer.name for layer in viewer.layers] == names
+    assert viewer.layers["sample detections"] is detections and widget._current.points is detections
+    assert detections.metadata["count"] == pytest.approx(widget._current.pred.count)
 
 
 def test_train_child_errors_are_told_in_the_docks_words():
@@ -610,11 +653,16 @@ def test_train_child_errors_are_told_in_the_docks_words():
     assert for_dock(argparse_line) == "Learning rate: -1 must be > 0"
 
 
-def test_train_dock_draws_and_tells_undefined_figures(make_napari_viewer):
+def test_train_dock_draws_and_tells_undefined_figures(make_napari_viewer, errors):
     """The child's JSON gives an epoch 0 without steps, and an ICC of constant labels, as null."""
     from napari_hydranet._widgets import TrainWidget
 
     widget = TrainWidget(make_napari_viewer())
+    widget.time_label.setText("took 0:00:59")  # a previous run's
+    widget.start()  # nothing chosen: the dock says why, not only a passing notification
+    assert errors == ["Train: choose the scans folder, the labels CSV and an output folder"]
+    assert widget.status.text() == f"⚠ not started: {errors[0].removeprefix('Train: ')}"
+    assert widget.time_label.text() == "took 0:00:59"  # not started: the last run's time stays
     widget.handle_event({"event": "epoch", "epoch": 0, "loss": None, "val_icc21": None, "val_mae": 1.5})
     widget.handle_event({"event": "epoch", "epoch": 1, "loss": 2.0, "val_icc21": 0.5, "val_mae": 1.0})
     widget.handle_event({"event": "checkpoint", "epoch": 0, "path": "m", "val_icc21": None, "val_mae": 1.5})

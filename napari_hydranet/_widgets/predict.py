@@ -111,10 +111,12 @@ class PredictWidget(QWidget):
 
         self.prev_button, self.next_button = QPushButton("◀ Previous"), QPushButton("Next ▶")
         self.lesion_label = QLabel("")
+        self.lesion_label.setWordWrap(True)  # wraps rather than widening the dock as it changes
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, SLIDER_STEPS)
         self.slider.setValue(SLIDER_STEPS // 2)
         self.threshold_label = QLabel("")
+        self.threshold_label.setWordWrap(True)
         self.reset_button = QPushButton("Count-consistent")
         self.reset_button.setToolTip("Back to the threshold whose detections match the count")
 
@@ -154,7 +156,9 @@ class PredictWidget(QWidget):
     def run(self) -> None:
         layer = self.image_combo.layer()
         if layer is None:
-            show_error("Predict: open a scan first (File ▸ Open, or the sample data)")
+            hint = "open a scan first (File ▸ Open, or the sample data)"
+            show_error(f"Predict: {hint}")
+            self.result_label.setText(f"⚠ Nothing to predict: {hint}.")
             return
         try:
             scan = layer_to_scan(layer)
@@ -209,7 +213,7 @@ class PredictWidget(QWidget):
                 detections_layer(pred, affine, f"{name} detections"),
             ):
                 slot = "heat" if kind == "image" else "points"
-                layer = getattr(old, slot) if old is not None else None
+                layer = getattr(old, slot) if old is not None else self._opened_overlay(kwargs)
                 if layer is not None and layer in self.viewer.layers:
                     _refill(layer, data, kwargs)  # much cheaper than remove + add
                 else:
@@ -231,6 +235,21 @@ class PredictWidget(QWidget):
         self.slider.setValue(SLIDER_STEPS // 2)
         self.slider.blockSignals(False)
         self._show_threshold()
+
+    def _opened_overlay(self, kwargs: dict):
+        """An overlay of the same scan file that this dock did not make (the sample's, the
+        demo's, a Cohort row's), to be refilled rather than doubled."""
+        md = kwargs["metadata"]
+        for layer in self.viewer.layers:
+            other = layer.metadata or {}
+            if (
+                layer.name == kwargs["name"]
+                and other.get("kind") == md["kind"]
+                and md["source_path"] is not None
+                and other.get("source_path") == md["source_path"]
+            ):
+                return layer
+        return None
 
     # inspection -------------------------------------------------------------------------
     def _set_inspection_enabled(self, on: bool) -> None:

@@ -270,15 +270,18 @@ class TrainWidget(QWidget):
             args = self.build_args()
         except HydranetError as exc:
             show_error(f"Train: {exc}")
+            self.status.setText(f"⚠ not started: {exc}")
             return
         if not self.check_labels():
             show_error("Train: not started; the problems are listed under Masks")
+            self.status.setText("⚠ not started: the problems are listed under Masks")
             return
         self.history, self.last_event = [], None
         self._checkpoint, self._killed = None, False
         self._draw()
         self._t0 = time.monotonic()
         self.status.setText("starting…")
+        self.time_label.setText("")  # not the last run's
         self.progress.setRange(0, 0)
         self.progress.setFormat("%p%")  # not the last run's ending
         self.start_button.setEnabled(False)
