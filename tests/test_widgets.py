@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from napari.layers import Labels
+from qtpy.QtWidgets import QScrollArea
 from synth import make_cohort, save_stored_otherwise
 
 from napari_hydranet import _writer
@@ -129,9 +130,11 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
 
     # the threshold slider recomputes detections live; back to the count-consistent default
     n0 = len(points.data)
+    width = widget.findChild(QScrollArea).widget().minimumSizeHint().width()
     widget.slider.setValue(widget.slider.maximum())
     assert len(points.data) < n0
     assert widget.lesion_label.text() == f"{len(points.data)} detections at this threshold"
+    assert widget.findChild(QScrollArea).widget().minimumSizeHint().width() == width  # no jump
     assert widget.next_button.isEnabled() == (len(points.data) > 0)
     widget.slider.setValue(widget.slider.minimum())
     assert len(points.data) > 0 and widget.next_button.isEnabled()

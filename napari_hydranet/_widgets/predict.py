@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QWidget,
 )
@@ -111,7 +112,10 @@ class PredictWidget(QWidget):
 
         self.prev_button, self.next_button = QPushButton("◀ Previous"), QPushButton("Next ▶")
         self.lesion_label = QLabel("")
-        self.lesion_label.setWordWrap(True)  # wraps rather than widening the dock as it changes
+        # one width whatever it says, so the dock does not change width as the user navigates
+        widest = ("lesion 88/88 (score 0.0000)", "88 detections at this threshold")
+        self.lesion_label.setMinimumWidth(max(map(self.lesion_label.fontMetrics().horizontalAdvance, widest)))
+        self.lesion_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, SLIDER_STEPS)
         self.slider.setValue(SLIDER_STEPS // 2)
