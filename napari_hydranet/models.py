@@ -114,8 +114,9 @@ def default_model_dir() -> Path:
 
 
 def resolve_model_dir(name: str | os.PathLike) -> Path:
-    """``default`` names the bundled model; anything else is a folder path."""
-    return default_model_dir() if str(name) == DEFAULT_NAME else Path(name)
+    """The string ``default`` names the bundled model; anything else is a folder path (a
+    ``Path``, or ``./default``, is a folder even where its name is ``default``)."""
+    return default_model_dir() if isinstance(name, str) and name == DEFAULT_NAME else Path(name)
 
 
 def format_version_of(config: dict) -> int:

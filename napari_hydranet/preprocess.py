@@ -383,6 +383,27 @@ def _check_mask_grid(mask: Scan, scan: Scan) -> None:
         raise HydranetError(f"{where}: mask affine differs from the scan's ({scan.where})")
     if not mask.array.any():
         raise HydranetError(f"{where}: the mask is empty")
+    if not np.any(mask.array > 0):
+        raise HydranetError(
+            f"{where}: no voxel of the mask is > 0 (its values are {mask.array.min() + 0:g} to "
+            f"{mask.array.max() + 0:g}); an ROI mask marks the region with 1 (an int8 mask saved with "
+            "255 reads as -1)"
+        )
+
+
+def _mask_note(mask: Scan) -> list[str]:
+    """A note for a mask that is not 0/1 (a probability map, a label map): every voxel > 0 is
+    taken as the ROI, which may be far more than the user meant."""
+    values = mask.array
+    odd = (values != 0) & (values != 1)
+    if not odd.any():
+        return []
+    share = float(np.mean(values > 0))
+    return [
+        f"{mask.where}: the ROI mask holds values other than 0 and 1 ({values.min():g} to "
+        f"{values.max():g}); every voxel > 0 is taken as the ROI ({share:.0%} of the volume). "
+        "If it is a probability map, threshold it first"
+    ]
 
 
 def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
@@ -397,12 +418,14 @@ def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
 
 def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prepared:
     """Scan (+ optional ROI mask on the same grid) → network input with its geometry."""
+    mask_notes = []
     if mask is not None:
         _check_mask_grid(mask, scan)
+        mask_notes = _mask_note(mask)
         mask = to_ras(mask)
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
     scan = to_ras(scan)
-    notes = list(scan.notes)
+    notes = list(scan.notes) + mask_notes
     zoom = network_zoom(scan.spacing, cfg)
     if zoom is not None:
         before = "×".join(f"{s:.3g}" for s in scan.spacing)

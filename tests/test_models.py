@@ -26,6 +26,18 @@ def test_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "weights.safetensors"]
 
 
+def test_a_folder_called_default_is_the_users_not_the_bundled_model(tmp_path, monkeypatch):
+    """Only the bare name ``default`` means the bundled model; ``./default`` is a folder, and
+    its config goes with its weights (read_config once mapped Path('./default') back)."""
+    monkeypatch.chdir(tmp_path)
+    save_model("my/default", GPUNet(features=(4, 8)), dict(_config({"features": [4, 8]}), name="mine"))
+    monkeypatch.chdir(tmp_path / "my")
+    for name in ("./default", tmp_path / "my" / "default"):
+        model = load_model(name)
+        assert model.config["name"] == "mine" and model.path.resolve() == tmp_path / "my" / "default"
+    assert load_model("default").config["name"] != "mine"
+
+
 def test_missing_files_and_foreign_folders(tmp_path):
     with pytest.raises(HydranetError, match="missing config.json, weights.safetensors"):
         load_model(tmp_path)

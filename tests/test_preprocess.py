@@ -88,6 +88,24 @@ def test_mask_grid_must_match():
         prepare(Scan(arr, np.eye(4)), PreprocessConfig(), Scan(np.zeros((8, 8, 8)), np.eye(4)))
 
 
+def test_a_mask_of_negative_values_is_refused_and_one_not_0_1_noted():
+    rng = np.random.default_rng(0)
+    scan = Scan(rng.random((40, 30, 30)).astype(np.float32), np.eye(4))
+    roi = np.zeros((40, 30, 30), np.float32)
+    roi[10:30, 8:22, 8:22] = 1
+    with pytest.raises(HydranetError, match=r"roi: no voxel of the mask is > 0 \(its values are -1 to 0\)"):
+        prepare(scan, PreprocessConfig(), Scan(0 - roi, np.eye(4), label="roi"))  # int8 255 read as -1
+    assert not any(
+        "values other than" in n for n in prepare(scan, PreprocessConfig(), Scan(roi, np.eye(4))).notes
+    )
+    probability = 0.5 * roi + 0.1 * rng.random(roi.shape).astype(np.float32)  # > 0 everywhere
+    notes = prepare(scan, PreprocessConfig(), Scan(probability, np.eye(4), label="p")).notes
+    assert any(
+        n.startswith("p: the ROI mask holds values other than 0 and 1") and "(100% of the volume)" in n
+        for n in notes
+    )
+
+
 def test_blank_scans_are_refused_and_tiny_ones_noted():
     rng = np.random.default_rng(0)
     with pytest.raises(HydranetError, match="every voxel is 0"):
