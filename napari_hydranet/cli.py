@@ -478,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`hydranet info --json | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141
+    except OSError as exc:  # the disk filled, a folder became read-only mid-run: said, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hydranet: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

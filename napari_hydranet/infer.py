@@ -203,9 +203,9 @@ def check_outputs(
     heatmaps_dir: Path | None = None,
 ) -> None:
     """Refuse outputs that would destroy an input or each other, and scans sharing a name."""
-    check_table_output(out_csv, "counts table", paths)
+    check_table_output(out_csv, "counts table", paths, COUNT_COLUMNS)
     if detections_csv is not None:
-        check_table_output(detections_csv, "detections table", paths)
+        check_table_output(detections_csv, "detections table", paths, DETECTION_COLUMNS)
         if Path(detections_csv).resolve() == Path(out_csv).resolve():
             raise HydranetError(f"{out_csv}: the counts and the detections need two different files")
     if heatmaps_dir is not None:

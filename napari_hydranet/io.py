@@ -200,17 +200,28 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _check_parents(path: Path) -> None:
-    """Refuse a path whose nearest existing ancestor is a file, not a folder."""
+    """Refuse a path whose nearest existing ancestor is a file, not a folder, or one this
+    process cannot write in (a read-only disk, no permission): told before the work, not after."""
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise HydranetError(f"{path}: {parent} is a file, not a folder")
+            _check_writable(path, parent)
             return
 
 
-def check_table_output(path: str | os.PathLike, what: str, inputs: Iterable[Path] = ()) -> Path:
-    """Refuse an output table path that is a folder, lies under a file, names an input scan
-    or is named like a NIfTI scan; checked before any work is done."""
+def _check_writable(path: Path, folder: Path) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise HydranetError(f"{path}: cannot write in {folder} (read-only, or no permission)")
+
+
+def check_table_output(
+    path: str | os.PathLike, what: str, inputs: Iterable[Path] = (), header: Sequence[str] | None = None
+) -> Path:
+    """Refuse an output table path that is a folder, lies under a file or a folder that cannot
+    be written, names an input scan or is named like a NIfTI scan, or (with ``header``) is a
+    file other than a table of these columns, such as the user's labels; checked before any
+    work is done."""
     path = Path(path)
     if path.is_dir():
         raise HydranetError(f"{path}: is a folder; give the {what} a file name (.csv)")
@@ -219,15 +230,32 @@ def check_table_output(path: str | os.PathLike, what: str, inputs: Iterable[Path
         raise HydranetError(f"{path}: refusing to overwrite an input scan with the {what}")
     if is_nifti(path):
         raise HydranetError(f"{path}: the {what} is a CSV table; name it .csv, not like a scan")
+    if header is not None and path.is_file() and _first_line(path) != ",".join(header):
+        raise HydranetError(
+            f"{path}: exists and is not a {what} written by hydranet; choose another file, or "
+            "delete it (only a previous output is overwritten)"
+        )
     return path
 
 
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            return fh.readline().strip()
+    except OSError:
+        return ""
+
+
 def check_folder_output(path: str | os.PathLike, what: str) -> Path:
-    """Refuse an output folder path that is an existing file or lies under one."""
+    """Refuse an output folder path that is an existing file or lies under one, or that cannot
+    be written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HydranetError(f"{path}: is a file; the {what} must be a folder")
-    _check_parents(path)
+    if path.is_dir():
+        _check_writable(path, path)
+    else:
+        _check_parents(path)
     return path
 
 

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -266,6 +267,54 @@ def test_predict_refuses_outputs_that_would_destroy_inputs(cohort, tmp_path, cap
         assert message in err and "Traceback" not in err, (extra, err)
     assert scan.read_bytes() == before
     assert not (tmp_path / "c.csv").exists()  # refused before any work
+
+
+def test_predict_overwrites_only_its_own_tables(cohort, tmp_path, capsys):
+    scan = cohort / "scans" / "sub-000.nii.gz"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("scan,label\nsub-000.nii.gz,3\n")  # the user's, named by mistake
+    for extra in (["--out", labels], ["--out", tmp_path / "c.csv", "--detections", labels]):
+        assert _predict(scan, *extra) == 2
+        err = capsys.readouterr().err
+        assert f"{labels}: exists and is not a " in err and "written by hydranet" in err
+    assert labels.read_text() == "scan,label\nsub-000.nii.gz,3\n"
+    assert _predict(scan, "--out", tmp_path / "c.csv", "--detections", tmp_path / "d.csv") == 0
+    assert _predict(scan, "--out", tmp_path / "c.csv", "--detections", tmp_path / "d.csv") == 0  # again
+
+
+def test_outputs_in_a_folder_that_cannot_be_written_are_refused_before_the_work(
+    cohort, tmp_path, capsys, monkeypatch
+):
+    """A read-only disk (or no permission) is told at once, not as a traceback after the work.
+    Faked through os.access: as root, permissions cannot make a folder read-only."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    scan = cohort / "scans" / "sub-000.nii.gz"
+    for extra in (
+        ["--out", locked / "c.csv"],
+        ["--out", tmp_path / "c.csv", "--heatmaps", locked],
+        ["--out", tmp_path / "c.csv", "--heatmaps", locked / "new" / "h"],
+    ):
+        assert _predict(scan, *extra) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write in {locked} (read-only, or no permission)" in err and "Traceback" not in err
+    train = [
+        "train",
+        str(cohort / "scans"),
+        "--labels",
+        str(cohort / "train.csv"),
+        "--out",
+        str(locked / "m"),
+    ]
+    assert main(train) == 2
+    assert f"cannot write in {locked}" in capsys.readouterr().err
+    assert main(["demo", "--headless", "--out", str(locked / "demo")]) == 2
+    assert f"cannot write in {locked}" in capsys.readouterr().err
+    assert not (tmp_path / "c.csv").exists() and list(locked.iterdir()) == []
 
 
 def test_predict_goes_on_past_a_bad_scan_and_reports_it(cohort, tmp_path, capsys):
