@@ -23,6 +23,8 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
     counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint).values
     labels = read_labels(labels_csv, None, scan_column, label_column).values
+    for table, values in ((counts_csv, counts), (labels_csv, labels)):
+        _one_row_per_scan(table, values)
     found = match_labels(counts, labels)
     pred, ref, notes = [], [], []
     for scan, value in counts.items():
@@ -43,3 +45,18 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         if len(set(values)) == 1:
             notes.append(f"every one of the {name} is {values[0]:g}: the ICCs cannot measure agreement")
     return {**agreement(pred, ref), "notes": notes}
+
+
+def _one_row_per_scan(table, values: dict) -> None:
+    """Refuse a table naming one scan in two rows (``a``, ``a.nii.gz``, ``other/a.nii.gz``):
+    scans are matched by file name, so one of the two would be dropped or counted twice."""
+    rows: dict[str, list[str]] = {}
+    for name in values:
+        rows.setdefault(scan_stem(name), []).append(name)
+    twice = next((names for names in rows.values() if len(names) > 1), None)
+    if twice:
+        shown = ", ".join(f"{n} ({values[n]:g})" for n in twice)
+        raise HydranetError(
+            f"{table}: {len(twice)} rows name one scan ({shown}); scans are matched by file name, "
+            "so keep one row per scan"
+        )

@@ -14,6 +14,7 @@ import errno
 import math
 import os
 import tempfile
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -444,8 +445,9 @@ def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
 
     A name without .nii/.nii.gz is taken when exactly one of them exists, as evaluate and the
     Cohort dock match names."""
-    if (scans_dir / scan).is_file():
-        return scan, None
+    for form in dict.fromkeys([scan, *(unicodedata.normalize(f, scan) for f in ("NFC", "NFD"))]):
+        if (scans_dir / form).is_file():  # é typed in the CSV, e + accent in a file copied from a Mac
+            return form, None
     named = [f"{scan}{x}" for x in NIFTI_SUFFIXES if (scans_dir / f"{scan}{x}").is_file()]
     if len(named) == 1:
         return named[0], None
@@ -490,7 +492,7 @@ def read_labels(
             raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
     si, li = header.index(scan_column), header.index(label_column)
     values: dict[str, float] = {}
-    seen: set[str] = set()  # labelled or not: a scan may be listed once
+    seen: set = set()  # labelled or not: a scan may be listed once
     notes: list[str] = []
     errors: list[str] = []
     suffixed = 0  # scans named without their .nii/.nii.gz
@@ -508,10 +510,11 @@ def read_labels(
         missing = None
         if scans_dir is not None:
             scan, missing = _scan_file(Path(scans_dir), scan)
-        if scan in seen:
+        same = scan if scans_dir is None or missing else (Path(scans_dir) / scan).resolve()
+        if same in seen:  # by its file: sub-1.nii.gz and /data/scans/sub-1.nii.gz are one scan
             errors.append(f"row {rownum}: scan '{scan}' is listed twice")
             continue
-        seen.add(scan)
+        seen.add(same)
         if raw == "":
             notes.append(f"row {rownum}: '{scan}' has no label and is left out")
             continue

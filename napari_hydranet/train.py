@@ -591,11 +591,15 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
         val = load_cohort(
             cfg.scans_dir, cfg.val_labels, pre, cfg.masks_dir, cfg.scan_column, cfg.label_column
         )
-        overlap = set(val.names) & set(cohort.names)
+        def files(c: Cohort) -> dict:  # by file: sub-1.nii.gz and ../scans/sub-1.nii.gz are one scan
+            return {(Path(cfg.scans_dir) / n).resolve(): n for n in c.names}
+
+        overlap = sorted(files(val)[f] for f in files(val).keys() & files(cohort).keys())
         if overlap:
+            verb = "is" if len(overlap) == 1 else "are"
             raise HydranetError(
-                f"{cfg.val_labels}: {len(overlap)} scans are also in the training labels, "
-                f"e.g. {sorted(overlap)[0]}"
+                f"{cfg.val_labels}: {plural(len(overlap), 'scan')} {verb} also in the training labels, "
+                f"e.g. {overlap[0]}"
             )
         if len(cohort) < 2:
             raise HydranetError(

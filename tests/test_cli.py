@@ -73,6 +73,14 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,2\nsub-001.nii.gz,2\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
     assert "every one of the labels is 2" in capsys.readouterr().out
+    # one scan in two rows of a table would be dropped or counted twice: refused
+    (tmp_path / "l.csv").write_text("scan,label\nsub-000,90\nother/sub-000.nii.gz,50\nsub-001.nii.gz,4\n")
+    assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "l.csv: 2 rows name one scan (sub-000 (90), other/sub-000.nii.gz (50))" in err
+    (tmp_path / "c2.csv").write_text("scan,count\nsub-000,1\nsub-000.nii.gz,1\nsub-001.nii.gz,5\n")
+    assert main(["evaluate", str(tmp_path / "c2.csv"), str(tmp_path / "l.csv")]) == 2
+    assert "c2.csv: 2 rows name one scan" in capsys.readouterr().err
     # the tables in the wrong order: the hint names the counts table, not the labels' options
     assert main(["evaluate", str(tmp_path / "l.csv"), str(tmp_path / "c.csv")]) == 2
     assert "the counts table comes first, as `hydranet predict --out` writes it" in capsys.readouterr().err

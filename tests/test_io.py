@@ -167,6 +167,23 @@ def test_labels_errors_name_the_row(tmp_path, text, message):
         _labels(tmp_path, text)
 
 
+def test_a_scan_named_twice_by_other_paths_is_listed_twice(tmp_path):
+    for other in (tmp_path / "s1.nii.gz", f"../{tmp_path.name}/s1.nii.gz"):
+        with pytest.raises(HydranetError, match="row 3: scan .*s1.nii.gz' is listed twice"):
+            _labels(tmp_path, f"scan,label\ns1.nii.gz,3\n{other},4\n")
+
+
+def test_a_name_typed_in_another_unicode_form_finds_its_file(tmp_path):
+    """é typed in the CSV (one code point) and é in a name from a Mac (e + accent) are one name."""
+    import unicodedata
+
+    typed = "sé.nii.gz"
+    stored = unicodedata.normalize("NFD", typed)
+    assert stored != typed
+    (tmp_path / stored).write_bytes(b"")
+    assert _labels(tmp_path, f"scan,label\n{typed},3\n").values == {stored: 3.0}
+
+
 def test_labels_may_name_scans_without_their_suffix(tmp_path):
     """As evaluate and the Cohort dock match them; each name must then point at one file."""
     labels = _labels(tmp_path, "scan,label\ns1,3\ns2.nii.gz,4\n")

@@ -491,3 +491,13 @@ def test_validation_labels_leave_at_least_two_scans_to_train_on(cohort, tmp_path
     with pytest.raises(HydranetError, match="1 labelled scan to train on; label at least 2"):
         list(train(cfg))
     assert not (tmp_path / "m" / "weights.safetensors").exists()
+
+
+def test_validation_scans_named_by_another_path_are_still_training_scans(cohort, tmp_path):
+    lines = (cohort / "train.csv").read_text().splitlines()
+    first = lines[1].split(",")[0]
+    (tmp_path / "val.csv").write_text(f"{lines[0]}\n{cohort / 'scans' / first},3\n")
+    cfg = _cfg(cohort, tmp_path / "m", val_labels=str(tmp_path / "val.csv"))
+    message = f"val.csv: 1 scan is also in the training labels, e.g. .*{first}"
+    with pytest.raises(HydranetError, match=message):
+        list(train(cfg))
