@@ -315,6 +315,9 @@ def train(
         pre = replace(pre, intensity_reference="percentile")
         train_set, val_set, notes = _load_data(cfg, pre)
         notes.append(f"{exc}; --intensity-reference auto took the 99th percentile instead")
+    labels_seen = _labels_seen(train_set, val_set)
+    if resume:
+        _check_same_labels(state.get("labels"), labels_seen, out)
     if base is None:  # scans with voxels outside this range are resampled when predicted
         edges = [c.spacing_range for c in (train_set, val_set) if c.spacing_range]
         pre = replace(
@@ -431,7 +434,7 @@ def train(
 
     def save_resume(epoch: int) -> None:
         saved = {"epoch": epoch, "history": history, "best": best, "numpy_rng": rng.bit_generator.state}
-        saved.update(config=asdict(cfg), package_version=__version__)
+        saved.update(config=asdict(cfg), package_version=__version__, labels=labels_seen)
         saved["recalibration"] = meta["training"].get("recalibration")
         save_state(resume_dir, net, opt, saved, gen)
 
@@ -521,6 +524,37 @@ def train(
         "path": str(out),
         "seconds": time.monotonic() - t0,
     }
+
+
+def _labels_seen(train_set: Cohort, val_set: Cohort) -> dict[str, list]:
+    """The labels a training uses, by scan, as its resume state keeps them."""
+    return {
+        part: dict(zip(c.names, c.labels.tolist()))
+        for part, c in (("training", train_set), ("validation", val_set))
+    }
+
+
+def _check_same_labels(before: dict | None, now: dict, out: Path) -> None:
+    """Refuse to resume on labels other than those the training began with (an edited labels
+    CSV, other scans): the history and the saved model would mix two sets of labels. States
+    saved by earlier versions did not keep them."""
+    if before is None or before == now:
+        return
+    what = "the labels differ"
+    for part in ("training", "validation"):
+        old, new = before.get(part, {}), now[part]
+        changed = sorted(n for n in old.keys() & new.keys() if old[n] != new[n])
+        if changed:
+            n = changed[0]
+            what = f"{plural(len(changed), 'label')} changed, e.g. {n}: {old[n]:g} → {new[n]:g}"
+            break
+        if old.keys() != new.keys():
+            what = f"the {part} scans differ ({len(old)} then, {len(new)} now)"
+            break
+    raise HydranetError(
+        f"{out}: cannot resume: {what} since this training started; a training goes on with the "
+        f"labels it began with. Start a new one (another --out; --init {out} starts from its model)"
+    )
 
 
 def _check_out(out: Path, resume: bool) -> None:

@@ -501,3 +501,20 @@ def test_validation_scans_named_by_another_path_are_still_training_scans(cohort,
     message = f"val.csv: 1 scan is also in the training labels, e.g. .*{first}"
     with pytest.raises(HydranetError, match=message):
         list(train(cfg))
+
+
+def test_resume_refuses_labels_edited_since_the_training_started(cohort, tmp_path):
+    labels = tmp_path / "labels.csv"
+    rows = (cohort / "train.csv").read_text().splitlines()
+    labels.write_text("\n".join(rows) + "\n")
+    cfg = _cfg(cohort, tmp_path / "m", labels=str(labels), epochs=3)
+    seen = []
+    for event in train(cfg, should_stop=lambda: "epoch" in seen):
+        seen.append(event["event"])
+    name, label = rows[1].split(",")
+    labels.write_text("\n".join([rows[0], f"{name},{float(label) + 9:g}", *rows[2:]]) + "\n")
+    changed = f"{float(label):g} → {float(label) + 9:g}"
+    with pytest.raises(HydranetError, match=f"cannot resume: 1 label changed, e.g. {name}: {changed} since"):
+        list(train(cfg, resume=True))
+    labels.write_text("\n".join(rows) + "\n")  # as it was: the training goes on
+    assert any(e["event"] == "epoch" for e in train(cfg, resume=True))
