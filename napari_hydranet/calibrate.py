@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .nets.blocks import pad_to_multiple
+
 
 def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Ridge regression of y on features, its penalty chosen by generalised cross-validation."""
@@ -113,8 +115,15 @@ def batched(fn, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
 
 @torch.no_grad()
 def density_maps(net: torch.nn.Module, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
-    """w·f of a density model on scans x (before its threshold b and scale s), on x's grid."""
-    z = batched(lambda b: torch.nn.functional.conv3d(net.features(b), net.last.weight), x, batch)
+    """w·f of a density model on scans x (before its threshold b and scale s), on x's grid;
+    padded as the network pads them, so any input size works that the network takes."""
+
+    def w_f(b: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv3d(
+            net.features(pad_to_multiple(b, getattr(net, "multiple", 1))[0]), net.last.weight
+        )
+
+    z = batched(w_f, x, batch)
     return z[..., : x.shape[-3], : x.shape[-2], : x.shape[-1]]
 
 

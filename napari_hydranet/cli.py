@@ -438,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--intensity-weight",
         type=_number(float, 0, 1),
         default=0.0,
-        help="threshold (1-w)·heatmap + w·intensity for detections (004 method f)",
+        help="threshold (1-w)·heatmap + w·intensity for detections (GP-UNet paper, method f)",
     )
     q.set_defaults(func=cmd_predict)
 

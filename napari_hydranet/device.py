@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .errors import HydranetError
+from .text import plural
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -17,7 +18,14 @@ def select_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise HydranetError("--device cuda: no CUDA GPU is available here (use auto or cpu)")
+        raise HydranetError(f"--device {name}: no CUDA GPU is available here (use auto or cpu)")
+    index = name.partition(":")[2]
+    if name.startswith("cuda") and index.isdigit() and int(index) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise HydranetError(
+            f"--device {name}: this machine has {plural(n, 'CUDA GPU')} "
+            f"({', '.join(f'cuda:{i}' for i in range(n))})"
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise HydranetError("--device mps: Apple MPS is not available here (use auto or cpu)")
     try:

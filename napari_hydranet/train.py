@@ -288,6 +288,11 @@ def train(
     if resume:
         state = read_state(resume_dir)
         check_resume_settings(cfg, state["config"], out)
+        if state["epoch"] >= cfg.epochs:
+            raise HydranetError(
+                f"{out}: ran {state['epoch']} epochs already; --epochs {cfg.epochs} leaves none to "
+                "run: give the number of epochs it should reach"
+            )
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -327,6 +332,8 @@ def train(
         )
     net = base.net if base is not None else build_net(arch, arch_args)
     place(net, device).train()
+    if base is None:
+        _check_runs(net, train_set.images.shape[1:], arch_args, device)
     lr = cfg.learning_rate()
     opt = OPTIMIZERS[cfg.optimizer][0](net.parameters(), lr=lr)
 
@@ -458,9 +465,9 @@ def train(
             meta["training"]["recalibration"] = fit
             yield {
                 "event": "status",
-                "message": f"count recalibration on {len(train_set)} scans "
-                f"{'kept' if fit['kept'] else 'left out'}: validation ICC(2,1) "
-                f"{before['icc21']:.2f} → {after['icc21']:.2f}"
+                "message": f"count recalibration (fitted on {len(train_set)} training scans) "
+                f"{'kept' if fit['kept'] else 'not kept'}: validation ICC(2,1) "
+                f"{_icc_text(before['icc21'])} → {_icc_text(after['icc21'])}"
                 + (
                     "; the saved model is the starting one"
                     if cfg.recalibrate_only and not fit["kept"]
@@ -524,6 +531,28 @@ def train(
         "path": str(out),
         "seconds": time.monotonic() - t0,
     }
+
+
+def _check_runs(net, shape: tuple, arch_args: dict, device) -> None:
+    """Refuse network arguments that build a network unable to run on the inputs (a width of
+    0, more levels than the input's size can be halved), before any training."""
+    net.eval()  # batch statistics of one black image are not what is checked
+    try:
+        with torch.no_grad():
+            net(torch.zeros((1, 1, *shape), device=device))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HydranetError(
+            f"--arch-args {json.dumps(arch_args)}: the network cannot run on "
+            f"{'×'.join(map(str, shape))} inputs ({first})"
+        ) from None
+    finally:
+        net.train()
+
+
+def _icc_text(icc: float) -> str:
+    """An ICC for a message: "–" where it is undefined (constant counts or labels)."""
+    return f"{icc:.2f}" if math.isfinite(icc) else "– (undefined: constant counts or labels)"
 
 
 def _labels_seen(train_set: Cohort, val_set: Cohort) -> dict[str, list]:
@@ -625,6 +654,7 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
         val = load_cohort(
             cfg.scans_dir, cfg.val_labels, pre, cfg.masks_dir, cfg.scan_column, cfg.label_column
         )
+
         def files(c: Cohort) -> dict:  # by file: sub-1.nii.gz and ../scans/sub-1.nii.gz are one scan
             return {(Path(cfg.scans_dir) / n).resolve(): n for n in c.names}
 

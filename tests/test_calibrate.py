@@ -132,3 +132,18 @@ def test_ridge_fit_of_features_with_a_constant_column_is_finite():
     feats[:, 0] = torch.arange(6.0)  # the other features never vary: singular values of 0
     w, b = ridge_fit(feats, torch.arange(6.0) * 2)
     assert torch.isfinite(w).all() and w[0] > 0 and b == pytest.approx(5.0)
+
+
+def test_density_maps_take_any_input_size_the_network_takes():
+    """The refit's maps are padded as the network pads its input (30×26×21 is not a multiple
+    of 4: unpadded, the decoder's skip connections did not fit)."""
+    from napari_hydranet.calibrate import density_maps
+
+    net = GPUNet(features=(4, 8, 16)).eval()
+    x = torch.rand(2, 1, 30, 26, 21)
+    z = density_maps(net, x)
+    assert z.shape == (2, 1, 30, 26, 21)
+    with torch.no_grad():
+        count, _ = net.forward_both(x)
+    expected = net.count_scale * torch.relu(z + net.last.bias.view(1, -1, 1, 1, 1))
+    torch.testing.assert_close(expected.sum(dim=(1, 2, 3, 4)), count)

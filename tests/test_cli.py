@@ -412,6 +412,7 @@ def test_bad_option_values_are_refused_by_the_parser(argv, message, capsys, tmp_
         (["--out", "m", "--arch-args", "{bad"], "--arch-args: not valid JSON"),
         (["--out", "m", "--arch-args", "[1, 2]"], "a JSON object is needed"),
         (["--out", "m", "--arch-args", '{"features": "x"}'], "bad arguments"),
+        (["--out", "m", "--arch-args", '{"features": [0, 8]}'], "the network cannot run on"),
     ],
 )
 def test_train_refuses_bad_outputs_and_network_arguments(
@@ -450,7 +451,7 @@ def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsy
     assert main([*argv, "--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only"]) == 0
     out = capsys.readouterr().out
     assert "count recalibration only" in out and "epoch    0  loss         –" in out and "nan" not in out
-    assert "count recalibration on 20 scans " in out  # kept or left out: the user is told which
+    assert "count recalibration (fitted on 20 training scans) " in out  # kept or not: the user is told which
     # as JSON lines for programs: strict JSON, the undefined loss as null (jq refuses NaN)
     argv[-1] = str(tmp_path / "j")  # --out
     argv += ["--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only", "--json"]

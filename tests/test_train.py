@@ -105,6 +105,8 @@ def test_stop_keeps_checkpoint_and_resume_continues(cohort, tmp_path):
     # the history's time goes on from the stop, so curves and minutes-to-best span both runs
     history = json.loads((out / "resume" / "state.json").read_text())["history"]
     assert len(history) == 4 and history[2]["elapsed"] >= history[1]["elapsed"] + history[2]["seconds"]
+    with pytest.raises(HydranetError, match="ran 4 epochs already; --epochs 4 leaves none to run"):
+        list(train(_cfg(cohort, out, epochs=4, time_limit=30.0), resume=True))
 
 
 def test_lr_schedules_warm_up_then_hold_or_decay():
