@@ -89,6 +89,15 @@ def gzip_misnamed(path: str | os.PathLike) -> bool:
         return fh.read(2) == b"\x1f\x8b" and not str(path).lower().endswith(".gz")
 
 
+def _plain_nifti(path: Path) -> bool:
+    """Whether a file starts with an uncompressed NIfTI-1 or NIfTI-2 header (either byte order)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return (
+        len(head) == 4 and {int.from_bytes(head, "little"), int.from_bytes(head, "big")} & {348, 540} != set()
+    )
+
+
 def read_scan(path: str | os.PathLike) -> Scan:
     """Read a NIfTI-1/2 file into a float32 ``Scan``.
 
@@ -105,6 +114,8 @@ def read_scan(path: str | os.PathLike) -> Scan:
         raise HydranetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if misnamed:
         raise HydranetError(f"{path}: gzip-compressed but named without .gz; rename it {path.name}.gz")
+    if path.name.lower().endswith(".gz") and _plain_nifti(path):
+        raise HydranetError(f"{path}: not gzip-compressed though named .gz; rename it {path.name[:-3]}")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files

@@ -71,6 +71,13 @@ def test_corrupt_and_missing_files(tmp_path):
         HydranetError, match=r"z.nii: gzip-compressed but named without .gz; rename it z.nii.gz"
     ):
         read_scan(tmp_path / "z.nii")
+    (tmp_path / "z.nii").rename(tmp_path / "u.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "u.nii")
+    (tmp_path / "u.nii").replace(tmp_path / "u.nii.gz")  # not compressed, named as if it were
+    with pytest.raises(
+        HydranetError, match=r"u.nii.gz: not gzip-compressed though named .gz; rename it u.nii$"
+    ):
+        read_scan(tmp_path / "u.nii.gz")
 
 
 def test_find_scans_mixes_files_and_folders(tmp_path):
