@@ -149,7 +149,13 @@ def read_scan(path: str | os.PathLike) -> Scan:
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
-    data, notes = finite(data, f"{path.parent.name}/{path.name}")  # masks share their scan's name
+    where = f"{path.parent.name}/{path.name}"  # masks share their scan's name
+    data, notes = finite(data, where)
+    if img.header["qform_code"] == 0 and img.header["sform_code"] == 0:
+        notes.append(
+            f"{where}: the header gives no orientation (qform and sform codes 0): the voxel axes are "
+            "taken as R, A, S, so left and right may be swapped and positions are not scanner mm"
+        )
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return Scan(np.ascontiguousarray(data), affine, path, notes)

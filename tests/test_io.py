@@ -80,6 +80,21 @@ def test_corrupt_and_missing_files(tmp_path):
         read_scan(tmp_path / "u.nii.gz")
 
 
+def test_a_header_without_orientation_is_noted(tmp_path):
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(img, tmp_path / "coded.nii")
+    img.set_qform(None, 0)
+    img.set_sform(None, 0)
+    nib.save(img, tmp_path / "bare.nii")
+    assert read_scan(tmp_path / "coded.nii").notes == []
+    with pytest.warns(UserWarning, match="the header gives no orientation"):
+        notes = read_scan(tmp_path / "bare.nii").notes
+    assert notes == [
+        f"{tmp_path.name}/bare.nii: the header gives no orientation (qform and sform codes 0): the voxel "
+        "axes are taken as R, A, S, so left and right may be swapped and positions are not scanner mm"
+    ]
+
+
 def test_find_scans_mixes_files_and_folders(tmp_path):
     for n in ("b.nii.gz", "a.nii", "notes.txt"):
         (tmp_path / n).write_bytes(b"")
