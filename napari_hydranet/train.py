@@ -536,10 +536,10 @@ def train(
 def _check_runs(net, shape: tuple, arch_args: dict, device) -> None:
     """Refuse network arguments that build a network unable to run on the inputs (a width of
     0, more levels than the input's size can be halved), before any training."""
-    net.eval()  # batch statistics of one black image are not what is checked
+    net.eval()  # batch statistics of one image are not what is checked
     try:
         with torch.no_grad():
-            net(torch.zeros((1, 1, *shape), device=device))
+            net(torch.full((1, 1, *shape), 0.5, device=device))  # not black: black never reaches it
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HydranetError(
