@@ -479,9 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 141
     except OSError as exc:  # the disk filled, a folder became read-only mid-run: said, not a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"hydranet: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        target = exc.filename2 or exc.filename  # a rename's target, not its hidden temporary file
+        print(f"hydranet: error: {f'{target}: ' if target else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -133,8 +133,7 @@ def load_cohort(
         except HydranetError as exc:  # a corrupt or blank scan costs that scan, not the training
             skipped.append(str(exc))
             continue
-        notes += scan.notes  # NaN or inf voxels set to 0
-        prepared_notes += [n for n in prepared.notes if n not in scan.notes]  # resampled, sign, ROI size
+        prepared_notes += prepared.notes  # NaN voxels, no orientation, resampled, sign, ROI size
         if images and prepared.array.shape != images[0].shape:
             raise HydranetError(
                 f"{path}: prepared shape {prepared.array.shape} differs from {images[0].shape}; "

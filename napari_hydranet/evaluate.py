@@ -23,8 +23,9 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
     counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint).values
     labels = read_labels(labels_csv, None, scan_column, label_column).values
-    for table, values in ((counts_csv, counts), (labels_csv, labels)):
-        _one_row_per_scan(table, values)
+    _one_row_per_scan(counts_csv, counts)
+    used = {scan_stem(s) for s in counts}  # a master labels file may hold other sites' scans
+    _one_row_per_scan(labels_csv, {k: v for k, v in labels.items() if scan_stem(k) in used})
     found = match_labels(counts, labels)
     pred, ref, notes = [], [], []
     for scan, value in counts.items():

@@ -152,9 +152,11 @@ def read_scan(path: str | os.PathLike) -> Scan:
     where = f"{path.parent.name}/{path.name}"  # masks share their scan's name
     data, notes = finite(data, where)
     if img.header["qform_code"] == 0 and img.header["sform_code"] == 0:
+        axes = ", ".join(nib.aff2axcodes(affine))
         notes.append(
             f"{where}: the header gives no orientation (qform and sform codes 0): the voxel axes are "
-            "taken as R, A, S, so left and right may be swapped and positions are not scanner mm"
+            f"taken as {axes}, as nibabel and FSL assume, so left and right may be swapped and "
+            "positions are not scanner mm"
         )
     for note in notes:
         warnings.warn(note, stacklevel=2)
@@ -229,8 +231,18 @@ def _check_parents(path: Path) -> None:
 
 
 def _check_writable(path: Path, folder: Path) -> None:
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not _can_write(folder):
         raise HydranetError(f"{path}: cannot write in {folder} (read-only, or no permission)")
+
+
+def _can_write(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``: tried, since permission bits do not tell on
+    Windows, on network file systems, or for root on a read-only disk."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_table_output(
@@ -248,7 +260,12 @@ def check_table_output(
         raise HydranetError(f"{path}: refusing to overwrite an input scan with the {what}")
     if is_nifti(path):
         raise HydranetError(f"{path}: the {what} is a CSV table; name it .csv, not like a scan")
-    if header is not None and path.is_file() and _first_line(path) != ",".join(header):
+    if (
+        header is not None
+        and path.is_file()
+        and path.stat().st_size
+        and _first_line(path) != ",".join(header)
+    ):
         raise HydranetError(
             f"{path}: exists and is not a {what} written by hydranet; choose another file, or "
             "delete it (only a previous output is overwritten)"
@@ -284,11 +301,16 @@ def held_files(folder: str | os.PathLike) -> list[str]:
     return sorted(e.name for e in folder.iterdir() if not e.name.startswith(".")) if folder.is_dir() else []
 
 
+def _same_form(name: str) -> str:
+    """A name in one Unicode form (é typed, or e + accent from a Mac, compare equal)."""
+    return unicodedata.normalize("NFC", name)
+
+
 def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, float]:
     """The label of each scan name that has one: by its name, else by its name without
     .nii/.nii.gz (tables may differ in suffixes)."""
-    by_stem = {scan_stem(k): v for k, v in labels.items()}
-    found = {n: labels[n] if n in labels else by_stem.get(scan_stem(n)) for n in names}
+    by_stem = {_same_form(scan_stem(k)): v for k, v in labels.items()}
+    found = {n: labels[n] if n in labels else by_stem.get(_same_form(scan_stem(n))) for n in names}
     return {n: v for n, v in found.items() if v is not None}
 
 
@@ -462,10 +484,15 @@ def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
 
     A name without .nii/.nii.gz is taken when exactly one of them exists, as evaluate and the
     Cohort dock match names."""
-    for form in dict.fromkeys([scan, *(unicodedata.normalize(f, scan) for f in ("NFC", "NFD"))]):
-        if (scans_dir / form).is_file():  # é typed in the CSV, e + accent in a file copied from a Mac
+    forms = list(dict.fromkeys([scan, *(unicodedata.normalize(f, scan) for f in ("NFC", "NFD"))]))
+    for form in forms:  # é typed in the CSV, e + accent in a file copied from a Mac
+        if (scans_dir / form).is_file():
             return form, None
-    named = [f"{scan}{x}" for x in NIFTI_SUFFIXES if (scans_dir / f"{scan}{x}").is_file()]
+    named = list(
+        dict.fromkeys(
+            f"{form}{x}" for form in forms for x in NIFTI_SUFFIXES if (scans_dir / f"{form}{x}").is_file()
+        )
+    )
     if len(named) == 1:
         return named[0], None
     both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
@@ -509,7 +536,7 @@ def read_labels(
             raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
     si, li = header.index(scan_column), header.index(label_column)
     values: dict[str, float] = {}
-    seen: set = set()  # labelled or not: a scan may be listed once
+    seen: dict = {}  # labelled or not, a scan may be listed once: its row
     notes: list[str] = []
     errors: list[str] = []
     suffixed = 0  # scans named without their .nii/.nii.gz
@@ -527,11 +554,17 @@ def read_labels(
         missing = None
         if scans_dir is not None:
             scan, missing = _scan_file(Path(scans_dir), scan)
-        same = scan if scans_dir is None or missing else (Path(scans_dir) / scan).resolve()
-        if same in seen:  # by its file: sub-1.nii.gz and /data/scans/sub-1.nii.gz are one scan
-            errors.append(f"row {rownum}: scan '{scan}' is listed twice")
+        # by its place: sub-1.nii.gz and /data/scans/sub-1.nii.gz are one scan; links are not
+        # followed (DataLad and git-annex link scans of equal content to one file)
+        same = (
+            scan
+            if scans_dir is None or missing
+            else os.path.normpath(os.path.abspath(Path(scans_dir) / scan))
+        )
+        if same in seen:
+            errors.append(f"row {rownum}: scan '{scan}' is listed twice (also in row {seen[same]})")
             continue
-        seen.add(same)
+        seen[same] = rownum
         if raw == "":
             notes.append(f"row {rownum}: '{scan}' has no label and is left out")
             continue

@@ -392,15 +392,15 @@ def _check_mask_grid(mask: Scan, scan: Scan) -> None:
 
 
 def _mask_note(mask: Scan) -> list[str]:
-    """A note for a mask that is not 0/1 (a probability map, a label map): every voxel > 0 is
-    taken as the ROI, which may be far more than the user meant."""
+    """A note for a mask of more than one value besides 0 (a probability map, a label map):
+    every voxel > 0 is taken as the ROI, which may be far more than the user meant."""
     values = mask.array
-    odd = (values != 0) & (values != 1)
-    if not odd.any():
+    inside = values[values != 0]
+    if inside.min() == inside.max():  # 0/1, 0/255: one value marks the ROI
         return []
     share = float(np.mean(values > 0))
     return [
-        f"{mask.where}: the ROI mask holds values other than 0 and 1 ({values.min():g} to "
+        f"{mask.where}: the ROI mask holds more values than 0 and one other ({values.min():g} to "
         f"{values.max():g}); every voxel > 0 is taken as the ROI ({share:.0%} of the volume). "
         "If it is a probability map, threshold it first"
     ]

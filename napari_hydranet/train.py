@@ -540,6 +540,8 @@ def _check_runs(net, shape: tuple, arch_args: dict, device) -> None:
     try:
         with torch.no_grad():
             net(torch.full((1, 1, *shape), 0.5, device=device))  # not black: black never reaches it
+    except torch.cuda.OutOfMemoryError:
+        raise  # memory, not the arguments: said as torch says it
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HydranetError(

@@ -81,6 +81,9 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "c2.csv").write_text("scan,count\nsub-000,1\nsub-000.nii.gz,1\nsub-001.nii.gz,5\n")
     assert main(["evaluate", str(tmp_path / "c2.csv"), str(tmp_path / "l.csv")]) == 2
     assert "c2.csv: 2 rows name one scan" in capsys.readouterr().err
+    # a master labels file naming another site's scan like one not predicted here is fine
+    (tmp_path / "l.csv").write_text("scan,label\na/x.nii.gz,1\nb/x.nii.gz,2\nsub-000,2\nsub-001,6\n")
+    assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
     # the tables in the wrong order: the hint names the counts table, not the labels' options
     assert main(["evaluate", str(tmp_path / "l.csv"), str(tmp_path / "c.csv")]) == 2
     assert "the counts table comes first, as `hydranet predict --out` writes it" in capsys.readouterr().err
@@ -286,6 +289,7 @@ def test_predict_overwrites_only_its_own_tables(cohort, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{labels}: exists and is not a " in err and "written by hydranet" in err
     assert labels.read_text() == "scan,label\nsub-000.nii.gz,3\n"
+    (tmp_path / "c.csv").write_bytes(b"")  # an empty file (mktemp's, touch's) is no one's table
     assert _predict(scan, "--out", tmp_path / "c.csv", "--detections", tmp_path / "d.csv") == 0
     assert _predict(scan, "--out", tmp_path / "c.csv", "--detections", tmp_path / "d.csv") == 0  # again
 
@@ -294,13 +298,20 @@ def test_outputs_in_a_folder_that_cannot_be_written_are_refused_before_the_work(
     cohort, tmp_path, capsys, monkeypatch
 ):
     """A read-only disk (or no permission) is told at once, not as a traceback after the work.
-    Faked through os.access: as root, permissions cannot make a folder read-only."""
-    import os
+    Faked: as root, permissions cannot make a folder read-only (a read-only mount was tried by
+    hand, with the same messages)."""
+    import tempfile
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    real = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    real = tempfile.TemporaryFile
+
+    def refused(*args, dir=None, **kw):
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     scan = cohort / "scans" / "sub-000.nii.gz"
     for extra in (
         ["--out", locked / "c.csv"],

@@ -91,7 +91,8 @@ def test_a_header_without_orientation_is_noted(tmp_path):
         notes = read_scan(tmp_path / "bare.nii").notes
     assert notes == [
         f"{tmp_path.name}/bare.nii: the header gives no orientation (qform and sform codes 0): the voxel "
-        "axes are taken as R, A, S, so left and right may be swapped and positions are not scanner mm"
+        "axes are taken as L, A, S, as nibabel and FSL assume, so left and right may be swapped and "
+        "positions are not scanner mm"
     ]
 
 
@@ -195,15 +196,30 @@ def test_a_scan_named_twice_by_other_paths_is_listed_twice(tmp_path):
             _labels(tmp_path, f"scan,label\ns1.nii.gz,3\n{other},4\n")
 
 
+def test_scans_linked_to_one_file_are_two_scans(tmp_path):
+    """DataLad and git-annex link scans of equal content to one stored file."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "object").write_bytes(b"")
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (tmp_path / name).symlink_to(tmp_path / "store" / "object")
+    (tmp_path / "labels.csv").write_text("scan,label\na.nii.gz,3\nb.nii.gz,4\n")
+    assert read_labels(tmp_path / "labels.csv", tmp_path).values == {"a.nii.gz": 3.0, "b.nii.gz": 4.0}
+
+
 def test_a_name_typed_in_another_unicode_form_finds_its_file(tmp_path):
-    """é typed in the CSV (one code point) and é in a name from a Mac (e + accent) are one name."""
+    """é typed in the CSV (one code point) and é in a name from a Mac (e + accent) are one name,
+    with its suffix or without, and when tables are matched by name."""
     import unicodedata
+
+    from napari_hydranet.io import match_labels
 
     typed = "sé.nii.gz"
     stored = unicodedata.normalize("NFD", typed)
     assert stored != typed
     (tmp_path / stored).write_bytes(b"")
     assert _labels(tmp_path, f"scan,label\n{typed},3\n").values == {stored: 3.0}
+    assert _labels(tmp_path, "scan,label\nsé,3\n").values == {stored: 3.0}
+    assert match_labels([stored], {"sé": 3.0}) == {stored: 3.0}
 
 
 def test_labels_may_name_scans_without_their_suffix(tmp_path):

@@ -95,13 +95,13 @@ def test_a_mask_of_negative_values_is_refused_and_one_not_0_1_noted():
     roi[10:30, 8:22, 8:22] = 1
     with pytest.raises(HydranetError, match=r"roi: no voxel of the mask is > 0 \(its values are -1 to 0\)"):
         prepare(scan, PreprocessConfig(), Scan(0 - roi, np.eye(4), label="roi"))  # int8 255 read as -1
-    assert not any(
-        "values other than" in n for n in prepare(scan, PreprocessConfig(), Scan(roi, np.eye(4))).notes
-    )
+    for binary in (roi, 255 * roi):  # 0/1, and 0/255 as some tools export masks
+        notes = prepare(scan, PreprocessConfig(), Scan(binary, np.eye(4))).notes
+        assert not any("more values than" in n for n in notes)
     probability = 0.5 * roi + 0.1 * rng.random(roi.shape).astype(np.float32)  # > 0 everywhere
     notes = prepare(scan, PreprocessConfig(), Scan(probability, np.eye(4), label="p")).notes
     assert any(
-        n.startswith("p: the ROI mask holds values other than 0 and 1") and "(100% of the volume)" in n
+        n.startswith("p: the ROI mask holds more values than 0 and one other") and "(100% of the volume)" in n
         for n in notes
     )
 

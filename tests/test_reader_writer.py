@@ -47,7 +47,10 @@ def made_files(tmp_path_factory):
     nib.save(img, str(oblique))
     sagittal = folder / "sagittal.nii.gz"  # i → P, j → S, k → L: the axes of a sagittal acquisition
     axes = np.array([[0, 0, -1.2, 40], [-1.0, 0, 0, 20], [0, 1.1, 0, -10], [0, 0, 0, 1]])
-    nib.save(nib.Nifti1Image(_volume((14, 10, 8), (9, 2, 5), 2), axes), str(sagittal))
+    img = nib.Nifti1Image(_volume((14, 10, 8), (9, 2, 5), 2), axes)
+    img.set_qform(axes, code=1)  # scanner
+    img.set_sform(axes, code=4)  # MNI
+    nib.save(img, str(sagittal))
     return {"nifti2": nifti2, "oblique": oblique, "sagittal": sagittal}
 
 
@@ -182,9 +185,9 @@ def test_layers_are_written_in_the_files_voxel_order(make_napari_viewer, made_fi
         back = nib.load(str(target))
         np.testing.assert_allclose(back.affine, source.affine, atol=1e-5)
         np.testing.assert_allclose(np.asarray(back.dataobj), expected)
-    # the layer opened from the file names its space as the file does (scanner on "oblique")
-    for form in ("qform", "sform"):
-        assert back.header[f"{form}_code"] == source.header[f"{form}_code"]
+    # the labels layer, which names the file, is in the file's space (scanner, MNI: its codes)
+    codes = [int(back.header[f"{form}_code"]) for form in ("qform", "sform")]
+    assert codes == [int(source.header[f"{form}_code"]) for form in ("qform", "sform")]
 
 
 def test_writers_fall_back_to_the_layer_affine_and_protect_scans(make_napari_viewer, made_files, tmp_path):

@@ -591,6 +591,21 @@ def test_curve_ticks_are_round_and_cover_the_range():
     assert nice_ticks(float("nan"), 1.0) == []
 
 
+def test_a_flat_series_a_few_ulps_wide_gets_ticks_at_once():
+    """A loss that no longer moves differs between epochs in its last bit: the tick loop once
+    added a step too small to change the value, for ever."""
+    import math
+
+    from napari_hydranet._widgets._plots import nice_ticks, padded
+
+    for values in ([0.5, math.nextafter(0.5, 1)], [0.15000000000000002, 0.15], [100.0, 100.00000000000001]):
+        lo, hi = padded(values)
+        assert lo < min(values) and hi > max(values)
+        ticks = nice_ticks(lo, hi, 3)
+        assert 1 <= len(ticks) <= 13 and ticks == sorted(set(ticks))
+    assert len(nice_ticks(0.5, math.nextafter(0.5, 1), 3)) <= 13
+
+
 def test_curve_tick_labels_tell_close_ticks_apart():
     from napari_hydranet._widgets._plots import nice_ticks, tick_labels
 

@@ -25,12 +25,9 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     raw = (hi - lo) / max(n, 1)
     mag = 10 ** math.floor(math.log10(raw))
     step = min((m * mag for m in (1, 2, 2.5, 5, 10)), key=lambda s: abs(math.log(s / raw)))
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks, t = [], first
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    return [round(i * step, 12) for i in range(first, min(last, first + 4 * n) + 1)]
 
 
 def tick_labels(ticks: list[float]) -> list[str]:
@@ -50,7 +47,7 @@ def padded(values, fraction: float = 0.08) -> tuple[float, float]:
     if not finite:
         return 0.0, 1.0
     lo, hi = min(finite), max(finite)
-    pad = (hi - lo) * fraction or (abs(hi) * 0.1 or 1.0)
+    pad = max((hi - lo) * fraction, abs(hi) * 1e-6) or 1.0  # a range a few ulps wide is flat
     return lo - pad, hi + pad
 
 
