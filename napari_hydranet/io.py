@@ -534,6 +534,12 @@ def read_labels(
                     "comma-separated CSV (scan,label), with decimal points (3.5, not 3,5)"
                 )
             raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
+    for col in dict.fromkeys((scan_column, label_column)):
+        if header.count(col) > 1:
+            raise HydranetError(
+                f"{path}: the header has {header.count(col)} columns named '{col}'; "
+                "rename or delete the ones not meant"
+            )
     si, li = header.index(scan_column), header.index(label_column)
     values: dict[str, float] = {}
     seen: dict = {}  # labelled or not, a scan may be listed once: its row

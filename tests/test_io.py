@@ -183,6 +183,7 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
         ("scan\tlabel\ns1.nii.gz\t3\n", "separated by tabs"),
         ("scan;label\ns1.nii.gz;3,5\n", r"as comma-separated CSV \(scan,label\), with decimal points"),
         ('scan,label\ns1.nii.gz,"3,5"\n', r"label '3,5' .* not a number \(write decimals with a point"),
+        ("scan,label,label\ns1.nii.gz,3,5\n", "2 columns named 'label'"),
     ],
 )
 def test_labels_errors_name_the_row(tmp_path, text, message):
