@@ -271,7 +271,7 @@ def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):
     assert widget.mask_combo.findText("roi b renamed") > 0
 
 
-def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_model, errors):
+def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_model, errors, tmp_path):
     from napari_hydranet._widgets import PredictWidget
 
     viewer, scan, _ = sample_viewer
@@ -303,6 +303,16 @@ def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_mod
     assert "NaN/inf voxels set to 0" in widget.notes_label.text()
     assert "note" not in widget.result_label.text()  # the headline stays the count
     assert "inside" not in widget.result_label.text()  # counted without a mask
+
+    # NaNs in a file: our reader sets them to 0 when it opens it; its note reaches the dock
+    nib.save(nib.Nifti1Image(data, scan.metadata["affine"]), str(tmp_path / "nan.nii.gz"))
+    with pytest.warns(UserWarning, match="NaN/inf voxels set to 0"):
+        (opened,) = viewer.open(str(tmp_path / "nan.nii.gz"), plugin="napari-hydranet")
+    widget.image_combo.set_layer(opened)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert "nan.nii.gz: " in widget.notes_label.text()
+    assert "NaN/inf voxels set to 0" in widget.notes_label.text()
     widget.close()
 
 
@@ -419,6 +429,32 @@ def _small_cohort(folder):
     return folder
 
 
+def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tmp_path, errors):
+    """Without masks every count covers the whole volume: the table, the status line and the
+    export say so, as the Predict dock does for one scan."""
+    from napari_hydranet._widgets import CohortWidget
+
+    folder = _small_cohort(tmp_path / "cohort")
+    widget = CohortWidget(make_napari_viewer())
+    widget.scans.set_path(folder / "scans")
+    widget.model_picker.select(tiny_model)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    status = widget.status.text()
+    assert "3 of 3 scans predicted; ⚠ 3 with notes (every scan: no ROI mask given" in status
+    assert "a.nii.gz: no ROI mask given" in widget.status.toolTip()
+    name = widget.table.item(0, 0)
+    assert not name.icon().isNull() and "no ROI mask given" in name.toolTip()
+    rows = widget.rows()
+    assert all("no ROI mask given" in r[6] for r in rows)
+    widget.masks.set_path(folder / "masks")  # with masks: no notes, no signs
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert "notes" not in widget.status.text() and widget.table.item(0, 0).icon().isNull()
+    assert [r[6] for r in widget.rows()] == ["", "", ""]
+
+
 def test_train_time_estimate_counts_early_stopping(make_napari_viewer, monkeypatch):
     from napari_hydranet._widgets import TrainWidget
     from napari_hydranet._widgets import train as dock
@@ -477,7 +513,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     exported = widget.export(tmp_path / "table.csv")
     with open(exported, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["scan", "count", "count_sd", "detections", "label", "corrected"]
+    assert list(rows[0]) == ["scan", "count", "count_sd", "detections", "label", "corrected", "notes"]
+    assert [r["notes"] for r in rows] == ["", "", ""] and "notes" not in widget.status.text()
     model = load_model(tiny_model)
     for row in rows:
         pred, _ = predict_file(model, folder / "scans" / row["scan"], torch.device("cpu"), folder / "masks")

@@ -10,8 +10,8 @@ import math
 
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtGui import QColor, QIcon
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 from ..infer import format_count
 
@@ -58,7 +58,7 @@ class CohortTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.setSortingEnabled(True)
         self.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # scans A→Z until the user sorts
-        self.records: dict[str, dict] = {}  # scan → count, count_sd, detections, label, corrected
+        self.records: dict[str, dict] = {}  # scan → count, count_sd, detections, label, corrected, notes
         self._busy = False
         self.itemChanged.connect(self._on_changed)
 
@@ -75,6 +75,7 @@ class CohortTable(QTableWidget):
             "detections": pred.n_detections,
             "label": label if corrected is None else float(corrected),
             "corrected": corrected is not None,
+            "notes": list(pred.notes),  # what the count rests on: no mask, resampling, NaNs…
         }
         self._busy = True
         self.setSortingEnabled(False)
@@ -119,6 +120,10 @@ class CohortTable(QTableWidget):
         for col in range(len(COLUMNS)):
             self.item(row, col).setBackground(_CORRECTED if rec["corrected"] else QColor(0, 0, 0, 0))
         self.item(row, COLUMNS.index("count")).setToolTip("type the right count to correct it")
+        name = self.item(row, 0)  # a scan with notes gets a warning sign; its notes on hover
+        icon = QStyle.StandardPixmap.SP_MessageBoxWarning
+        name.setIcon(self.style().standardIcon(icon) if rec["notes"] else QIcon())
+        name.setToolTip("\n".join(f"note: {n}" for n in rec["notes"]))
         self.setSortingEnabled(sorting)
         self._busy = False
 
@@ -156,7 +161,7 @@ class CohortTable(QTableWidget):
         self.correct(name, value)
 
     def export_rows(self) -> list[list]:
-        """scan, count, count_sd, detections, label, corrected (1/0), in scan order."""
+        """scan, count, count_sd, detections, label, corrected (1/0), notes, in scan order."""
         return [
             [
                 name,
@@ -165,9 +170,14 @@ class CohortTable(QTableWidget):
                 r["detections"],
                 "" if r["label"] is None else r["label"],
                 int(r["corrected"]),
+                "; ".join(r["notes"]),
             ]
             for name, r in sorted(self.records.items())
         ]
+
+    def noted(self) -> dict[str, list[str]]:
+        """scan → its notes, for the scans that have some."""
+        return {name: r["notes"] for name, r in self.records.items() if r["notes"]}
 
     def pairs(self) -> list[tuple[float, float]]:
         """(predicted, label) of every labelled row."""

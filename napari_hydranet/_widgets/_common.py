@@ -91,7 +91,8 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
         raise HydranetError(f"layer '{layer.name}': colour (RGB) data; a 3D scan of intensities is needed")
     if data.ndim != 3:
         raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed")
-    meta, notes = layer.metadata or {}, []
+    meta = layer.metadata or {}
+    notes = list(meta.get("notes") or [])  # the reader's (NaNs it set to 0, no orientation…)
     state = {"metadata": meta, **layer_transform(layer)}
     array, affine = file_volume(data, state)
     untransformed = meta.get("affine") is None and np.allclose(affine, np.eye(4))

@@ -22,14 +22,14 @@ from .._layers import detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import predict_file
-from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, write_csv
+from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, scan_stem, write_csv
 from ..models import load_model
 from ..text import plural
 from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
 from ._common import ModelPicker, PathPicker, error_text, scrolling_layout
 
-EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected"]
+EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected", "notes"]
 
 
 def _cohort_job(model_dir, scans_dir, masks_dir):
@@ -51,6 +51,12 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
             yield ("scan", path, pred, affine)
         except Exception as exc:  # one bad scan does not stop the cohort
             yield ("error", path.name, error_text(exc))
+
+
+def _gist(name: str, notes: list[str]) -> list[str]:
+    """A scan's notes without its name in front, so that notes of several scans compare."""
+    prefix = f"{scan_stem(name)}: "
+    return [n.removeprefix(prefix) for n in notes]
 
 
 def _write_table(path, header, rows) -> bool:
@@ -196,8 +202,21 @@ class CohortWidget(QWidget):
         kept = len(self.table.corrections())  # earlier ones, on the rows of this run
         if kept:
             text += f"; your {plural(kept, 'corrected count')} kept"
+        noted = self.table.noted()
+        if noted:  # e.g. no ROI mask: counts not comparable with masked ones
+            common = set.intersection(*(set(_gist(name, n)) for name, n in noted.items()))
+            text += f"; ⚠ {len(noted)} with notes" + (
+                f" (every scan: {sorted(common)[0]}; more on hover)"
+                if len(noted) == done and common
+                else " (⚠ beside their names; hover to read)"
+            )
         self.status.setText(text)
-        self.status.setToolTip("\n".join(f"{name}: {reason}" for name, reason in self.failed))
+        self.status.setToolTip(
+            "\n".join(
+                [f"{name}: {reason}" for name, reason in self.failed]
+                + [f"{name}: {n}" for name, notes in sorted(noted.items()) for n in _gist(name, notes)]
+            )
+        )
 
     def load_labels(self) -> None:
         csv = self.labels_csv.path()
@@ -263,7 +282,7 @@ class CohortWidget(QWidget):
 
     # outputs ----------------------------------------------------------------------------
     def rows(self) -> list[list]:
-        """The table in the export format: scan,count,count_sd,detections,label,corrected."""
+        """The table in the export format: scan,count,count_sd,detections,label,corrected,notes."""
         return self.table.export_rows()
 
     def export(self, path=None) -> Path | None:
