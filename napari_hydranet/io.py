@@ -467,6 +467,9 @@ def _fmt(v):
     return v
 
 
+MISSING = {"na", "n/a", "nan", "none", "null", "-", "?"}  # a spreadsheet's "no value"
+
+
 @dataclass
 class Labels:
     """Global labels per scan, read from a CSV.
@@ -571,8 +574,9 @@ def read_labels(
             errors.append(f"row {rownum}: scan '{scan}' is listed twice (also in row {seen[same]})")
             continue
         seen[same] = rownum
-        if raw == "":
-            notes.append(f"row {rownum}: '{scan}' has no label and is left out")
+        if raw == "" or raw.lower() in MISSING:
+            shown = f" ({raw})" if raw else ""
+            notes.append(f"row {rownum}: '{scan}' has no label{shown} and is left out")
             continue
         try:
             value = float(raw)
