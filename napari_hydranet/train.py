@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -124,6 +125,14 @@ class TrainConfig:
         if self.patience is not None:
             return self.patience
         return FINETUNE_PATIENCE if self.init and not self.density_dir else 0
+
+    def absolute(self) -> TrainConfig:
+        """The same run with its input paths absolute, so that the model's record of its data
+        and a resume from another working folder name the same files (``out`` as given)."""
+        paths = {k: getattr(self, k) for k in PATH_SETTINGS - {"init"}}
+        if self.init and not (isinstance(self.init, str) and self.init == DEFAULT_NAME):
+            paths["init"] = self.init
+        return replace(self, **{k: os.path.abspath(v) for k, v in paths.items() if v})
 
     def validate(self) -> None:
         if str(self.out) == DEFAULT_NAME:
@@ -281,6 +290,7 @@ def train(
 ) -> Iterator[dict]:
     """Run a training; yields events. See the module docstring."""
     cfg.validate()
+    cfg = cfg.absolute()
     t0 = time.monotonic()
     out = Path(cfg.out)
     resume_dir = out / "resume"

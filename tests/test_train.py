@@ -1,6 +1,7 @@
 """Training on a small synthetic cohort (CPU, within CI's time)."""
 
 import json
+import os
 from dataclasses import replace
 
 import nibabel as nib
@@ -107,6 +108,27 @@ def test_stop_keeps_checkpoint_and_resume_continues(cohort, tmp_path):
     assert len(history) == 4 and history[2]["elapsed"] >= history[1]["elapsed"] + history[2]["seconds"]
     with pytest.raises(HydranetError, match="ran 4 epochs already; --epochs 4 leaves none to run"):
         list(train(_cfg(cohort, out, epochs=4, time_limit=30.0), resume=True))
+
+
+def test_a_run_given_relative_paths_resumes_from_another_folder(cohort, tmp_path, monkeypatch):
+    """The model records where its data are, and a resume compares the same files, whichever
+    folder the command runs in."""
+
+    def relative(to):
+        monkeypatch.chdir(to)
+        names = ("scans", "train.csv", "masks")
+        return dict(zip(("scans_dir", "labels", "masks_dir"), (os.path.relpath(cohort / n) for n in names)))
+
+    out = tmp_path / "m"
+    epochs = []
+    for ev in train(_cfg(cohort, out, epochs=3, **relative(cohort)), should_stop=lambda: bool(epochs)):
+        if ev["event"] == "epoch":
+            epochs.append(ev)
+    assert os.path.isabs(json.loads((out / "resume" / "state.json").read_text())["config"]["scans_dir"])
+    events = list(train(_cfg(cohort, out, epochs=3, **relative(tmp_path)), resume=True))
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3]
+    config = json.loads((out / "config.json").read_text())["training"]
+    assert config["labels_file"] == str(cohort / "train.csv")
 
 
 def test_lr_schedules_warm_up_then_hold_or_decay():
