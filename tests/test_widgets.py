@@ -652,6 +652,21 @@ def test_curve_tick_labels_tell_close_ticks_apart():
     assert tick_labels([0.0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
     assert tick_labels([0.0, 100.0, 200.0]) == ["0", "100", "200"]
     assert tick_labels([0.0005, 0.001]) == ["0.0005", "0.0010"]
+    assert tick_labels([1.2e-05, 1.4e-05, 1.6e-05]) == ["1.2e-05", "1.4e-05", "1.6e-05"]  # fits
+
+
+def test_a_score_moving_in_its_fourth_decimal_is_drawn_nearly_flat():
+    """A validation ICC from 0.96265 to 0.96273 once filled the panel's height: it looked like
+    a collapse, and its tick labels lost their first digit."""
+    from napari_hydranet._widgets._plots import nice_ticks, padded, tick_labels
+
+    lo, hi = padded([0.96265, 0.96273, 0.96270])
+    assert hi - lo >= 0.019 and lo < 0.96265 and hi > 0.96273
+    assert all(len(label) <= 5 for label in tick_labels(nice_ticks(lo, hi, 3)))
+    flat = nice_ticks(*padded([0.203, 0.203, 0.203]), 3)  # a loss that no longer moves
+    assert len(set(tick_labels(flat))) == len(flat) >= 2
+    assert padded([5.0, 40.0]) == pytest.approx((5.0 - 2.8, 40.0 + 2.8))  # a moving series keeps its 8 %
+    assert padded([0.0, 0.0]) == (-1.0, 1.0)
 
 
 def test_demo_viewer_shows_the_count_and_anterior_up(make_napari_viewer, tiny_model, monkeypatch):

@@ -31,23 +31,36 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
 
 
 def tick_labels(ticks: list[float]) -> list[str]:
-    """The ticks with as few decimals as tell them apart exactly (0.25 → '0.25', 200 → '200')."""
+    """The ticks with as few decimals as tell them apart exactly (0.25 → '0.25', 200 → '200');
+    beyond 4 decimals, as few significant digits as tell them apart (1.5e-05), so that every
+    label fits beside its axis."""
     step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
-    for decimals in range(7):
+    for decimals in range(5):
         labels = [f"{t:.{decimals}f}" for t in ticks]
         if all(abs(float(lab) - t) <= step * 1e-6 for lab, t in zip(labels, ticks)):
+            return labels
+    for digits in range(2, 7):
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        if len(set(labels)) == len(labels):
             return labels
     return [f"{t:.3g}" for t in ticks]
 
 
+MIN_SPAN = 0.02  # of the values' magnitude: smaller changes are not drawn across the panel
+
+
 def padded(values, fraction: float = 0.08) -> tuple[float, float]:
-    """The range of the finite ``values`` with ``fraction`` of it added each side (a flat or
-    empty series gets a range around its value, or 0..1)."""
+    """The range of the finite ``values`` with ``fraction`` of it added each side, and at least
+    ``MIN_SPAN`` of their magnitude wide: a validation score moving in its fourth decimal is
+    drawn nearly flat, not as a collapse (an empty series gets 0..1, an all-zero one −1..1)."""
     finite = [float(v) for v in values if math.isfinite(v)]
     if not finite:
         return 0.0, 1.0
     lo, hi = min(finite), max(finite)
-    pad = max((hi - lo) * fraction, abs(hi) * 1e-6) or 1.0  # a range a few ulps wide is flat
+    pad = (hi - lo) * fraction
+    least = MIN_SPAN * max(abs(lo), abs(hi)) or 2.0
+    if hi - lo + 2 * pad < least:
+        pad = (least - (hi - lo)) / 2
     return lo - pad, hi + pad
 
 
@@ -88,7 +101,7 @@ class Frame:
         for t, text in zip(yticks, tick_labels(yticks)):
             y = self.at(self.xr[0], t).y()
             p.drawLine(QPointF(b.left() - 3, y), QPointF(b.left(), y))
-            p.drawText(QRectF(b.left() - 45, y - 7, 40, 14), Qt.AlignmentFlag.AlignRight, text)
+            p.drawText(QRectF(b.left() - 47, y - 7, 43, 14), Qt.AlignmentFlag.AlignRight, text)
         if not xlabel:
             return
         xticks = nice_ticks(*self.xr, 5 if b.width() > 200 else 3)
