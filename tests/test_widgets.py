@@ -738,3 +738,16 @@ def test_train_dock_draws_and_tells_undefined_figures(make_napari_viewer, errors
     widget.handle_event({"event": "checkpoint", "epoch": 0, "path": "m", "val_icc21": None, "val_mae": 1.5})
     assert widget.status.text() == "best so far: epoch 0 (val ICC(2,1) –, MAE 1.50) saved in m"
     widget.close()
+
+
+def test_a_dock_opened_beside_another_becomes_its_tab(make_napari_viewer, qtbot):
+    """Stacked, the second dock got a strip of the window (the Train dock 50 px at 1920×1080)."""
+    viewer = make_napari_viewer(show=True)
+    docks = []
+    for name in ("Predict", "Train", "Cohort"):  # the user opens one, then the next
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-hydranet", name)
+        docks.append(dock)
+        qtbot.waitUntil(lambda: dock.widget()._placed)  # noqa: B023 (this loop's dock)
+    window = viewer.window._qt_window
+    assert set(window.tabifiedDockWidgets(docks[0])) == {docks[1], docks[2]}
+    assert docks[2].height() > window.height() / 2  # the last opened, in front, whole height

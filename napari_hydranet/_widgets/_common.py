@@ -1,19 +1,21 @@
-"""Small building blocks shared by the docks: path fields, layer and model choosers,
-layer → ``Scan`` conversion and error messages."""
+"""Small building blocks shared by the docks: their base class, path fields, layer and model
+choosers, layer → ``Scan`` conversion and error messages."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDockWidget,
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMainWindow,
     QPushButton,
     QScrollArea,
     QVBoxLayout,
@@ -25,6 +27,51 @@ from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
 from ._registry import model_registry
+
+
+class Dock(QWidget):
+    """A dock of this plugin. Opened beside another of its docks, it becomes a tab of it:
+    stacked, each got a strip of the window's height (the Train dock 50 px, its Start button
+    and curves out of sight, at 1366×768 and at 1920×1080 alike)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._shown = self._placed = False
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._shown:
+            self._shown = True
+            QTimer.singleShot(0, self._tab_beside_siblings)  # once napari has placed the dock
+
+    def _tab_beside_siblings(self) -> None:
+        try:
+            self._join_a_placed_sibling()
+        finally:
+            self._placed = True  # docks opened later join this one, not the other way round
+
+    def _join_a_placed_sibling(self) -> None:
+        dock = self.parentWidget()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        window = dock.parentWidget() if dock is not None else None
+        if not isinstance(window, QMainWindow) or dock.isFloating():
+            return
+        area = window.dockWidgetArea(dock)
+        for other in window.findChildren(QDockWidget):
+            if (
+                other is not dock
+                and not other.isHidden()  # open, if perhaps behind another tab
+                and not other.isFloating()
+                and window.dockWidgetArea(other) == area
+                and isinstance(other.widget(), Dock)
+                and other.widget()._placed
+                and dock not in window.tabifiedDockWidgets(other)
+            ):
+                window.tabifyDockWidget(other, dock)
+                dock.show()
+                dock.raise_()
+                return
 
 
 def error_text(exc: BaseException) -> str:

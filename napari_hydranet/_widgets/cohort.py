@@ -15,7 +15,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QWidget,
 )
 
 from .._layers import detections_layer, heatmap_layer, scan_layer
@@ -27,7 +26,7 @@ from ..models import load_model
 from ..text import plural
 from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
-from ._common import ModelPicker, PathPicker, error_text, scrolling_layout
+from ._common import Dock, ModelPicker, PathPicker, error_text, scrolling_layout
 
 EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected", "notes"]
 
@@ -69,7 +68,7 @@ def _write_table(path, header, rows) -> bool:
     return True
 
 
-class CohortWidget(QWidget):
+class CohortWidget(Dock):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer

@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
-    QWidget,
 )
 
 from .._layers import detections_layer, heatmap_layer
@@ -28,7 +27,7 @@ from ..device import select_device
 from ..errors import HydranetError
 from ..infer import Prediction, predict_scan
 from ..models import load_model
-from ._common import LayerCombo, ModelPicker, error_text, layer_to_scan, scrolling_layout
+from ._common import Dock, LayerCombo, ModelPicker, error_text, layer_to_scan, scrolling_layout
 
 INTENSITY_WEIGHT = 0.5
 SLIDER_STEPS = 1000  # the slider spans default / 100 … default × 100 on a log scale
@@ -77,7 +76,7 @@ class _Run:
     score_maps: dict = field(default_factory=dict)  # by intensity weight: the slider reuses them
 
 
-class PredictWidget(QWidget):
+class PredictWidget(Dock):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer

@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QWidget,
 )
 
 from .. import options
@@ -32,7 +31,7 @@ from ..errors import HydranetError
 from ..io import read_labels
 from ..models import DEFAULT_NAME, WEIGHTS
 from ..text import plural
-from ._common import PathPicker, scrolling_layout
+from ._common import Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
 from ._train_process import TrainProcess
@@ -59,7 +58,7 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-class TrainWidget(QWidget):
+class TrainWidget(Dock):
     model_ready = Signal(str)  # the model folder of a finished training
 
     def __init__(self, napari_viewer=None, parent=None):
