@@ -313,6 +313,20 @@ def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_mod
     _wait_worker(qtbot, widget)
     assert "nan.nii.gz: " in widget.notes_label.text()
     assert "NaN/inf voxels set to 0" in widget.notes_label.text()
+
+    # the detections section follows its layer and the last run: never another scan's
+    assert widget.lesion_label.text().endswith("detections") and widget.slider.isEnabled()
+    viewer.layers.remove(f"{opened.name} detections")
+    assert widget.lesion_label.text() == widget.threshold_label.text() == ""
+    assert not (widget.slider.isEnabled() or widget.next_button.isEnabled())
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert widget.lesion_label.text().endswith("detections") and widget.next_button.isEnabled()
+    widget.mask_combo.set_layer(bad_mask)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert "not predicted" in widget.result_label.text() and errors.pop()
+    assert widget.lesion_label.text() == "" and not widget.slider.isEnabled()
     widget.close()
 
 

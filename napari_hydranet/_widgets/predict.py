@@ -154,6 +154,7 @@ class PredictWidget(Dock):
         self.reset_button.clicked.connect(lambda: self.slider.setValue(SLIDER_STEPS // 2))
         self.combine_box.toggled.connect(self._on_combine)
         self._set_inspection_enabled(False)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # running ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -173,12 +174,14 @@ class PredictWidget(Dock):
             show_error(f"Predict: {error_text(exc)}")
             self.result_label.setText(f"⚠ {layer.name}: not predicted. {error_text(exc)}")
             self.notes_label.setText("")
+            self._leave_inspection()
             return
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
         name = layer.name  # unique in the viewer, unlike file names (two subjects' T2.nii.gz)
         where = f"  ·  inside {mask_layer.name}" if mask is not None else ""  # the mask may be auto-chosen
         self.result_label.setText(f"{name}: predicting…")
         self.notes_label.setText("")
+        self._leave_inspection()  # the detections shown were another run's
         self.worker = thread_worker(_predict_job)(
             self.model_picker.model_dir(), self._model, scan, mask, weight
         )
@@ -255,6 +258,17 @@ class PredictWidget(Dock):
         return None
 
     # inspection -------------------------------------------------------------------------
+    def _leave_inspection(self) -> None:
+        """No detections to step through: none predicted yet, or their layer is gone."""
+        self._current = None
+        self._set_inspection_enabled(False)
+        self._show_threshold()
+
+    def _on_layer_removed(self, event) -> None:
+        run = self._current
+        if run is not None and event.value is run.points:
+            self._leave_inspection()
+
     def _set_inspection_enabled(self, on: bool) -> None:
         for w in (self.prev_button, self.next_button, self.slider, self.reset_button):
             w.setEnabled(on)
@@ -330,6 +344,7 @@ class PredictWidget(Dock):
         )
 
     def closeEvent(self, event) -> None:
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.image_combo.disconnect_viewer()
         self.mask_combo.disconnect_viewer()
         self.model_picker.disconnect_registry()
