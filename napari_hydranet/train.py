@@ -458,14 +458,16 @@ def train(
     if base is not None and not resume:  # epoch 0: the starting model, recalibrated if that helps
         te = time.monotonic()
         if cfg.recalibrate or cfg.recalibrate_only:
-            before = agreement(evaluate_counts(net, val_x, device), val_set.labels)
+            counts_before = evaluate_counts(net, val_x, device)
+            before = agreement(counts_before, val_set.labels)
             saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
             fit = recalibrate(
                 net,
                 torch.from_numpy(train_set.images[:, None]).to(device),
                 torch.from_numpy(train_set.labels).to(device),
             )
-            after = agreement(evaluate_counts(net, val_x, device), val_set.labels)
+            counts_after = evaluate_counts(net, val_x, device)
+            after = agreement(counts_after, val_set.labels)
             # kept only when the validation scans agree: on simulated cohorts a refit to 20
             # scans sometimes lowered held-out agreement (docs/benchmarks.md)
             fit.update(val_icc21_before=before["icc21"], val_icc21_after=after["icc21"])
@@ -475,9 +477,11 @@ def train(
             meta["training"]["recalibration"] = fit
             yield {
                 "event": "status",
-                "message": f"count recalibration (fitted on {len(train_set)} training scans) "
+                "message": f"count recalibration (fitted on {len(train_set)} training scans"
+                f"{_level_change(counts_before, counts_after)}) "
                 f"{'kept' if fit['kept'] else 'not kept'}: validation ICC(2,1) "
-                f"{_icc_text(before['icc21'])} → {_icc_text(after['icc21'])}"
+                f"{_icc_text(before['icc21'])} → {_icc_text(after['icc21'])} "
+                f"on {plural(len(val_set), 'scan')}"
                 + (
                     "; the saved model is the starting one"
                     if cfg.recalibrate_only and not fit["kept"]
@@ -560,6 +564,12 @@ def _check_runs(net, shape: tuple, arch_args: dict, device) -> None:
         ) from None
     finally:
         net.train()
+
+
+def _level_change(before, after) -> str:
+    """How a recalibration moves the counts' level: '; counts ×0.72' (mean over the scans)."""
+    mean_before, mean_after = float(np.mean(before)), float(np.mean(after))
+    return f"; counts ×{mean_after / mean_before:.2f}" if mean_before > 0 else ""
 
 
 def _icc_text(icc: float) -> str:

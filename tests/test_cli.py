@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -462,7 +463,12 @@ def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsy
     assert main([*argv, "--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only"]) == 0
     out = capsys.readouterr().out
     assert "count recalibration only" in out and "epoch    0  loss         –" in out and "nan" not in out
-    assert "count recalibration (fitted on 20 training scans) " in out  # kept or not: the user is told which
+    # kept or not, the user is told which, how it moves the counts and on how many scans
+    assert re.search(
+        r"count recalibration \(fitted on 20 training scans; counts ×\d+\.\d\d\) (not )?kept: "
+        r"validation ICC\(2,1\) \S+ → \S+ on 5 scans",
+        out,
+    )
     # as JSON lines for programs: strict JSON, the undefined loss as null (jq refuses NaN)
     argv[-1] = str(tmp_path / "j")  # --out
     argv += ["--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only", "--json"]
