@@ -506,6 +506,8 @@ def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
     if len(named) == 1:
         return named[0], None
     both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
+    if not both and len(Path(scan).parts) > 1 and not Path(scan).is_absolute():
+        both = " (names are relative to the scans folder)"  # 'scans/sub-1' where 'sub-1' was meant
     return scan, f"scan '{scan}' not found in {scans_dir}{both}"
 
 

@@ -175,6 +175,7 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
     "text, message",
     [
         ("scan,label\ns1.nii.gz,3\ns3.nii.gz,1\n", "row 3: scan 's3.nii.gz' not found"),
+        ("scan,label\nscans/s1.nii.gz,3\n", r"not found in .* \(names are relative to the scans folder\)"),
         ("scan,label\ns1,3\ns1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,3\ns1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,many\n", "row 2: label 'many'"),
