@@ -491,6 +491,9 @@ def test_train_time_estimate_counts_early_stopping(make_napari_viewer, monkeypat
     widget.time_limit.setValue(10)  # 10 minutes: 6:50 left
     widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
     assert widget.time_label.text().endswith("remaining ~0:05:00 to 0:06:50")
+    widget.time_limit.setValue(5)  # 1:50 left: the limit ends the run either way, one figure
+    widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
+    assert widget.time_label.text().endswith("remaining ~0:01:50")
     widget.time_limit.setValue(0)
     widget._t0 = clock.now - 100  # a new run without early stopping
     widget.handle_event(dict(start, steps_per_epoch=10, patience=0, best_epoch=None))

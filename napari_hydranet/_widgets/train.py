@@ -354,8 +354,9 @@ class TrainWidget(Dock):
             limit = self.time_limit.value() * 60 - elapsed if self.time_limit.value() > 0 else float("inf")
             remaining = min(per_step * (total - done), limit)
             early = self._early_stop_steps()
-            if early is not None and early < total - done:
-                until_stop = min(per_step * early, limit)
+            stops_early = early is not None and early < total - done
+            until_stop = min(per_step * early, limit) if stops_early else remaining
+            if _hms(until_stop) != _hms(remaining):  # the time limit may cap both ends alike
                 text += f"  ·  remaining ~{_hms(until_stop)} to {_hms(remaining)}"
             else:
                 text += f"  ·  remaining ~{_hms(remaining)}"
