@@ -420,6 +420,12 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert widget.status.text().startswith("training did not start: ")
     assert "a new model needs a new or empty folder (Output)" in widget.status.text()
     assert sorted(p.name for p in (data / "masks").iterdir()) == before and len(errors) == 1
+    # a mistake found once the scans are being loaded: not started either
+    widget.set_inputs(data / "scans", data / "labels.csv", data / "scans")
+    widget.out.set_path(tmp_path / "swapped")
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.is_running() and widget.start_button.isEnabled(), timeout=TIMEOUT)
+    assert widget.status.text().startswith("training did not start: "), widget.status.text()
     predict.close()
 
 
@@ -467,6 +473,19 @@ def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tm
     _wait_worker(qtbot, widget)
     assert "notes" not in widget.status.text() and widget.table.item(0, 0).icon().isNull()
     assert [r[6] for r in widget.rows()] == ["", "", ""]
+
+
+def test_train_says_it_is_stopping_until_it_stops(make_napari_viewer):
+    from napari_hydranet._widgets import TrainWidget
+
+    widget = TrainWidget(make_napari_viewer())
+    widget.stop_button.setText("Kill")  # Stop pressed while the scans were loading
+    widget.handle_event(dict(event="status", message="count recalibration kept"))
+    assert widget.status.text() == "count recalibration kept  ·  stopping after the current step…"
+    start = dict(event="start", device="cpu", train=20, val=5, notes=[], start_epoch=1, epochs=2)
+    widget.handle_event(dict(start, steps_per_epoch=10, patience=3, best_epoch=None))
+    assert widget.status.text().endswith("\nstopping after the current step…")
+    widget.close()
 
 
 def test_train_time_estimate_counts_early_stopping(make_napari_viewer, monkeypatch):

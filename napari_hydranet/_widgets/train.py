@@ -72,6 +72,7 @@ class TrainWidget(Dock):
         self._plan = (1, 1, 1)  # start epoch, last epoch, steps per epoch
         self._patience, self._best_epoch = 0, None  # early stopping: epochs, best epoch so far
         self._checkpoint, self._killed = None, False  # the last saved best model; Kill pressed
+        self._started = False  # the child reported its start: scans loaded and checked
         self._t0 = 0.0
         self._first_step: tuple[float, int] | None = None  # clock and progress at the first step
 
@@ -276,7 +277,7 @@ class TrainWidget(Dock):
             self.status.setText("⚠ not started: the problems are listed under Masks")
             return
         self.history, self.last_event = [], None
-        self._checkpoint, self._killed = None, False
+        self._checkpoint, self._killed, self._started = None, False, False
         self._draw()
         self._t0 = time.monotonic()
         self.status.setText("starting…")
@@ -303,9 +304,11 @@ class TrainWidget(Dock):
     def handle_event(self, ev: dict) -> None:
         kind = ev["event"]
         self.last_event = ev
+        stopping = self.stop_button.text() == "Kill"  # Stop was pressed: say so until it ends
         if kind == "status":
-            self.status.setText(ev["message"])
+            self.status.setText(ev["message"] + ("  ·  stopping after the current step…" if stopping else ""))
         elif kind == "start":
+            self._started = True
             self._plan = (ev["start_epoch"], ev["epochs"], ev["steps_per_epoch"])
             self._patience, self._best_epoch = ev.get("patience") or 0, ev.get("best_epoch")
             self._first_step = None
@@ -314,6 +317,7 @@ class TrainWidget(Dock):
             notes = "".join(f"\nnote: {n}" for n in ev["notes"][:5])
             self.status.setText(
                 f"training on {ev['device']}: {ev['train']} scans, {ev['val']} for validation{notes}"
+                + ("\nstopping after the current step…" if stopping else "")
             )
         elif kind == "step":
             first, _, per = self._plan
@@ -385,7 +389,7 @@ class TrainWidget(Dock):
             model_registry().add(self._checkpoint)
             self.model_ready.emit(self._checkpoint)
             reason += f"; the best model so far (epoch {self._best_epoch}) is kept in {self._checkpoint}"
-        started = self.last_event is not None  # the child got as far as loading the scans
+        started = self._started  # the scans were loaded and checked, the training under way
         self.status.setText(f"{'training ended' if started else 'training did not start'}: {reason}")
         if code not in (0, 130) and not self._killed:
             show_error(f"Train: {reason}")
