@@ -402,6 +402,16 @@ def test_a_mask_layer_in_its_files_voxel_order_is_not_mirrored():
     np.testing.assert_array_equal(got.array, mask)
 
 
+def test_a_series_layer_is_refused_with_how_to_split_it():
+    from napari.layers import Image
+
+    from napari_hydranet._widgets._common import layer_to_scan
+
+    told = r"layer 'fmri': 4D data; a 3D scan is needed \(split .* fslsplit"
+    with pytest.raises(HydranetError, match=told):
+        layer_to_scan(Image(np.zeros((3, 10, 10, 10), np.float32), name="fmri"))
+
+
 def test_a_mask_layer_on_another_grid_is_refused_not_moved():
     """A labels layer from elsewhere whose napari transform (scale, translation) puts it
     12 mm away from the scan has the scan's shape but not its grid."""

@@ -608,6 +608,7 @@ def test_cohort_predicts_exports_and_sends_corrections(
     nib.save(
         nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "scans" / "blank.nii.gz"
     )
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.uint8), np.eye(4)), folder / "masks" / "blank.nii.gz")
     (tmp_path / "more.csv").write_text("scan,label\na,7\nb.nii.gz,5\nelsewhere.nii.gz,2\n")
     widget.labels_csv.set_path(tmp_path / "more.csv")
     widget.run()
@@ -617,7 +618,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     )
     assert widget.status.text().startswith("3 of 4 scans predicted; 1 skipped: blank.nii.gz")
     assert widget.status.text().endswith("; your 1 corrected count kept")
-    assert len(errors) == 1 and "blank.nii.gz" in errors[0]
+    assert len(errors) == 1 and errors[0].count("blank.nii.gz") == 1  # named once: its path
+    assert errors[0].startswith("Cohort: /") and "every voxel inside the ROI mask is 0" in errors[0]
     labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
     assert "1 of the 3 labelled scans is not in the scans folder" in widget.stats.text()
@@ -628,6 +630,9 @@ def test_cohort_predicts_exports_and_sends_corrections(
     widget.labels_csv.set_path(deep / "bad.csv")
     widget.load_labels()
     assert "⚠ labels not loaded" in widget.stats.text() and "label 'many'" in widget.stats.text()
+    assert len(errors) == 2 and "label 'many'" in errors.pop()
+    widget.load_labels()  # a run reloads them: the dock says it still, no second pop-up
+    assert len(errors) == 1 and "label 'many'" in widget.stats.text()
     # the note wraps: it does not widen the dock (unwrapped, over 1,000 px, over the image)
     assert widget.stats.minimumSizeHint().width() <= width
     assert {r[0]: r[4] for r in widget.rows()} == {"a.nii.gz": "", "b.nii.gz": "", "c.nii.gz": 4.0}

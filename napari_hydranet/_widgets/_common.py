@@ -137,7 +137,8 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     if getattr(layer, "rgb", False):
         raise HydranetError(f"layer '{layer.name}': colour (RGB) data; a 3D scan of intensities is needed")
     if data.ndim != 3:
-        raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed")
+        split = " (split the series first, e.g. with fslsplit, and open one volume)" if data.ndim > 3 else ""
+        raise HydranetError(f"layer '{layer.name}': {data.ndim}D data; a 3D scan is needed{split}")
     meta = layer.metadata or {}
     notes = list(meta.get("notes") or [])  # the reader's (NaNs it set to 0, no orientation…)
     state = {"metadata": meta, **layer_transform(layer)}

@@ -169,7 +169,8 @@ class CohortWidget(Dock):
         elif kind == "total":
             self.progress.setRange(0, item[1])
         elif kind == "error":
-            show_error(f"Cohort: {item[1]}: {item[2]}")
+            name, reason = item[1], item[2]
+            show_error(f"Cohort: {reason if name in reason else f'{name}: {reason}'}")  # named once
             self.failed.append((item[1], item[2]))
             self.progress.setValue(self.progress.value() + 1)
         else:
@@ -227,8 +228,10 @@ class CohortWidget(Dock):
         try:
             listed = read_labels(csv).values
         except HydranetError as exc:
-            show_error(f"Cohort: {exc}")
-            self.labels, self.labels_note = {}, f"⚠ labels not loaded: {exc}"
+            note = f"⚠ labels not loaded: {exc}"
+            if note != self.labels_note:  # told once, not again at each run (the dock still says it)
+                show_error(f"Cohort: {exc}")
+            self.labels, self.labels_note = {}, note
         else:
             self.labels = match_labels(self._scan_names(), listed)  # rows may omit .nii.gz
             missing = len(listed) - len(self.labels)  # a labels file of a larger cohort is fine
