@@ -199,7 +199,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return 130 if event["reason"] == "stopped" else 0  # as predict: `train && predict` stops here too
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
