@@ -93,7 +93,18 @@ class Model:
                 f"voxels: {pre.spacing_range_mm[0]:.3g}–{pre.spacing_range_mm[1]:.3g} mm; scans outside "
                 f"this range are resampled{f' to {typical} mm' if typical else ' into it'}"
             )
-        lines.append(f"trained on: {data}")
+        training = self.config.get("training") or {}
+        init = (training.get("settings") or {}).get("init")
+        if init:  # what a user's model started from, and whether its counts were refitted
+            recal = training.get("recalibration") or {}
+            refit = ""
+            if "kept" in recal:
+                refit = (
+                    f"; count recalibration {'kept' if recal['kept'] else 'not kept'} (validation "
+                    f"ICC(2,1) {recal['val_icc21_before']:.2f} → {recal['val_icc21_after']:.2f})"
+                )
+            lines.append(f"started from: {init}{refit}")
+        lines.append(f"trained on: {data}")  # last: the long paragraph the short card cuts
         return "\n".join(lines)
 
 

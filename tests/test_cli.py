@@ -469,6 +469,8 @@ def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsy
         r"validation ICC\(2,1\) \S+ → \S+ on 5 scans",
         out,
     )
+    assert main(["info", str(tmp_path / "m")]) == 0  # the model says what it started from
+    assert re.search(r"started from: default; count recalibration (not )?kept", capsys.readouterr().out)
     # as JSON lines for programs: strict JSON, the undefined loss as null (jq refuses NaN)
     argv[-1] = str(tmp_path / "j")  # --out
     argv += ["--masks", str(cohort / "masks"), "--init", "default", "--recalibrate-only", "--json"]
