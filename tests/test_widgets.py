@@ -544,6 +544,7 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert errors == []
     assert [widget.table.scan_at(r) for r in range(3)] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
     assert "n = 2" in widget.stats.text() and "ICC(2,1)" in widget.stats.text()
+    assert "2 labelled scans: too few to judge agreement" in widget.stats.text()
     assert _accent_pixels(widget.plots) > 0  # the two labelled scans are drawn
 
     exported = widget.export(tmp_path / "table.csv")

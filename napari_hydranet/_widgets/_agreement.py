@@ -14,15 +14,19 @@ from ._plots import Frame, padded, start
 EMPTY = "Load a labels CSV or correct counts to see the agreement."
 
 
+FEW = 5  # labelled scans below which an ICC says little (as the trainer's validation note)
+
+
 def agreement_text(pred: np.ndarray, label: np.ndarray) -> str:
     """The line under the plots: n, ICC(2,1), MAE and the Bland–Altman bias and limits."""
     stats = agreement(pred, label)
     diff = pred - label
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     icc = "–" if math.isnan(stats["icc21"]) else f"{stats['icc21']:.2f}"
+    few = f"\n{stats['n']} labelled scans: too few to judge agreement" if stats["n"] < FEW else ""
     return (
         f"n = {stats['n']}   ICC(2,1) = {icc}   MAE = {stats['mae']:.2f}   "
-        f"bias = {float(diff.mean()):+.2f} (limits ±{1.96 * sd:.2f})"
+        f"bias = {float(diff.mean()):+.2f} (limits ±{1.96 * sd:.2f}){few}"
     )
 
 

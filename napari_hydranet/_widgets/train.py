@@ -98,7 +98,7 @@ class TrainWidget(Dock):
             "are fitted to your labels. Without it, the fine-tune does this and then trains."
         )
         self.out = PathPicker("dir", placeholder="new model folder")
-        self.time_limit = _spin(QDoubleSpinBox, 0, 100000, 0, 5)
+        self.time_limit = _spin(QDoubleSpinBox, 0, 100000, 0, 1)
         self.time_limit.setSuffix(" min")
         self.time_limit.setSpecialValueText("none")
         self.lr.setPlaceholderText("default")
