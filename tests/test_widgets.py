@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -97,7 +98,13 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     )
     assert len(points.data) == expected.n_detections > 0
     assert f"{expected.count:.1f} ± {expected.count_sd:.1f}" in widget.result_label.text()
-    assert widget.result_label.text().splitlines()[0].endswith(f"inside {mask.name}")  # its mask
+    # its mask, by layer name and file: masks named like their scans share the scan's name
+    where = Path(load_sample().mask)
+    assert (
+        widget.result_label.text()
+        .splitlines()[0]
+        .endswith(f"inside {mask.name} ({where.parent.name}/{where.name})")
+    )
 
     # the detections layer saves in the engine's format, with the engine's numbers
     _writer.write_points_layer(str(tmp_path / "d.csv"), points.data, points.as_layer_data_tuple()[1])

@@ -4,6 +4,7 @@ lesion-by-lesion inspection and a live detection threshold."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -60,6 +61,13 @@ def _refill(layer, data, kwargs: dict) -> None:
     else:
         layer.data = data
         layer.contrast_limits = kwargs["contrast_limits"]
+
+
+def _layer_file(layer) -> str:
+    """A layer's name and, for a file, its folder and file name: masks named like their scan
+    share one layer name with it ('sub-1', 'sub-1 [1]', 'sub-1 [2]')."""
+    path = (layer.metadata or {}).get("path")
+    return f"{layer.name} ({Path(path).parent.name}/{Path(path).name})" if path else layer.name
 
 
 @dataclass
@@ -178,7 +186,7 @@ class PredictWidget(Dock):
             return
         weight = INTENSITY_WEIGHT if self.combine_box.isChecked() else 0.0
         name = layer.name  # unique in the viewer, unlike file names (two subjects' T2.nii.gz)
-        where = f"  ·  inside {mask_layer.name}" if mask is not None else ""  # the mask may be auto-chosen
+        where = f"  ·  inside {_layer_file(mask_layer)}" if mask is not None else ""  # may be auto-chosen
         self.result_label.setText(f"{name}: predicting…")
         self.notes_label.setText("")
         self._leave_inspection()  # the detections shown were another run's
