@@ -21,13 +21,14 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     if not Path(counts_csv).is_file():
         raise HydranetError(f"{counts_csv}: no such counts table")
     hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
-    counts = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint).values
+    read = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint)
+    counts = read.values
     labels = read_labels(labels_csv, None, scan_column, label_column).values
     _one_row_per_scan(counts_csv, counts)
     used = {scan_stem(s) for s in counts}  # a master labels file may hold other sites' scans
     _one_row_per_scan(labels_csv, {k: v for k, v in labels.items() if scan_stem(k) in used})
     found = match_labels(counts, labels)
-    pred, ref, notes = [], [], []
+    pred, ref, notes = [], [], [f"{counts_csv}: {note}" for note in read.notes]  # rows without a count
     for scan, value in counts.items():
         if scan not in found:
             notes.append(f"{scan}: no label, left out")

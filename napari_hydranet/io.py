@@ -474,7 +474,7 @@ def _fmt(v):
     return v
 
 
-MISSING = {"na", "n/a", "nan", "none", "null", "-", "?"}  # a spreadsheet's "no value"
+MISSING = {"na", "n/a", "#n/a", "nan", "none", "null", "-", "?"}  # a spreadsheet's "no value"
 
 
 @dataclass
@@ -585,7 +585,7 @@ def read_labels(
         seen[same] = rownum
         if raw == "" or raw.lower() in MISSING:
             shown = f" ({raw})" if raw else ""
-            notes.append(f"row {rownum}: '{scan}' has no label{shown} and is left out")
+            notes.append(f"row {rownum}: '{scan}' has no {label_column}{shown} and is left out")
             continue
         try:
             value = float(raw)

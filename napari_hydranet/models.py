@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -99,13 +100,19 @@ class Model:
             recal = training.get("recalibration") or {}
             refit = ""
             if "kept" in recal:
+                before, after = (_figure(recal.get(k)) for k in ("val_icc21_before", "val_icc21_after"))
                 refit = (
                     f"; count recalibration {'kept' if recal['kept'] else 'not kept'} (validation "
-                    f"ICC(2,1) {recal['val_icc21_before']:.2f} → {recal['val_icc21_after']:.2f})"
+                    f"ICC(2,1) {before} → {after})"
                 )
             lines.append(f"started from: {init}{refit}")
         lines.append(f"trained on: {data}")  # last: the long paragraph the short card cuts
         return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    """A saved score, or '–' where it was undefined (saved as null: equal labels, say)."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def build_net(arch: str, args: dict) -> torch.nn.Module:

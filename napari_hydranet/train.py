@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -132,7 +131,8 @@ class TrainConfig:
         paths = {k: getattr(self, k) for k in PATH_SETTINGS - {"init"}}
         if self.init and not (isinstance(self.init, str) and self.init == DEFAULT_NAME):
             paths["init"] = self.init
-        return replace(self, **{k: os.path.abspath(v) for k, v in paths.items() if v})
+        # joined, not normalised: 'data/../scans' with data a link is where the system goes
+        return replace(self, **{k: str(Path(v).absolute()) for k, v in paths.items() if v})
 
     def validate(self) -> None:
         if str(self.out) == DEFAULT_NAME:

@@ -74,6 +74,10 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,2\nsub-001.nii.gz,2\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
     assert "every one of the labels is 2" in capsys.readouterr().out
+    (tmp_path / "c3.csv").write_text("scan,count\nsub-000,1\nsub-001,5\nsub-002,nan\n")
+    (tmp_path / "l3.csv").write_text("scan,label\nsub-000,2\nsub-001,6\nsub-002,3\n")
+    assert main(["evaluate", str(tmp_path / "c3.csv"), str(tmp_path / "l3.csv")]) == 0
+    assert "c3.csv: row 4: 'sub-002' has no count (nan) and is left out" in capsys.readouterr().out
     # one scan in two rows of a table would be dropped or counted twice: refused
     (tmp_path / "l.csv").write_text("scan,label\nsub-000,90\nother/sub-000.nii.gz,50\nsub-001.nii.gz,4\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 2

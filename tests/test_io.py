@@ -165,7 +165,7 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
     labels = _labels(tmp_path, "scan,label\ns1.nii.gz,3\ns2.nii.gz,\n")
     assert labels.values == {"s1.nii.gz": 3.0}
     assert "row 3" in labels.notes[0] and "s2.nii.gz" in labels.notes[0]
-    for missing in ("NA", "n/a", "NaN", "-"):  # how spreadsheets and R write "no value"
+    for missing in ("NA", "n/a", "#N/A", "NaN", "-"):  # how spreadsheets and R write "no value"
         labels = _labels(tmp_path, f"scan,label\ns1.nii.gz,3\ns2.nii.gz,{missing}\n")
         assert labels.values == {"s1.nii.gz": 3.0}
         assert labels.notes == [f"row 3: 's2.nii.gz' has no label ({missing}) and is left out"]

@@ -156,6 +156,17 @@ def test_a_model_card_from_a_hand_edited_config_is_a_clear_error(tmp_path, chang
         Model(None, read_config(tmp_path), tmp_path).card()
 
 
+def test_a_fine_tunes_card_says_what_it_started_from_even_with_undefined_scores(tmp_path):
+    """Five validation scans with one label give no ICC: saved as null, shown as '–'."""
+    save_model(tmp_path, GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    recal = {"kept": False, "val_icc21_before": None, "val_icc21_after": None}
+    training = dict(cfg.get("training") or {}, settings={"init": "default"}, recalibration=recal)
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, training=training)))
+    card = Model(None, read_config(tmp_path), tmp_path).card()
+    assert "started from: default; count recalibration not kept (validation ICC(2,1) – → –)" in card
+
+
 def test_the_names_the_cli_offers_are_those_the_core_knows():
     from napari_hydranet import options
     from napari_hydranet.nets import ARCHITECTURES

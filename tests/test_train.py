@@ -3,6 +3,7 @@
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -128,7 +129,8 @@ def test_a_run_given_relative_paths_resumes_from_another_folder(cohort, tmp_path
     events = list(train(_cfg(cohort, out, epochs=3, **relative(tmp_path)), resume=True))
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 3]
     config = json.loads((out / "config.json").read_text())["training"]
-    assert config["labels_file"] == str(cohort / "train.csv")
+    assert os.path.isabs(config["labels_file"])
+    assert Path(config["labels_file"]).resolve() == (cohort / "train.csv").resolve()
 
 
 def test_lr_schedules_warm_up_then_hold_or_decay():

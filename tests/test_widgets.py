@@ -462,12 +462,17 @@ def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tm
     from napari_hydranet._widgets import CohortWidget
 
     folder = _small_cohort(tmp_path / "cohort")
-    widget = CohortWidget(make_napari_viewer())
+    viewer = make_napari_viewer(show=True)
+    widget = CohortWidget(viewer)
+    viewer.window.add_dock_widget(widget)  # shown, as a user sees it
+    qtbot.waitUntil(lambda: widget._dock_placed)
     widget.scans.set_path(folder / "scans")
     widget.model_picker.select(tiny_model)
     widget.run()
     _wait_worker(qtbot, widget)
     assert errors == []
+    widget.table.cellClicked.emit(0, 0)  # a shown dock still opens a row's scan
+    assert [ly.name for ly in viewer.layers] == ["a", "a heatmap", "a detections"]
     status = widget.status.text()
     assert "3 of 3 scans predicted; ⚠ 3 with notes (every scan: no ROI mask given" in status
     assert "a.nii.gz: no ROI mask given" in widget.status.toolTip()
@@ -552,6 +557,10 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert [widget.table.scan_at(r) for r in range(3)] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
     assert "n = 2" in widget.stats.text() and "ICC(2,1)" in widget.stats.text()
     assert "2 labelled scans: too few to judge agreement" in widget.stats.text()
+    from napari_hydranet._widgets._agreement import agreement_text
+
+    one = agreement_text(np.array([3.0]), np.array([2.0]))
+    assert one.endswith("\n1 labelled scan: too few to judge agreement")
     assert _accent_pixels(widget.plots) > 0  # the two labelled scans are drawn
 
     exported = widget.export(tmp_path / "table.csv")
@@ -796,7 +805,7 @@ def test_a_dock_opened_beside_another_becomes_its_tab(make_napari_viewer, qtbot)
     for name in ("Predict", "Train", "Cohort"):  # the user opens one, then the next
         dock, _ = viewer.window.add_plugin_dock_widget("napari-hydranet", name)
         docks.append(dock)
-        qtbot.waitUntil(lambda: dock.widget()._placed)  # noqa: B023 (this loop's dock)
+        qtbot.waitUntil(lambda: dock.widget()._dock_placed)  # noqa: B023 (this loop's dock)
     window = viewer.window._qt_window
     assert set(window.tabifiedDockWidgets(docks[0])) == {docks[1], docks[2]}
     assert docks[2].height() > window.height() / 2  # the last opened, in front, whole height

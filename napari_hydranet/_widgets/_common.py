@@ -36,19 +36,19 @@ class Dock(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._shown = self._placed = False
+        self._dock_shown = self._dock_placed = False  # names no subclass uses
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        if not self._shown:
-            self._shown = True
+        if not self._dock_shown:
+            self._dock_shown = True
             QTimer.singleShot(0, self._tab_beside_siblings)  # once napari has placed the dock
 
     def _tab_beside_siblings(self) -> None:
         try:
             self._join_a_placed_sibling()
         finally:
-            self._placed = True  # docks opened later join this one, not the other way round
+            self._dock_placed = True  # docks opened later join this one, not the other way round
 
     def _join_a_placed_sibling(self) -> None:
         dock = self.parentWidget()
@@ -65,7 +65,7 @@ class Dock(QWidget):
                 and not other.isFloating()
                 and window.dockWidgetArea(other) == area
                 and isinstance(other.widget(), Dock)
-                and other.widget()._placed
+                and other.widget()._dock_placed
                 and dock not in window.tabifiedDockWidgets(other)
             ):
                 window.tabifyDockWidget(other, dock)
