@@ -18,7 +18,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from scipy import ndimage
 
 from .errors import HydranetError
-from .io import Scan, is_mask
+from .io import Scan
 from .options import INTENSITY_REFERENCES
 
 MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
@@ -423,9 +423,10 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         _check_mask_grid(mask, scan)
         mask_notes = _mask_note(mask)
         mask = to_ras(mask)
-    if is_mask(scan.array) and scan.array.any():  # an all-zero scan is refused as blank below
+    top = float(scan.array.max())
+    if top > 0 and bool(np.all((scan.array == 0) | (scan.array == top))):  # all-zero: blank, below
         raise HydranetError(
-            f"{scan.where}: holds only 0s and 1s: an ROI or lesion mask, not a scan "
+            f"{scan.where}: holds only 0s and {top:g}s: an ROI or lesion mask, not a scan "
             "(are the scans and masks swapped?)"
         )
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation

@@ -117,10 +117,10 @@ def test_blank_scans_are_refused_and_tiny_ones_noted():
     scan = Scan(rng.random((8, 8, 8)).astype(np.float32) * (1 - inside) + 3 * inside, np.eye(4))
     with pytest.raises(HydranetError, match="every voxel inside the ROI mask is 3"):
         prepare(scan, PreprocessConfig(), Scan(inside, np.eye(4)))
-    with pytest.raises(
-        HydranetError, match="m.nii.gz: holds only 0s and 1s: an ROI or lesion mask, not a scan"
-    ):
-        prepare(Scan(inside, np.eye(4), Path("m.nii.gz")), PreprocessConfig())  # folders swapped
+    for value in (1, 255):  # folders swapped: a mask saved as 0/1 or as 0/255
+        swapped = f"m.nii.gz: holds only 0s and {value}s: an ROI or lesion mask, not a scan"
+        with pytest.raises(HydranetError, match=swapped):
+            prepare(Scan(inside * value, np.eye(4), Path("m.nii.gz")), PreprocessConfig())
     tiny = prepare(Scan(rng.random((5, 30, 30)).astype(np.float32), np.eye(4)), PreprocessConfig())
     assert any("5×30×30 voxels, under half the network's input (64×52×40)" in n for n in tiny.notes)
     full = prepare(Scan(rng.random((40, 30, 30)).astype(np.float32), np.eye(4)), PreprocessConfig())

@@ -456,6 +456,13 @@ def _small_cohort(folder):
     return folder
 
 
+def test_cohort_notes_name_their_scan_once():
+    from napari_hydranet._widgets.cohort import _gist
+
+    notes = ["a: no ROI mask given", "/d/scans/a.nii.gz: 3 NaN/inf voxels set to 0", "/d/masks/b.nii.gz: x"]
+    assert _gist("a.nii.gz", notes) == ["no ROI mask given", "3 NaN/inf voxels set to 0", notes[2]]
+
+
 def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tmp_path, errors):
     """Without masks every count covers the whole volume: the table, the status line and the
     export say so, as the Predict dock does for one scan."""

@@ -53,9 +53,14 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
 
 
 def _gist(name: str, notes: list[str]) -> list[str]:
-    """A scan's notes without its name in front, so that notes of several scans compare."""
-    prefix = f"{scan_stem(name)}: "
-    return [n.removeprefix(prefix) for n in notes]
+    """A scan's notes without its name or path in front, so that notes of several scans
+    compare and a tooltip line that starts with the scan's name does not repeat it."""
+    stem, gists = scan_stem(name), []
+    for note in notes:
+        head, sep, rest = note.partition(": ")
+        named = head == stem or head == name or head.endswith((f"/{name}", f"\\{name}"))
+        gists.append(rest if sep and named else note)
+    return gists
 
 
 def _write_table(path, header, rows) -> bool:
