@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -21,7 +20,7 @@ from .errors import HydranetError
 from .io import atomic_write_bytes
 from .nets import ARCHITECTURES
 from .preprocess import PreprocessConfig
-from .text import json_safe
+from .text import figure, json_safe
 
 FORMAT = "napari-hydranet-model"
 # The newest format this package reads. A model is saved with the lowest version that holds
@@ -100,7 +99,7 @@ class Model:
             recal = training.get("recalibration") or {}
             refit = ""
             if "kept" in recal:
-                before, after = (_figure(recal.get(k)) for k in ("val_icc21_before", "val_icc21_after"))
+                before, after = (figure(recal.get(k)) for k in ("val_icc21_before", "val_icc21_after"))
                 refit = (
                     f"; count recalibration {'kept' if recal['kept'] else 'not kept'} (validation "
                     f"ICC(2,1) {before} → {after})"
@@ -108,11 +107,6 @@ class Model:
             lines.append(f"started from: {init}{refit}")
         lines.append(f"trained on: {data}")  # last: the long paragraph the short card cuts
         return "\n".join(lines)
-
-
-def _figure(value) -> str:
-    """A saved score, or '–' where it was undefined (saved as null: equal labels, say)."""
-    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def build_net(arch: str, args: dict) -> torch.nn.Module:

@@ -8,6 +8,11 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def figure(value) -> str:
+    """A score with 2 decimals, or "–" where it is undefined (None, as JSON's null; NaN)."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
 def first_of(items: list[str], shown: int = 10) -> str:
     """The first ``shown`` items joined by "; ", and how many more there are."""
     more = f"; … {len(items) - shown} more" if len(items) > shown else ""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from qtpy.QtCore import QRectF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..metrics import agreement
-from ..text import plural
+from ..text import figure, plural
 from ._plots import Frame, padded, start
 
 EMPTY = "Load a labels CSV or correct counts to see the agreement."
@@ -23,10 +21,9 @@ def agreement_text(pred: np.ndarray, label: np.ndarray) -> str:
     stats = agreement(pred, label)
     diff = pred - label
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    icc = "–" if math.isnan(stats["icc21"]) else f"{stats['icc21']:.2f}"
     few = f"\n{plural(stats['n'], 'labelled scan')}: too few to judge agreement" if stats["n"] < FEW else ""
     return (
-        f"n = {stats['n']}   ICC(2,1) = {icc}   MAE = {stats['mae']:.2f}   "
+        f"n = {stats['n']}   ICC(2,1) = {figure(stats['icc21'])}   MAE = {stats['mae']:.2f}   "
         f"bias = {float(diff.mean()):+.2f} (limits ±{1.96 * sd:.2f}){few}"
     )
 

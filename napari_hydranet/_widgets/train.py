@@ -30,7 +30,7 @@ from ..data import check_split
 from ..errors import HydranetError
 from ..io import read_labels
 from ..models import DEFAULT_NAME, WEIGHTS
-from ..text import plural
+from ..text import figure, plural
 from ._common import Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
@@ -46,11 +46,6 @@ def _spin(cls, lo, hi, value, step=None):
         box.setSingleStep(step)
     box.setValue(value)
     return box
-
-
-def _figure(value) -> str:
-    """A validation figure, or "–" where it is undefined (JSON null)."""
-    return "–" if value is None else f"{value:.2f}"
 
 
 def _hms(seconds: float) -> str:
@@ -332,8 +327,8 @@ class TrainWidget(Dock):
         elif kind == "checkpoint":
             self._best_epoch, self._checkpoint = ev["epoch"], ev["path"]
             self.status.setText(
-                f"best so far: epoch {ev['epoch']} (val ICC(2,1) {_figure(ev['val_icc21'])}, "
-                f"MAE {_figure(ev['val_mae'])}) saved in {ev['path']}"
+                f"best so far: epoch {ev['epoch']} (val ICC(2,1) {figure(ev['val_icc21'])}, "
+                f"MAE {figure(ev['val_mae'])}) saved in {ev['path']}"
             )
         elif kind == "done":
             saved = (Path(ev["path"]) / WEIGHTS).is_file()
