@@ -189,6 +189,13 @@ def scan_layer(scan: Scan) -> tuple:
     )
 
 
+def is_mask(array: np.ndarray) -> bool:
+    """A volume holding only 0s and 1s (an empty one too): an ROI or lesion mask, not a scan."""
+    if not array.size or array.max() > 1 or array.min() < 0:
+        return False
+    return bool(np.all((array == 0) | (array == 1)))
+
+
 def mask_layer(scan: Scan) -> tuple:
     """A binary volume as a Labels layer, so that it overlays a scan and is offered as a mask."""
     data = to_display(scan.array.astype(np.uint8), scan.affine)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import nibabel as nib
 
-from ._layers import mask_layer, scan_layer, series_layer
-from .io import gzip_misnamed, is_mask, is_nifti, read_scan, scan_stem
+from ._layers import is_mask, mask_layer, scan_layer, series_layer
+from .io import gzip_misnamed, is_nifti, read_scan, scan_stem
 
 
 def napari_get_reader(path):

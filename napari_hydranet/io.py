@@ -171,13 +171,6 @@ def finite(data: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
     return np.where(bad, np.float32(0), data), [f"{where}: {int(bad.sum())} NaN/inf voxels set to 0"]
 
 
-def is_mask(array: np.ndarray) -> bool:
-    """A volume holding only 0s and 1s (an empty one too): an ROI or lesion mask, not a scan."""
-    if not array.size or array.max() > 1 or array.min() < 0:
-        return False
-    return bool(np.all((array == 0) | (array == 1)))
-
-
 HEATMAP_SUFFIX = "_heatmap"  # heatmaps are written as <scan>_heatmap.nii.gz
 
 
