@@ -24,6 +24,7 @@ class Cohort:
     notes: list[str] = field(default_factory=list)
     densities: np.ndarray | None = None  # (N, I, J, K) lesion targets (lesion_target), pretraining only
     spacing_range: tuple[float, float] | None = None  # smallest and largest voxel edge, mm
+    listed: frozenset[str] = frozenset()  # the labels table's scan files (Labels.listed)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -39,6 +40,7 @@ class Cohort:
             [],
             dens,
             self.spacing_range,
+            self.listed,
         )
 
 
@@ -157,6 +159,7 @@ def load_cohort(
         notes,
         np.stack(densities).astype(np.float32) if densities else None,
         (float(np.min(spacings)), float(np.max(spacings))) if spacings else None,
+        labels.listed,
     )
 
 

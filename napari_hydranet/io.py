@@ -475,11 +475,27 @@ class Labels:
     """Global labels per scan, read from a CSV.
 
     ``values`` maps the scan file (relative to the scans folder) to its label; ``notes``
-    lists scans left out (no label) so callers can report them.
+    lists scans left out (no label) so callers can report them; ``listed`` holds the file of
+    every row found in the scans folder, labelled or not (see ``unlisted_scans``).
     """
 
     values: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    listed: frozenset[str] = frozenset()
+
+
+def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str | None:
+    """A note naming the scans of ``scans_dir`` that no row of the labels tables names
+    (``Labels.listed`` of each), or None: a scan left out of a spreadsheet by mistake."""
+    files = find_scans([scans_dir])
+    names = [f.name for f in files if os.path.normpath(os.path.abspath(f)) not in set(listed)]
+    if not names:
+        return None
+    have, be = ("has", "is") if len(names) == 1 else ("have", "are")
+    return (
+        f"{plural(len(names), 'scan')} in {scans_dir} {have} no row in the labels and {be} "
+        f"not used: {first_of(names, 3)}"
+    )
 
 
 def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
@@ -548,6 +564,7 @@ def read_labels(
     si, li = header.index(scan_column), header.index(label_column)
     values: dict[str, float] = {}
     seen: dict = {}  # labelled or not, a scan may be listed once: its row
+    listed: set[str] = set()
     notes: list[str] = []
     errors: list[str] = []
     suffixed = 0  # scans named without their .nii/.nii.gz
@@ -576,6 +593,8 @@ def read_labels(
             errors.append(f"row {rownum}: scan '{scan}' is listed twice (also in row {seen[same]})")
             continue
         seen[same] = rownum
+        if not missing and scans_dir is not None:
+            listed.add(same)
         if raw == "" or raw.lower() in MISSING:
             shown = f" ({raw})" if raw else ""
             notes.append(f"row {rownum}: '{scan}' has no {label_column}{shown} and is left out")
@@ -602,4 +621,4 @@ def read_labels(
         notes.append(
             f"{plural(suffixed, 'scan')} named without .nii/.nii.gz, matched to the file that has it"
         )
-    return Labels(values, notes)
+    return Labels(values, notes, frozenset(listed))

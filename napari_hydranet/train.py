@@ -25,7 +25,7 @@ from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
-from .io import check_folder_output, held_files, write_csv
+from .io import check_folder_output, held_files, unlisted_scans, write_csv
 from .metrics import agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .options import DENSITY_TARGETS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
@@ -694,6 +694,9 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
         train_set, val_set, notes = cohort, val, notes + val.notes
     else:
         train_set, val_set = split_validation(cohort, cfg.val_fraction, cfg.seed)
+    unlisted = unlisted_scans(cfg.scans_dir, train_set.listed | val_set.listed)
+    if unlisted:
+        notes.append(unlisted)
     if np.ptp(np.concatenate([train_set.labels, val_set.labels])) == 0:
         notes.append(
             f"every label is {train_set.labels[0]:g}: the network can learn only that level, "

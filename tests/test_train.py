@@ -509,6 +509,26 @@ def test_settings_the_python_api_gets_are_checked_as_the_cli_checks_them(cohort,
         _cfg(cohort, tmp_path / "m", **setting).validate()
 
 
+def test_scans_no_labels_table_names_are_noted(cohort, tmp_path):
+    lines = (cohort / "train.csv").read_text().splitlines()
+    held_out = [line.split(",")[0] for line in (cohort / "test.csv").read_text().splitlines()[1:]]
+    (tmp_path / "na.csv").write_text("\n".join([lines[0], *lines[1:24], f"{held_out[0]},NA"]) + "\n")
+
+    def notes(labels, **kw):
+        cfg = _cfg(cohort, tmp_path / f"m{len(list(tmp_path.iterdir()))}", epochs=1, labels=str(labels), **kw)
+        return next(e for e in train(cfg) if e["event"] == "start")["notes"]
+
+    unused = [n for n in notes(cohort / "train.csv") if "no row in the labels" in n]
+    assert len(unused) == 1 and unused[0].startswith("15 scans in ")
+    assert f"not used: {held_out[0]}" in unused[0]
+    # a row without a label is named by its own note, not as a scan the table forgot
+    unused = [n for n in notes(tmp_path / "na.csv") if "no row in the labels" in n]
+    assert len(unused) == 1 and "16 scans" in unused[0] and held_out[0] not in unused[0]
+    # the validation table's scans are used
+    listed = notes(cohort / "train.csv", val_labels=str(cohort / "test.csv"))
+    assert not any("no row in the labels" in n for n in listed)
+
+
 def test_validation_labels_leave_at_least_two_scans_to_train_on(cohort, tmp_path):
     lines = (cohort / "train.csv").read_text().splitlines()
     (tmp_path / "one.csv").write_text("\n".join(lines[:2]) + "\n")

@@ -358,8 +358,17 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert not widget.set_inputs(data / "scans", bad, data / "masks")
     problems = [widget.problems.item(i).text() for i in range(widget.problems.count())]
     assert len(problems) == 1 and "separated by semicolons; save the table as comma-separated" in problems[0]
+    # a scan of the folder that the table forgot is named before Start
+    lines = (data / "labels.csv").read_text().splitlines()
+    (tmp_path / "seven.csv").write_text("\n".join(lines[:-1]) + "\n")
+    assert widget.set_inputs(data / "scans", tmp_path / "seven.csv", data / "masks")
+    forgotten = lines[-1].split(",")[0]
+    assert widget.problems.item(1).text() == (
+        f"note: 1 scan in {data / 'scans'} has no row in the labels and is not used: {forgotten}"
+    )
 
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
+    assert widget.problems.count() == 1
     widget.out.set_path(tmp_path / "model")
     assert not widget.recal_only.isChecked()  # the default: a fine-tune (it recalibrates first)
     widget.recal_only.setChecked(True)

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from .. import options
 from ..data import check_split
 from ..errors import HydranetError
-from ..io import read_labels
+from ..io import read_labels, unlisted_scans
 from ..models import DEFAULT_NAME, WEIGHTS
 from ..text import figure, plural
 from ._common import Dock, PathPicker, scrolling_layout
@@ -194,7 +194,8 @@ class TrainWidget(Dock):
             self.problems.addItem(f"✗ {exc}")
             return False
         self.problems.addItem(f"✓ {plural(n, 'labelled scan')}")
-        self.problems.addItems([f"note: {note}" for note in found.notes])
+        unlisted = unlisted_scans(scans, found.listed)
+        self.problems.addItems([f"note: {note}" for note in found.notes + ([unlisted] if unlisted else [])])
         return True
 
     def _update_enabled(self) -> None:
