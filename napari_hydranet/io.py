@@ -179,6 +179,11 @@ def is_heatmap(path: str | os.PathLike) -> bool:
     return scan_stem(path).endswith(HEATMAP_SUFFIX)
 
 
+def _is_scan_name(path: Path) -> bool:
+    """A folder's NIfTI file that may be a scan: not a heatmap of ours, not hidden (macOS ``._``)."""
+    return is_nifti(path) and not is_heatmap(path) and not path.name.startswith(".")
+
+
 def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand a mix of NIfTI files and folders (not recursive) into a list of files.
 
@@ -192,7 +197,7 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             entries = list(p.iterdir())
             files = sorted(q for q in entries if q.is_file() and is_nifti(q))
-            kept = [q for q in files if not is_heatmap(q) and not q.name.startswith(".")]
+            kept = [q for q in files if _is_scan_name(q)]
             skipped += len(files) - len(kept)
             pairs += sum(q.suffix.lower() == ".hdr" for q in entries)
             found.extend(kept)
@@ -487,8 +492,12 @@ class Labels:
 def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str | None:
     """A note naming the scans of ``scans_dir`` that no row of the labels tables names
     (``Labels.listed`` of each), or None: a scan left out of a spreadsheet by mistake."""
-    files = find_scans([scans_dir])
-    names = [f.name for f in files if os.path.normpath(os.path.abspath(f)) not in set(listed)]
+    listed = set(listed)
+    names = sorted(
+        f.name
+        for f in Path(scans_dir).iterdir()
+        if f.is_file() and _is_scan_name(f) and os.path.normpath(os.path.abspath(f)) not in listed
+    )
     if not names:
         return None
     have, be = ("has", "is") if len(names) == 1 else ("have", "are")

@@ -4,7 +4,7 @@ import pytest
 from conftest import NIBABEL_DATA
 
 from napari_hydranet.errors import HydranetError
-from napari_hydranet.io import find_scans, read_labels, read_scan, write_csv, write_volume
+from napari_hydranet.io import find_scans, read_labels, read_scan, unlisted_scans, write_csv, write_volume
 
 
 def test_reads_big_endian_and_keeps_affine():
@@ -169,6 +169,21 @@ def test_labels_ok_and_unlabelled_left_out_with_note(tmp_path):
         labels = _labels(tmp_path, f"scan,label\ns1.nii.gz,3\ns2.nii.gz,{missing}\n")
         assert labels.values == {"s1.nii.gz": 3.0}
         assert labels.notes == [f"row 3: 's2.nii.gz' has no label ({missing}) and is left out"]
+
+
+def test_scans_the_labels_do_not_name_are_found_in_the_folder_only(tmp_path):
+    scans = tmp_path / "scans"
+    (scans / "sub").mkdir(parents=True)
+    (scans / "sub" / "a.nii.gz").touch()
+    table = tmp_path / "labels.csv"
+    table.write_text("scan,label\nsub/a.nii.gz,3\n")  # a labelled scan in a subfolder, none beside it
+    assert unlisted_scans(scans, read_labels(table, scans).listed) is None
+    for name in ("b.nii", "c.nii.gz", "c_heatmap.nii.gz", "._c.nii.gz", "notes.txt"):
+        (scans / name).touch()
+    note = f"2 scans in {scans} have no row in the labels and are not used: b.nii; c.nii.gz"
+    assert unlisted_scans(scans, read_labels(table, scans).listed) == note
+    table.write_text("scan,label\nb,3\nsub/a.nii.gz,2\n./c.nii.gz,NA\n")  # an unlabelled row names its scan
+    assert unlisted_scans(scans, read_labels(table, scans).listed) is None
 
 
 @pytest.mark.parametrize(
