@@ -11,10 +11,16 @@ import torch
 from .nets.blocks import pad_to_multiple
 
 
+def f64(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float64 on the CPU: the fits below are small, and Apple's MPS has no float64."""
+    return t.detach().cpu().double()
+
+
 def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Ridge regression of y on features, its penalty chosen by generalised cross-validation."""
-    f = feats.double()
-    yc = y.double() - y.double().mean()
+    """Ridge regression of y on features, its penalty chosen by generalised cross-validation
+    (on the CPU; the weights are returned there)."""
+    f, y = f64(feats), f64(y)
+    yc = y - y.mean()
     u, s, vt = torch.linalg.svd(f, full_matrices=False)
     uty = u.T @ yc
     best = None
@@ -25,7 +31,7 @@ def ridge_fit(feats: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float
         if best is None or gcv < best[0]:
             best = (gcv, vt.T @ (s / (s**2 + lam) * uty))  # = shrink / s, without 0 / 0
     w = best[1].float()
-    return w, float(y.double().mean())
+    return w, float(y.mean())
 
 
 def roi_like(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -136,10 +142,10 @@ def fit_threshold_and_scale(
     b ≤ 0 is chosen on a grid of levels of z inside the ROI mask ``roi`` (or is ``bias``,
     capped at 0, when ``fit_threshold`` is False).
     """
-    yd = y.double()
+    yd = f64(y)
 
     def fit(b: float) -> tuple[float, float]:
-        total = torch.relu(z + b).sum(dim=(1, 2, 3, 4)).double()
+        total = f64(torch.relu(z + b).sum(dim=(1, 2, 3, 4)))
         scale = float((total * yd).sum() / (total * total).sum().clamp_min(1e-12))
         return float(((scale * total - yd) ** 2).mean()), scale
 
@@ -171,7 +177,7 @@ def recalibrate_density(
     """
     z = density_maps(net, x, batch)
     counts = float(net.count_scale) * torch.relu(z + float(net.last.bias)).sum(dim=(1, 2, 3, 4))
-    before = float(((counts.double() - y.double()) ** 2).mean())
+    before = float(((f64(counts) - f64(y)) ** 2).mean())
     mse, scale, b = fit_threshold_and_scale(z, roi_like(x, z), y, float(net.last.bias), fit_threshold)
     net.last.bias.fill_(b)
     net.count_scale.fill_(scale)
@@ -198,8 +204,8 @@ def recalibrate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     if getattr(net, "head", None) == "density":
         return recalibrate_density(net, x, y, batch, fit_threshold=len(x) >= THRESHOLD_FIT_MIN_SCANS)
     net.eval()
-    pred = batched(net, x, batch).double()
-    yd = y.double()
+    pred = f64(batched(net, x, batch))
+    yd = f64(y)
     a, c = (
         np.polyfit(pred.numpy(), yd.numpy(), 1) if float(pred.std()) > 0 else (1.0, float((yd - pred).mean()))
     )

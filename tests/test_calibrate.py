@@ -147,3 +147,35 @@ def test_density_maps_take_any_input_size_the_network_takes():
         count, _ = net.forward_both(x)
     expected = net.count_scale * torch.relu(z + net.last.bias.view(1, -1, 1, 1, 1))
     torch.testing.assert_close(expected.sum(dim=(1, 2, 3, 4)), count)
+
+
+class NoFloat64(torch.Tensor):
+    """A tensor as Apple's MPS device holds it: no float64 and no numpy() until it is copied
+    to the CPU (which gives a plain tensor)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cpu:
+            return args[0].as_subclass(torch.Tensor)
+        wants64 = torch.float64 in (*args[1:], *kwargs.values())
+        if func in (torch.Tensor.double, torch.Tensor.numpy) or wants64:
+            raise TypeError(f"{getattr(func, '__name__', func)}: float64 and numpy() need the CPU")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+@pytest.mark.parametrize("arch", ["regressor", "gpunet"])
+def test_fits_run_where_a_device_has_no_float64(arch):
+    """The refits and the regressor's probe fit in float64 on the CPU, not on the network's
+    device: MPS (a Mac's default) has no float64."""
+    torch.manual_seed(0)
+    net = HydraRegressor(width=4) if arch == "regressor" else GPUNet(features=(4, 8), head="density")
+    x = torch.rand(12, 1, 16, 16, 8)
+    x[:, :, :2] = 0
+    y = torch.linspace(0, 6, 12)
+    on_device = x.as_subclass(NoFloat64), y.as_subclass(NoFloat64)
+    with pytest.raises(TypeError, match="need the CPU"):
+        on_device[1].double()  # the emulation holds
+    calibrate_output(net, *on_device)
+    fit = recalibrate(net, *on_device)
+    assert fit["mse_after"] <= fit["mse_before"]
