@@ -179,6 +179,13 @@ def is_heatmap(path: str | os.PathLike) -> bool:
     return scan_stem(path).endswith(HEATMAP_SUFFIX)
 
 
+def scan_place(path: str | os.PathLike) -> str:
+    """Which scan a path names, by its place: ``sub-1.nii.gz`` and ``/data/scans/sub-1.nii.gz``
+    are one scan; links are not followed (DataLad and git-annex link scans of equal content
+    to one file, and they stay two scans)."""
+    return os.path.normpath(os.path.abspath(path))
+
+
 def _is_scan_name(path: Path) -> bool:
     """A folder's NIfTI file that may be a scan: not a heatmap of ours, not hidden (macOS ``._``)."""
     return is_nifti(path) and not is_heatmap(path) and not path.name.startswith(".")
@@ -496,7 +503,7 @@ def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str |
     names = sorted(
         f.name
         for f in Path(scans_dir).iterdir()
-        if f.is_file() and _is_scan_name(f) and os.path.normpath(os.path.abspath(f)) not in listed
+        if f.is_file() and _is_scan_name(f) and scan_place(f) not in listed
     )
     if not names:
         return None
@@ -591,13 +598,7 @@ def read_labels(
         missing = None
         if scans_dir is not None:
             scan, missing = _scan_file(Path(scans_dir), scan)
-        # by its place: sub-1.nii.gz and /data/scans/sub-1.nii.gz are one scan; links are not
-        # followed (DataLad and git-annex link scans of equal content to one file)
-        same = (
-            scan
-            if scans_dir is None or missing
-            else os.path.normpath(os.path.abspath(Path(scans_dir) / scan))
-        )
+        same = scan if scans_dir is None or missing else scan_place(Path(scans_dir) / scan)
         if same in seen:
             errors.append(f"row {rownum}: scan '{scan}' is listed twice (also in row {seen[same]})")
             continue

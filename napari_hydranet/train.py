@@ -25,7 +25,7 @@ from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
-from .io import check_folder_output, held_files, unlisted_scans, write_csv
+from .io import check_folder_output, held_files, scan_place, unlisted_scans, write_csv
 from .metrics import agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .options import DENSITY_TARGETS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
@@ -677,8 +677,8 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
             cfg.scans_dir, cfg.val_labels, pre, cfg.masks_dir, cfg.scan_column, cfg.label_column
         )
 
-        def files(c: Cohort) -> dict:  # by file: sub-1.nii.gz and ../scans/sub-1.nii.gz are one scan
-            return {(Path(cfg.scans_dir) / n).resolve(): n for n in c.names}
+        def files(c: Cohort) -> dict:  # sub-1.nii.gz and ../scans/sub-1.nii.gz are one scan
+            return {scan_place(Path(cfg.scans_dir) / n): n for n in c.names}
 
         overlap = sorted(files(val)[f] for f in files(val).keys() & files(cohort).keys())
         if overlap:

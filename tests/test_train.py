@@ -549,6 +549,24 @@ def test_validation_scans_named_by_another_path_are_still_training_scans(cohort,
         list(train(cfg))
 
 
+def test_validation_scans_linked_to_the_same_content_as_training_scans_are_other_scans(cohort, tmp_path):
+    """DataLad and git-annex link scans of equal content to one stored file: two scans still."""
+    lines = (cohort / "train.csv").read_text().splitlines()
+    for folder in ("scans", "masks"):
+        (tmp_path / folder).mkdir()
+        for f in (cohort / folder).iterdir():
+            (tmp_path / folder / f.name).symlink_to(f)
+        first = lines[1].split(",")[0]
+        (tmp_path / folder / "twin.nii.gz").symlink_to(cohort / folder / first)
+    (tmp_path / "val.csv").write_text("\n".join([lines[0], *lines[20:], "twin.nii.gz,3"]) + "\n")
+    (tmp_path / "train.csv").write_text("\n".join(lines[:20]) + "\n")
+    cfg = _cfg(cohort, tmp_path / "m", epochs=1, val_labels=str(tmp_path / "val.csv"))
+    cfg = replace(cfg, scans_dir=str(tmp_path / "scans"), masks_dir=str(tmp_path / "masks"))
+    cfg = replace(cfg, labels=str(tmp_path / "train.csv"))
+    start = next(e for e in train(cfg) if e["event"] == "start")
+    assert (start["train"], start["val"]) == (19, 7)
+
+
 def test_resume_refuses_labels_edited_since_the_training_started(cohort, tmp_path):
     labels = tmp_path / "labels.csv"
     rows = (cohort / "train.csv").read_text().splitlines()
