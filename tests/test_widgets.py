@@ -445,6 +445,51 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     predict.close()
 
 
+def _long_scratch_training(widget):
+    widget.start_from.setCurrentText("scratch")
+    widget.arch.setCurrentText("regressor")
+    widget.arch_args.setText(json.dumps({"width": 4}))
+    widget.crop.setText("24 24 16")
+    widget.epochs.setValue(5000)
+
+
+def test_a_train_dock_taken_away_by_its_x_stops_its_training_cleanly(qtbot, make_napari_viewer, tmp_path):
+    """napari's × on a dock never closes it (it only unparents it): the training must still be
+    asked to stop after its step and save, not be killed when the dock is collected."""
+    from napari_hydranet._widgets import TrainWidget
+    from napari_hydranet._widgets._train_process import _RUNNING, _stop_at_quit
+
+    data = make_cohort(tmp_path / "cohort", n=8, shape=(24, 24, 16))
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
+    _long_scratch_training(widget)
+    widget.out.set_path(tmp_path / "model")
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
+    proc = widget.runner.process
+    viewer.window.remove_dock_widget(widget)  # what the dock's × does
+    qtbot.waitUntil(lambda: proc not in _RUNNING, timeout=TIMEOUT)
+    # it ended as Stop ends it (exit 130: stopped on request), not killed
+    assert proc.exitStatus() == proc.ExitStatus.NormalExit and proc.exitCode() == 130
+    rows = (tmp_path / "model" / "history.csv").read_text().splitlines()
+    assert 2 <= len(rows) < 5001 and (tmp_path / "model" / WEIGHTS).is_file()
+    assert load_model(tmp_path / "model").arch == "regressor"
+
+    # quitting napari with a training in an open dock stops it the same way, and waits for it
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
+    _long_scratch_training(widget)
+    widget.out.set_path(tmp_path / "quit")
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
+    proc = widget.runner.process
+    _stop_at_quit()  # what the application's aboutToQuit runs
+    assert proc.exitStatus() == proc.ExitStatus.NormalExit and proc.exitCode() == 130
+
+
 def _small_cohort(folder):
     """Three scans on the sample's grid (the sample, flipped, dimmer) with masks and labels."""
     sample = load_sample()

@@ -36,7 +36,25 @@ class Dock(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._dock_shown = self._dock_placed = False  # names no subclass uses
+        self._dock_shown = self._dock_placed = self._dock_released = False  # names no subclass uses
+
+    def release(self) -> None:
+        """Let go of what the dock holds (workers, a training, connections to the viewer)."""
+
+    def closeEvent(self, event) -> None:
+        self._release_once()
+        super().closeEvent(event)
+
+    def event(self, event) -> bool:
+        # napari's × on a dock takes the widget out of it (setParent(None)) and never closes it
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self._release_once()
+        return super().event(event)
+
+    def _release_once(self) -> None:
+        if not self._dock_released:
+            self._dock_released = True
+            self.release()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

@@ -10,7 +10,30 @@ import json
 import re
 import sys
 
-from qtpy.QtCore import QObject, QProcess, QProcessEnvironment, Signal
+from qtpy.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, Signal
+
+# Every training started here, until it ends (a dock's, or one a closed dock left stopping)
+_RUNNING: set[QProcess] = set()
+_QUIT_HOOKED = []  # the application whose aboutToQuit stops them
+
+
+def _track(proc: QProcess) -> None:
+    if not _QUIT_HOOKED:
+        _QUIT_HOOKED.append(QCoreApplication.instance())
+        _QUIT_HOOKED[0].aboutToQuit.connect(_stop_at_quit)
+    _RUNNING.add(proc)
+    proc.finished.connect(lambda *_: _RUNNING.discard(proc))
+
+
+def _stop_at_quit(wait_ms: int = 15000) -> None:
+    """Quitting: each training stops after its current step and saves, as Stop does; one
+    that has not ended after ``wait_ms`` is killed (its last saved checkpoint stays)."""
+    for proc in _RUNNING:
+        proc.closeWriteChannel()
+    for proc in list(_RUNNING):
+        if not proc.waitForFinished(wait_ms):
+            proc.kill()
+            proc.waitForFinished(5000)
 
 
 class TrainProcess(QObject):
@@ -37,6 +60,7 @@ class TrainProcess(QObject):
         proc.readyReadStandardError.connect(self._read_stderr)
         proc.finished.connect(self._on_finished)
         proc.start(sys.executable, ["-m", "napari_hydranet.cli", *args])
+        _track(proc)
 
     def terminate(self) -> None:
         """Close the child's stdin: run with ``--stop-on-eof``, the CLI stops after the current
@@ -48,13 +72,18 @@ class TrainProcess(QObject):
         if self.is_running():
             self.process.kill()
 
-    def shutdown(self, wait_ms: int = 15000) -> None:
-        """Stop and wait (closing the dock): terminate, then kill if it does not end."""
-        if self.is_running():
-            self.terminate()
-            if not self.process.waitForFinished(wait_ms):
-                self.process.kill()
-                self.process.waitForFinished(5000)
+    def release(self) -> None:
+        """The dock is gone: ask the training to stop after its current step (it saves its
+        checkpoint) without waiting for it. The process outlives this object, whose end would
+        kill it; at quit the application waits for it."""
+        if not self.is_running():
+            return
+        proc, self.process = self.process, None
+        proc.readyReadStandardOutput.disconnect(self._read_stdout)
+        proc.readyReadStandardError.disconnect(self._read_stderr)
+        proc.finished.disconnect(self._on_finished)
+        proc.setParent(None)  # _RUNNING keeps it
+        proc.closeWriteChannel()
 
     def _read_stdout(self) -> None:
         self._buffer += bytes(self.process.readAllStandardOutput())

@@ -349,7 +349,6 @@ class CohortWidget(Dock):
         text = self.plots.set_pairs(self.table.pairs())
         self.stats.setText(f"{text}\n{self.labels_note}" if self.labels_note else text)
 
-    def closeEvent(self, event) -> None:
+    def release(self) -> None:
         self.model_picker.disconnect_registry()
         self.cancel()
-        super().closeEvent(event)

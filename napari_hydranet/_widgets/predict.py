@@ -351,11 +351,10 @@ class PredictWidget(Dock):
             f"threshold {self.threshold():.3g} (count-consistent {run.default_threshold:.3g})"
         )
 
-    def closeEvent(self, event) -> None:
+    def release(self) -> None:
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.image_combo.disconnect_viewer()
         self.mask_combo.disconnect_viewer()
         self.model_picker.disconnect_registry()
         if self.worker is not None:
             self.worker.quit()
-        super().closeEvent(event)

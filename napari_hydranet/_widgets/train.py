@@ -286,7 +286,8 @@ class TrainWidget(Dock):
         self.runner.start(args)
 
     def stop(self) -> None:
-        """First press: SIGTERM (stops after the current step, keeps the best model); then kill."""
+        """First press: ask the training to stop after the current step (it keeps the best model);
+        the second kills it."""
         if not self.is_running() or (self.last_event or {}).get("event") == "done":
             return  # nothing to stop, or it has just finished
         if self.stop_button.text() == "Stop":
@@ -397,6 +398,5 @@ class TrainWidget(Dock):
             [[math.nan if h[k] is None else h[k] for h in self.history] for k in keys],  # JSON null: NaN
         )
 
-    def closeEvent(self, event) -> None:
-        self.runner.shutdown()
-        super().closeEvent(event)
+    def release(self) -> None:
+        self.runner.release()
