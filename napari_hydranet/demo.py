@@ -31,7 +31,7 @@ def _older_demo(out: Path, held: list[str]) -> bool:
     if held != sorted(OUTPUTS):
         return False
     try:
-        rows = (out / "counts.csv").read_text().splitlines()
+        rows = (out / "counts.csv").read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return False
     return len(rows) == 2 and rows[0] == ",".join(COUNT_COLUMNS) and rows[1].startswith("sample.nii.gz,")

@@ -462,7 +462,7 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
     path = Path(path)
     tmp = _atomic_target(path, ".csv")
     try:
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:  # as read_labels reads it
             w = csv.writer(fh)
             w.writerow(header)
             for row in rows:

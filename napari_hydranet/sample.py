@@ -25,7 +25,7 @@ class Sample:
 
 def load_sample() -> Sample:
     folder = sample_dir()
-    with open(folder / "lesions.csv", newline="") as fh:
+    with open(folder / "lesions.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     centres = np.array([[float(r["i"]), float(r["j"]), float(r["k"])] for r in rows]).reshape(-1, 3)
     return Sample(folder / "sample.nii.gz", folder / "sample_mask.nii.gz", centres, len(centres))

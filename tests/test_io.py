@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -302,3 +306,19 @@ def test_a_folder_of_hdr_img_pairs_says_to_convert_them(tmp_path):
     nib.save(nib.Nifti1Pair(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "pair.hdr")
     with pytest.raises(HydranetError, match="1 .hdr/.img pairs: convert them to .nii.gz first"):
         find_scans([tmp_path])
+
+
+def test_tables_are_written_in_utf8_whatever_the_locale(tmp_path):
+    """A Windows locale (cp1252) or a C locale would write a scan name such as 'sujet-é' in
+    its own encoding, which the labels reader (UTF-8) then refuses, or not write it at all."""
+    code = (
+        "import sys; from napari_hydranet.io import write_csv, read_labels; "
+        "write_csv(sys.argv[1], ['scan', 'label'], [['sujet-\\u00e9-\\u20ac.nii.gz', 3]]); "
+        "assert list(read_labels(sys.argv[1]).values) == ['sujet-\\u00e9-\\u20ac.nii.gz']"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "t.csv")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "t.csv").read_bytes().decode("utf-8").splitlines()[1] == "sujet-é-€.nii.gz,3"
