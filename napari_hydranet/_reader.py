@@ -3,6 +3,8 @@ volumes (ROI or lesion masks) → Labels layers."""
 
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 
 from ._layers import is_mask, mask_layer, scan_layer, series_layer
@@ -37,5 +39,7 @@ def read_nifti(path):
             layers.append(series_layer(p, scan_stem(p)))
         else:
             scan = read_scan(p)
+            for note in scan.notes:  # napari shows them as notifications
+                warnings.warn(note, stacklevel=2)
             layers.append(mask_layer(scan) if is_mask(scan.array) else scan_layer(scan))
     return layers

@@ -15,7 +15,6 @@ import math
 import os
 import tempfile
 import unicodedata
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +157,6 @@ def read_scan(path: str | os.PathLike) -> Scan:
             f"taken as {axes}, as nibabel and FSL assume, so left and right may be swapped and "
             "positions are not scanner mm"
         )
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
     return Scan(np.ascontiguousarray(data), affine, path, notes)
 
 

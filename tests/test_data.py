@@ -54,13 +54,11 @@ def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_e
     data[0, 0, :3] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine), scans / "sub-001.nii.gz")
     (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,0\nsub-001.nii.gz,5\nsub-002.nii.gz,3\n")
-    with pytest.warns(UserWarning, match="NaN"):
-        loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
     assert loaded.names == ["sub-000.nii.gz", "sub-001.nii.gz", "sub-002.nii.gz"]
     assert any("sub-001.nii.gz" in n and "3 NaN/inf voxels set to 0" in n for n in loaded.notes)
     # what preparing the scans noted too, once for what several share (a masked model, no masks)
-    with pytest.warns(UserWarning, match="NaN"):
-        unmasked = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(use_mask=True))
+    unmasked = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(use_mask=True))
     assert [n for n in unmasked.notes if "no ROI mask given" in n] == [
         "3 scans (sub-000; sub-001; sub-002), e.g. sub-000: no ROI mask given; the whole volume is "
         "used, though the model was trained on ROIs: counts are not comparable with masked ones"
@@ -70,8 +68,7 @@ def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_e
     nib.save(nib.Nifti1Image(np.full(data.shape, np.nan, np.float32), img.affine), scans / "sub-001.nii.gz")
     whole = (scans / "sub-002.nii.gz").read_bytes()
     (scans / "sub-002.nii.gz").write_bytes(whole[: len(whole) // 2])
-    with pytest.warns(UserWarning, match="NaN"):
-        loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+    loaded = load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
     assert loaded.names == ["sub-000.nii.gz"] and loaded.labels.tolist() == [0.0]
     assert len(loaded.images) == 1
     skips = [n for n in loaded.notes if n.startswith("skipped (not trained on): ")]
@@ -82,8 +79,7 @@ def test_load_cohort_passes_on_the_scans_notes_and_skips_unusable_scans_naming_e
     # nothing usable: one error that lists every scan's problem
     (tmp_path / "l.csv").write_text("scan,label\nsub-001.nii.gz,5\nsub-002.nii.gz,3\n")
     with pytest.raises(HydranetError, match="none of its 2 scans can be used") as err:
-        with pytest.warns(UserWarning, match="NaN"):
-            load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
+        load_cohort(scans, tmp_path / "l.csv", PreprocessConfig(), cohort / "masks")
     assert "sub-001.nii.gz: every voxel" in str(err.value) and "sub-002.nii.gz" in str(err.value)
 
 
