@@ -514,7 +514,9 @@ def test_cohort_notes_name_their_scan_once():
     from napari_hydranet._widgets.cohort import _gist
 
     notes = ["a: no ROI mask given", "/d/scans/a.nii.gz: 3 NaN/inf voxels set to 0", "/d/masks/b.nii.gz: x"]
-    assert _gist("a.nii.gz", notes) == ["no ROI mask given", "3 NaN/inf voxels set to 0", notes[2]]
+    notes += ["scans/a.nii.gz: no orientation", "masks/a.nii.gz: 2 NaN/inf voxels set to 0"]
+    gists = ["no ROI mask given", "3 NaN/inf voxels set to 0", notes[2], "no orientation", notes[4]]
+    assert _gist(Path("/d/scans/a.nii.gz"), notes) == gists  # the mask's notes stay the mask's
 
 
 def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tmp_path, errors):
@@ -697,6 +699,7 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert widget.status.text().startswith("3 of 4 scans predicted; 1 skipped: blank.nii.gz")
     assert widget.status.text().endswith("; your 1 corrected count kept")
     assert len(errors) == 1 and errors[0].count("blank.nii.gz") == 1  # named once: its path
+    assert widget.status.toolTip().count("blank.nii.gz") == 1  # and in the status line's tooltip
     assert errors[0].startswith("Cohort: /") and "every voxel inside the ROI mask is 0" in errors[0]
     labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}

@@ -52,15 +52,20 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
             yield ("error", path.name, error_text(exc))
 
 
-def _gist(name: str, notes: list[str]) -> list[str]:
-    """A scan's notes without its name or path in front, so that notes of several scans
-    compare and a tooltip line that starts with the scan's name does not repeat it."""
-    stem, gists = scan_stem(name), []
+def _gist(path: Path, notes: list[str]) -> list[str]:
+    """A scan's notes without the scan's name or path in front (its mask's notes keep
+    theirs), so that notes of several scans compare."""
+    own = {scan_stem(path), path.name, f"{path.parent.name}/{path.name}", str(path)}
+    gists = []
     for note in notes:
         head, sep, rest = note.partition(": ")
-        named = head == stem or head == name or head.endswith((f"/{name}", f"\\{name}"))
-        gists.append(rest if sep and named else note)
+        gists.append(rest if sep and head in own else note)
     return gists
+
+
+def _named(name: str, reason: str) -> str:
+    """A skipped scan's reason, its name in front once (most reasons start with its path)."""
+    return reason if name in reason else f"{name}: {reason}"
 
 
 def _write_table(path, header, rows) -> bool:
@@ -175,7 +180,7 @@ class CohortWidget(Dock):
             self.progress.setRange(0, item[1])
         elif kind == "error":
             name, reason = item[1], item[2]
-            show_error(f"Cohort: {reason if name in reason else f'{name}: {reason}'}")  # named once
+            show_error(f"Cohort: {_named(name, reason)}")
             self.failed.append((item[1], item[2]))
             self.progress.setValue(self.progress.value() + 1)
         else:
@@ -209,7 +214,7 @@ class CohortWidget(Dock):
             text += f"; your {plural(kept, 'corrected count')} kept"
         noted = self.table.noted()
         if noted:  # e.g. no ROI mask: counts not comparable with masked ones
-            common = set.intersection(*(set(_gist(name, n)) for name, n in noted.items()))
+            common = set.intersection(*(set(_gist(self.results[name][0], n)) for name, n in noted.items()))
             text += f"; ⚠ {len(noted)} with notes" + (
                 f" (every scan: {sorted(common)[0]}; more on hover)"
                 if len(noted) == done and common
@@ -218,8 +223,12 @@ class CohortWidget(Dock):
         self.status.setText(text)
         self.status.setToolTip(
             "\n".join(
-                [f"{name}: {reason}" for name, reason in self.failed]
-                + [f"{name}: {n}" for name, notes in sorted(noted.items()) for n in _gist(name, notes)]
+                [_named(name, reason) for name, reason in self.failed]
+                + [
+                    f"{name}: {n}"
+                    for name, notes in sorted(noted.items())
+                    for n in _gist(self.results[name][0], notes)
+                ]
             )
         )
 
