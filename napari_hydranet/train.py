@@ -330,6 +330,8 @@ def train(
         pre = replace(pre, intensity_reference="percentile")
         train_set, val_set, notes = _load_data(cfg, pre)
         notes.append(f"{exc}; --intensity-reference auto took the 99th percentile instead")
+    if base is not None:
+        notes += _other_finding(base, np.concatenate([train_set.labels, val_set.labels]))
     labels_seen = _labels_seen(train_set, val_set)
     if resume:
         _check_same_labels(state.get("labels"), labels_seen, out)
@@ -658,6 +660,28 @@ def _stop_message(reason: str, patience: int) -> str:
         "early_stop": f"no better validation score in {patience} epochs",
         "recalibrated": "recalibration only",
     }.get(reason, reason)
+
+
+# A fine-tune whose labels average this many times more (or fewer) than its model's training
+# labels: another finding or another unit (WMH volumes in mm³ on the EPVS counter averaged 600×)
+SCALE_APART = 10.0
+
+
+def _other_finding(base, labels: np.ndarray) -> list[str]:
+    """A note when the labels cannot be what ``base`` was trained to count: a fine-tune
+    refits the count's scale but keeps what its heatmap responds to."""
+    seen = base.config.get("training", {})
+    theirs, ours = seen.get("label_mean"), float(np.mean(labels))
+    if not theirs or ours <= 0 or 1 / SCALE_APART < ours / theirs < SCALE_APART:
+        return []
+    low, high = seen.get("label_range", [0, 0])
+    return [
+        f"these labels (mean {ours:.3g}, {labels.min():.3g}–{labels.max():.3g}) are about "
+        f"{max(ours / theirs, theirs / ours):.0f}× apart from those the starting model was trained "
+        f"on ({base.label['name']}, mean {theirs:.3g}, {low:.3g}–{high:.3g} {base.label['unit']}): "
+        "a fine-tune keeps what its heatmap responds to, so it cannot learn another finding or a "
+        "volume; train from scratch instead (for volumes: --arch regressor --unit mm3)"
+    ]
 
 
 def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort, list[str]]:

@@ -143,6 +143,22 @@ def test_a_mask_of_a_few_lesions_is_noted():
     )
 
 
+def test_an_roi_larger_than_the_networks_input_is_noted():
+    """A white-matter ROI (WMH volumes) is larger than the basal ganglia the default crop was
+    made for: what lies outside the crop is never counted."""
+    rng = np.random.default_rng(0)
+    scan = Scan(rng.random((100, 100, 60)).astype(np.float32), np.eye(4), label="wm")
+    roi = np.zeros((100, 100, 60), np.uint8)
+    roi[10:90, 10:90, 10:50] = 1
+    noted = prepare(scan, PreprocessConfig(), Scan(roi, np.eye(4), label="wm"))
+    share = 64 * 52 * 40 / (80 * 80 * 40)
+    assert f"wm: the network's input (64×52×40 voxels) holds {share:.0%} of the ROI mask" in " ".join(
+        noted.notes
+    )
+    fits = prepare(scan, PreprocessConfig(crop_shape=(80, 80, 40)), Scan(roi, np.eye(4), label="wm"))
+    assert not any("of the ROI mask" in n for n in fits.notes)
+
+
 def test_an_inverted_or_z_scored_scan_is_noted():
     rng = np.random.default_rng(0)
     positive = rng.random((40, 30, 30)).astype(np.float32) + 0.1
