@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .errors import HydranetError
 from .io import match_labels, read_labels, scan_stem
-from .metrics import agreement
-from .text import plural
+from .metrics import SCALE_APART, agreement
+from .text import first_of, plural
 
 FEW_SCANS = 10  # below this an ICC's 95 % interval spans most of its range
 
@@ -30,19 +32,32 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     found = match_labels(counts, labels)
     pred, ref, notes = [], [], [f"{counts_csv}: {note}" for note in read.notes]  # rows without a count
     for scan, value in counts.items():
-        if scan not in found:
-            notes.append(f"{scan}: no label, left out")
-            continue
-        pred.append(value)
-        ref.append(found[scan])
+        if scan in found:
+            pred.append(value)
+            ref.append(found[scan])
+    unlabelled = [s for s in counts if s not in found]
+    if unlabelled:
+        notes.append(
+            f"{plural(len(unlabelled), 'predicted scan')} without a label, left out: "
+            f"{first_of(unlabelled, 3)}"
+        )
     matched = {scan_stem(s) for s in counts}
-    notes += [f"{s}: labelled but not predicted" for s in labels if scan_stem(s) not in matched]
+    missing = [s for s in labels if scan_stem(s) not in matched]
+    if missing:
+        notes.append(f"{plural(len(missing), 'labelled scan')} not predicted: {first_of(missing, 3)}")
     if len(pred) < 2:
         raise HydranetError(
             f"{counts_csv} and {labels_csv} share {plural(len(pred), 'scan')}; need at least 2"
         )
     if len(pred) < FEW_SCANS:
         notes.append(f"only {len(pred)} scans in common: the ICCs are too uncertain to read much into")
+    ratio = float(np.median(pred) / np.median(ref)) if np.median(pred) > 0 and np.median(ref) > 0 else 1.0
+    if not 1 / SCALE_APART < ratio < SCALE_APART:
+        notes.append(
+            f"the counts are about {f'{ratio:.0f}×' if ratio > 1 else f'1/{1 / ratio:.0f} of'} the "
+            f"labels (medians {np.median(pred):.4g} and "
+            f"{np.median(ref):.4g}): another unit (mL and mm³ differ 1000×) or another finding?"
+        )
     for name, values in (("counts", pred), ("labels", ref)):
         if len(set(values)) == 1:
             notes.append(f"every one of the {name} is {values[0]:g}: the ICCs cannot measure agreement")

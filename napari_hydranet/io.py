@@ -609,7 +609,13 @@ def read_labels(
         try:
             value = float(raw)
         except ValueError:
-            point = " (write decimals with a point: 3.5, not 3,5)" if "," in raw else ""
+            point = (
+                " (write numbers without thousands separators: 2337.2, not 2,337.2)"
+                if "," in raw and "." in raw
+                else " (write decimals with a point: 3.5, not 3,5)"
+                if "," in raw
+                else ""
+            )
             errors.append(f"row {rownum}: label '{raw}' of '{scan}' is not a number{point}")
             continue
         if not math.isfinite(value) or (value < 0 and not allow_negative):

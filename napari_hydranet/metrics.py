@@ -8,6 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+# Values whose typical sizes differ this many times are of another finding or another unit
+# (WMH volumes in mm³ against EPVS counts: about 600×; mL against mm³: 1000×)
+SCALE_APART = 10.0
+
 
 def _mean_squares(ratings: np.ndarray):
     y = np.asarray(ratings, dtype=float)

@@ -26,7 +26,7 @@ from .data import Cohort, load_cohort, split_validation
 from .device import place, select_device
 from .errors import HydranetError
 from .io import check_folder_output, held_files, scan_place, unlisted_scans, write_csv
-from .metrics import agreement
+from .metrics import SCALE_APART, agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .options import DENSITY_TARGETS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
 from .preprocess import MIN_CROP, MedianNotPositive, PreprocessConfig
@@ -660,11 +660,6 @@ def _stop_message(reason: str, patience: int) -> str:
         "early_stop": f"no better validation score in {patience} epochs",
         "recalibrated": "recalibration only",
     }.get(reason, reason)
-
-
-# A fine-tune whose labels average this many times more (or fewer) than its model's training
-# labels: another finding or another unit (WMH volumes in mm³ on the EPVS counter averaged 600×)
-SCALE_APART = 10.0
 
 
 def _other_finding(base, labels: np.ndarray) -> list[str]:

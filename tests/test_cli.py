@@ -93,6 +93,21 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "l.csv"), str(tmp_path / "c.csv")]) == 2
     assert "the counts table comes first, as `hydranet predict --out` writes it" in capsys.readouterr().err
 
+    # labels in another unit (mL against predicted mm³), and many labelled scans not predicted
+    (tmp_path / "mm3.csv").write_text("scan,count\n" + "".join(f"s{i},{1000 * i + 500}\n" for i in range(12)))
+    (tmp_path / "ml.csv").write_text("scan,label\n" + "".join(f"s{i},{i + 0.4}\n" for i in range(40)))
+    assert main(["evaluate", str(tmp_path / "mm3.csv"), str(tmp_path / "ml.csv")]) == 0
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note: ")]
+    assert notes == [
+        "note: 28 labelled scans not predicted: s12; s13; s14; … 25 more",
+        "note: the counts are about 1017× the labels (medians 6000 and 5.9): another unit "
+        "(mL and mm³ differ 1000×) or another finding?",
+    ]
+    (tmp_path / "ml_counts.csv").write_text("scan,count\n" + "".join(f"s{i},{i + 0.4}\n" for i in range(12)))
+    (tmp_path / "mm3.csv").write_text("scan,label\n" + "".join(f"s{i},{1000 * i + 500}\n" for i in range(12)))
+    assert main(["evaluate", str(tmp_path / "ml_counts.csv"), str(tmp_path / "mm3.csv")]) == 0
+    assert "note: the counts are about 1/1017 of the labels" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize(
     "argv, message",

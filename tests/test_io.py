@@ -206,6 +206,7 @@ def test_scans_the_labels_do_not_name_are_found_in_the_folder_only(tmp_path):
         ("scan\tlabel\ns1.nii.gz\t3\n", "separated by tabs"),
         ("scan;label\ns1.nii.gz;3,5\n", r"as comma-separated CSV \(scan,label\), with decimal points"),
         ('scan,label\ns1.nii.gz,"3,5"\n', r"label '3,5' .* not a number \(write decimals with a point"),
+        ('scan,label\ns1.nii.gz,"2,337.2"\n', r"not a number \(write numbers without thousands separators"),
         ("scan,label,label\ns1.nii.gz,3,5\n", "2 columns named 'label'"),
     ],
 )
