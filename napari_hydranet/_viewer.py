@@ -34,7 +34,7 @@ def show_prediction(
     camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
     text.visible = True
     text.position = "top_left"
-    text.text = f"{pred.scan}: {pred.summary(model.label.get('unit', ''))} ({pred.n_detections} detections)"
+    text.text = f"{pred.scan}: {pred.summary(model.label.get('unit', ''))} ({pred.detections_text()})"
     points = layers[-1]
     if len(points.data):
         viewer.dims.set_point(0, float(points.data_to_world(points.data[0])[0]))

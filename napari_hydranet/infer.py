@@ -61,8 +61,13 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def n_detections(self) -> int:
-        return len(self.result.detections) if self.result else 0
+    def n_detections(self) -> int | None:
+        """How many detections; None for a model without a heatmap (a regressor: counts only)."""
+        return None if self.result is None else len(self.result.detections)
+
+    def detections_text(self) -> str:
+        """ "7 detections", or what a model without a heatmap gives instead of "0 detections"."""
+        return "counts only (no heatmap)" if self.n_detections is None else f"{self.n_detections} detections"
 
     def summary(self, unit: str) -> str:
         """The count and its spread over the test-time flips, e.g. "6.5 ± 0.3 lesions"."""

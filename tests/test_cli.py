@@ -231,6 +231,10 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
         "HydraRegressor gives counts only; heatmaps and detections need a GP-UNet" in capsys.readouterr().err
     )
     assert not heatmaps.exists() and not (tmp_path / "c.csv").exists()
+    # its table: counts, and no detection column that reads "0 found"
+    assert main(["predict", str(tmp_path / "m"), str(scan), "--out", str(tmp_path / "c.csv")]) == 0
+    ((row),) = _rows(tmp_path / "c.csv")
+    assert row["count"] != "" and row["detections"] == "" and row["threshold"] == ""
     # out of time before the first epoch finished: no model, and the command says so
     assert main([*common, "--out", str(tmp_path / "n"), "--time-limit", "0.00001"]) == 1
     captured = capsys.readouterr()

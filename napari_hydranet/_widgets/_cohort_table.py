@@ -103,7 +103,9 @@ class CohortTable(QTableWidget):
         values = {
             "count": (format_count(rec["count"]), rec["count"]),
             "spread": (f"{rec['count_sd']:.2f}", rec["count_sd"]),
-            "detections": (str(rec["detections"]), float(rec["detections"])),
+            "detections": ("–", -1.0)
+            if rec["detections"] is None
+            else (str(rec["detections"]), float(rec["detections"])),
             "label": ("" if rec["label"] is None else f"{rec['label']:g}", rec["label"]),
             "corrected": ("✓" if rec["corrected"] else "", float(rec["corrected"])),
         }
@@ -167,7 +169,7 @@ class CohortTable(QTableWidget):
                 name,
                 r["count"],
                 r["count_sd"],
-                r["detections"],
+                "" if r["detections"] is None else r["detections"],
                 "" if r["label"] is None else r["label"],
                 int(r["corrected"]),
                 "; ".join(r["notes"]),

@@ -242,7 +242,7 @@ class PredictWidget(Dock):
         self._runs[name] = run
         self._current = run
         unit = self._model[1].label.get("unit", "")
-        self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.n_detections} detections{where}")
+        self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.detections_text()}{where}")
         self.notes_label.setText("\n".join(f"note: {note}" for note in pred.notes))
         self._set_inspection_enabled(run.points is not None)
         self.slider.blockSignals(True)
