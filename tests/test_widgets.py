@@ -31,7 +31,7 @@ def tiny_model(tmp_path_factory):
     torch.manual_seed(0)
     args = {"features": [4, 8, 16]}
     net = build_net("gpunet", args)
-    pre = PreprocessConfig(crop_shape=(32, 32, 24))
+    pre = PreprocessConfig(crop_shape=(48, 36, 24))  # holds the sample's ROI (45×33×24 voxels)
     sample = load_sample()
     prepared = prepare(read_scan(sample.scan), pre, read_scan(sample.mask))
     with torch.no_grad():
@@ -394,6 +394,11 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     widget.out.set_path(out)
     args = widget.build_args()
     assert args[:2] == ["train", str((data / "scans").resolve())] and "--json" in args
+    assert "--unit" not in args and "--label-name" not in args  # blank: the model's, or the defaults
+    widget.label_name.setText("WMH volume")
+    widget.unit.setText("mm3")
+    args = widget.build_args()
+    assert args[args.index("--label-name") + 1] == "WMH volume" and args[args.index("--unit") + 1] == "mm3"
     assert args[args.index("--crop") + 1 : args.index("--crop") + 4] == ["24", "24", "16"]
 
     with qtbot.waitSignal(widget.model_ready, timeout=TIMEOUT) as ready:
@@ -409,7 +414,10 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert "stopped on request" in widget.status.text() and widget.time_label.text().startswith("took ")
     assert widget.progress.format() == "stopped on request"
     assert (out / WEIGHTS).is_file()
-    assert load_model(out).arch == "regressor"
+    assert load_model(out).arch == "regressor" and load_model(out).label == {
+        "name": "WMH volume",
+        "unit": "mm3",
+    }
     assert str(out.resolve()) in predict.model_picker.keys()
     assert widget.stop_button.text() == "Stop"
 
@@ -542,12 +550,12 @@ def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tm
     name = widget.table.item(0, 0)
     assert not name.icon().isNull() and "no ROI mask given" in name.toolTip()
     rows = widget.rows()
-    assert all("no ROI mask given" in r[6] for r in rows)
+    assert all("no ROI mask given" in r[7] for r in rows)
     widget.masks.set_path(folder / "masks")  # with masks: no notes, no signs
     widget.run()
     _wait_worker(qtbot, widget)
     assert "notes" not in widget.status.text() and widget.table.item(0, 0).icon().isNull()
-    assert [r[6] for r in widget.rows()] == ["", "", ""]
+    assert [r[7] for r in widget.rows()] == ["", "", ""]
 
 
 def test_train_says_it_is_stopping_until_it_stops(make_napari_viewer):
@@ -629,7 +637,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     exported = widget.export(tmp_path / "table.csv")
     with open(exported, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["scan", "count", "count_sd", "detections", "label", "corrected", "notes"]
+    assert list(rows[0]) == ["scan", "count", "count_sd", "detections", "label", "corrected", "unit", "notes"]
+    assert {r["unit"] for r in rows} == {"lesions"}
     assert [r["notes"] for r in rows] == ["", "", ""] and "notes" not in widget.status.text()
     model = load_model(tiny_model)
     for row in rows:

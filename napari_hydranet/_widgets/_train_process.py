@@ -121,6 +121,8 @@ DOCK_NAMES = {
     "--time-limit": "Time limit",
     "--crop": "Crop",
     "--arch-args": "Network",
+    "--label-name": "Labels are",
+    "--unit": "Unit",
 }
 
 

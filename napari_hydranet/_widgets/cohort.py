@@ -28,11 +28,11 @@ from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
 from ._common import Dock, ModelPicker, PathPicker, error_text, scrolling_layout
 
-EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected", "notes"]
+EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected", "unit", "notes"]
 
 
 def _cohort_job(model_dir, scans_dir, masks_dir):
-    """Worker generator: yields ("total", n), then ("scan", path, pred, affine) or
+    """Worker generator: yields ("total", n, unit), then ("scan", path, pred, affine) or
     ("error", name, reason) per scan, or ("fatal", message) when nothing can be predicted
     (the model, the folder); stops cleanly when the worker is quit."""
     try:
@@ -43,7 +43,7 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
     except Exception as exc:
         yield ("fatal", error_text(exc))
         return
-    yield ("total", len(paths))
+    yield ("total", len(paths), model.label.get("unit", ""))
     for path in paths:
         try:
             pred, affine = predict_file(model, path, device, masks_dir=masks_dir)
@@ -87,6 +87,7 @@ class CohortWidget(Dock):
         self.labels: dict[str, float] = {}
         self.labels_note = ""  # what loading the labels CSV found wrong or missing
         self.corrections: dict[Path, dict[str, float]] = {}  # scans folder → the user's counts
+        self._unit = ""  # what the model's counts are in
         self._folder: Path | None = None  # the folder the table shows, and its masks
         self._masks: Path | None = None
         self._shown: list = []  # layers this dock opened for the selected row
@@ -178,6 +179,7 @@ class CohortWidget(Dock):
             self.status.setText(f"⚠ not run: {item[1]}")
         elif kind == "total":
             self.progress.setRange(0, item[1])
+            self._unit = item[2]
         elif kind == "error":
             name, reason = item[1], item[2]
             show_error(f"Cohort: {_named(name, reason)}")
@@ -298,8 +300,8 @@ class CohortWidget(Dock):
 
     # outputs ----------------------------------------------------------------------------
     def rows(self) -> list[list]:
-        """The table in the export format: scan,count,count_sd,detections,label,corrected,notes."""
-        return self.table.export_rows()
+        """The table in the export format (``EXPORT_COLUMNS``)."""
+        return [[*row[:-1], self._unit, row[-1]] for row in self.table.export_rows()]
 
     def export(self, path=None) -> Path | None:
         if not self.results:

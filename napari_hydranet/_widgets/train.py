@@ -93,6 +93,11 @@ class TrainWidget(Dock):
             "are fitted to your labels. Without it, the fine-tune does this and then trains."
         )
         self.out = PathPicker("dir", placeholder="new model folder")
+        self.label_name, self.unit = QLineEdit(), QLineEdit()
+        self.label_name.setPlaceholderText("e.g. WMH volume (blank: the model's, or lesion count)")
+        self.unit.setPlaceholderText("e.g. mm3 (blank: the model's, or lesions)")
+        for field in (self.label_name, self.unit):
+            field.setToolTip("what the labels are: shown with every count and written to the tables")
         self.time_limit = _spin(QDoubleSpinBox, 0, 100000, 0, 1)
         self.time_limit.setSuffix(" min")
         self.time_limit.setSpecialValueText("none")
@@ -136,6 +141,8 @@ class TrainWidget(Dock):
         settings.addRow("Epochs", self.epochs)
         settings.addRow("Learning rate", self.lr)
         settings.addRow("Validation", self.val_fraction)
+        settings.addRow("Labels are", self.label_name)
+        settings.addRow("Unit", self.unit)
         settings.addRow("Time limit", self.time_limit)
         settings.addRow("Output", self.out)
         advanced = QGroupBox("Advanced (training from scratch)")
@@ -253,6 +260,9 @@ class TrainWidget(Dock):
                 raise HydranetError(f"learning rate '{self.lr.text()}' is not a number") from None
         if self.time_limit.value() > 0:
             args += ["--time-limit", f"{self.time_limit.value():g}"]
+        for option, field in (("--label-name", self.label_name), ("--unit", self.unit)):
+            if field.text().strip():
+                args += [option, field.text().strip()]
         return args
 
     # the child process ------------------------------------------------------------------
