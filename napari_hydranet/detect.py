@@ -24,7 +24,6 @@ class Detection:
 class DetectionResult:
     detections: list[Detection]
     threshold: float
-    target: int
 
 
 SCORE_SIGMA = 1.0  # voxels
@@ -72,7 +71,7 @@ def count_consistent(score_map: np.ndarray, count: float) -> DetectionResult:
     """
     target = max(int(round(float(count))), 0)
     if target == 0 or not np.any(score_map > score_map.min()):
-        return DetectionResult([], float(score_map.max()), target)
+        return DetectionResult([], float(score_map.max()))
     best = None
     for t in _candidate_thresholds(score_map, target):
         labels, n = components(score_map, t)
@@ -82,13 +81,13 @@ def count_consistent(score_map: np.ndarray, count: float) -> DetectionResult:
         if gap == 0 or n > 2 * target + 10:
             break
     _, t, labels, n = best
-    return DetectionResult(describe(score_map, labels, n), float(t), target)
+    return DetectionResult(describe(score_map, labels, n), float(t))
 
 
 def at_threshold(score_map: np.ndarray, threshold: float) -> DetectionResult:
     """Detections at a given threshold (the widget's slider)."""
     labels, n = components(score_map, threshold)
-    return DetectionResult(describe(score_map, labels, n), float(threshold), n)
+    return DetectionResult(describe(score_map, labels, n), float(threshold))
 
 
 def describe(score_map: np.ndarray, labels: np.ndarray, n: int) -> list[Detection]:

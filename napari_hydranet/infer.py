@@ -54,7 +54,6 @@ class Prediction:
     path: Path | None
     count: float
     count_sd: float
-    counts: list[float]
     prepared: Prepared
     heatmap: np.ndarray | None = None
     result: DetectionResult | None = None
@@ -137,22 +136,22 @@ def predict_prepared(
     prepared: Prepared,
     device: torch.device,
     flips: int = 8,
-    detect: bool = True,
     intensity_weight: float = 0.0,
     path: Path | None = None,
 ) -> Prediction:
+    """Count (mean over the test-time flips, and their SD), heatmap and count-consistent
+    detections of one prepared volume."""
     counts, heat = run_network(model, prepared.array, device, flips)
     pred = Prediction(
         scan=path.name if path else prepared.name,
         path=path,
         count=float(np.mean(counts)),
         count_sd=float(np.std(counts, ddof=1)) if len(counts) > 1 else 0.0,
-        counts=counts,
         prepared=prepared,
         heatmap=heat,
         notes=list(prepared.notes),
     )
-    if detect and heat is not None:
+    if heat is not None:
         score = score_map(heat, prepared.array, intensity_weight)
         pred.result = count_consistent(score, pred.count)
     return pred

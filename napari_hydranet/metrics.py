@@ -76,15 +76,15 @@ class Matching:
     fn: int
 
 
-def match(detected: np.ndarray, truth: np.ndarray, radius: float = 3.0, spacing=(1.0, 1.0, 1.0)) -> Matching:
+def match(detected: np.ndarray, truth: np.ndarray, radius: float = 3.0) -> Matching:
     """Match detection centres to true centres (both (N, 3) voxel coords).
 
     A true lesion is found when a detection lies within ``radius`` voxels of it (004 §3);
-    each detection and each lesion is used once (optimal assignment). ``spacing`` scales
-    the axes when distances should be measured in mm instead.
+    each detection and each lesion is used once (optimal assignment). Give world mm
+    coordinates and a radius in mm to match in mm.
     """
-    d = np.asarray(detected, float).reshape(-1, 3) * np.asarray(spacing)
-    t = np.asarray(truth, float).reshape(-1, 3) * np.asarray(spacing)
+    d = np.asarray(detected, float).reshape(-1, 3)
+    t = np.asarray(truth, float).reshape(-1, 3)
     if len(d) == 0 or len(t) == 0:
         return Matching(0, len(d), len(t))
     dist = np.linalg.norm(d[:, None, :] - t[None, :, :], axis=2)
