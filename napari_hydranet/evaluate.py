@@ -8,10 +8,8 @@ import numpy as np
 
 from .errors import HydranetError
 from .io import match_labels, read_labels, scan_stem
-from .metrics import SCALE_APART, agreement
+from .metrics import FEW_FOR_ICC, SCALE_APART, agreement
 from .text import first_of, plural
-
-FEW_SCANS = 10  # below this an ICC's 95 % interval spans most of its range
 
 
 def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_column: str = "label") -> dict:
@@ -49,7 +47,7 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         raise HydranetError(
             f"{counts_csv} and {labels_csv} share {plural(len(pred), 'scan')}; need at least 2"
         )
-    if len(pred) < FEW_SCANS:
+    if len(pred) < FEW_FOR_ICC:
         notes.append(f"only {len(pred)} scans in common: the ICCs are too uncertain to read much into")
     ratio = float(np.median(pred) / np.median(ref)) if np.median(pred) > 0 and np.median(ref) > 0 else 1.0
     if not 1 / SCALE_APART < ratio < SCALE_APART:

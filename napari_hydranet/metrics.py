@@ -11,6 +11,15 @@ from scipy.optimize import linear_sum_assignment
 # Values whose typical sizes differ this many times are of another finding or another unit
 # (WMH volumes in mm³ against EPVS counts: about 600×; mL against mm³: 1000×)
 SCALE_APART = 10.0
+FEW_FOR_ICC = 10  # scans below which an ICC's 95 % interval spans most of its range
+
+
+def bland_altman(pred, label) -> tuple[float, float]:
+    """Bias (mean of predicted − label) and the half-width of the 95 % limits of agreement
+    (1.96 SD of the differences; 0 for fewer than two pairs)."""
+    diff = np.asarray(pred, float) - np.asarray(label, float)
+    bias = float(diff.mean()) if len(diff) else 0.0
+    return bias, 1.96 * float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
 
 
 def _mean_squares(ratings: np.ndarray):

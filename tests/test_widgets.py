@@ -747,6 +747,9 @@ def test_agreement_plots_draw_each_scan_and_tell_the_figures():
     one = _accent_pixels(plots)
     plots.set_pairs([(2.0, 2.5), (5.0, 4.0), (9.5, 10.0), (0.0, 0.0)])  # a point in the corner too
     assert one > 0 and _accent_pixels(plots) > one
+    # as `hydranet evaluate`: under 10 scans an ICC is too uncertain to read
+    assert "too few" in plots.set_pairs([(i, i + 0.5) for i in range(9)])
+    assert "too few" not in plots.set_pairs([(i, i + 0.5) for i in range(10)])
 
 
 def test_curve_ticks_are_round_and_cover_the_range():

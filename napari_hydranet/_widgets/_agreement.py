@@ -6,25 +6,25 @@ import numpy as np
 from qtpy.QtCore import QRectF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ..metrics import agreement
+from ..metrics import FEW_FOR_ICC, agreement, bland_altman
 from ..text import figure, plural
 from ._plots import Frame, padded, start
 
 EMPTY = "Load a labels CSV or correct counts to see the agreement."
 
 
-FEW = 5  # labelled scans below which an ICC says little (as the trainer's validation note)
-
-
 def agreement_text(pred: np.ndarray, label: np.ndarray) -> str:
     """The line under the plots: n, ICC(2,1), MAE and the Bland–Altman bias and limits."""
     stats = agreement(pred, label)
-    diff = pred - label
-    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    few = f"\n{plural(stats['n'], 'labelled scan')}: too few to judge agreement" if stats["n"] < FEW else ""
+    bias, limit = bland_altman(pred, label)
+    few = (
+        f"\n{plural(stats['n'], 'labelled scan')}: too few to judge agreement"
+        if stats["n"] < FEW_FOR_ICC
+        else ""
+    )
     return (
         f"n = {stats['n']}   ICC(2,1) = {figure(stats['icc21'])}   MAE = {stats['mae']:.2f}   "
-        f"bias = {float(diff.mean()):+.2f} (limits ±{1.96 * sd:.2f}){few}"
+        f"bias = {bias:+.2f} (limits ±{limit:.2f}){few}"
     )
 
 
@@ -54,8 +54,7 @@ class AgreementPlots(QWidget):
         scatter = Frame(boxes[0], ends, ends)
         scatter.draw_axes(p, "predicted vs label", "label", "predicted")
         mean, diff = (pred + label) / 2, pred - label
-        bias = float(diff.mean()) if len(diff) else 0.0
-        limit = 1.96 * float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+        bias, limit = bland_altman(pred, label)
         bland = Frame(boxes[1], padded(mean), padded([*diff, bias - limit, bias + limit]))
         bland.draw_axes(p, "Bland–Altman", "mean of both", "predicted − label")
         if not len(pred):
