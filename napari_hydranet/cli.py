@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__, options
 from .errors import HydranetError
-from .text import json_safe, plural
+from .text import figure, json_safe, plural
 
 
 def _progress(done: int, total: int, text: str) -> None:
@@ -45,11 +45,12 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
     elif kind == "step" and tty:
         _progress(event["step"], event["steps"], f"epoch {event['epoch']} loss {event['loss']:.3g}")
     elif kind == "epoch":
-        refit = f"  after refit {event['val_icc21_refit']:6.3f}" if "val_icc21_refit" in event else ""
+        refit = event.get("val_icc21_refit", "")
+        refit = f"  after refit {figure(refit, 3):>6}" if refit != "" else ""
         loss = "–" if event["loss"] != event["loss"] else f"{event['loss']:.4g}"  # NaN: epoch 0, no steps
         print(
             f"epoch {event['epoch']:4d}  loss {loss:>9}  "
-            f"val ICC(2,1) {event['val_icc21']:6.3f}{refit}  MAE {event['val_mae']:7.3f}  "
+            f"val ICC(2,1) {figure(event['val_icc21'], 3):>6}{refit}  MAE {event['val_mae']:7.3f}  "
             f"spread {event['val_pred_sd']:6.2f}  {event['seconds']:5.1f}s",
             flush=True,
         )
@@ -60,7 +61,8 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
     elif kind == "done":
         best = event["best"]
         saved = (
-            f"best epoch {best['epoch']}, val ICC(2,1) {best['val_icc21']:.3f}, model in {event['path']}"
+            f"best epoch {best['epoch']}, val ICC(2,1) {figure(best['val_icc21'], 3)}, "
+            f"model in {event['path']}"
             if best
             else "no model saved: no epoch finished"
         )
@@ -262,8 +264,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         for note in result.pop("notes"):
             print(f"note: {note}")
         print(f"n        {result['n']}")
-        print(f"ICC(2,1) {result['icc21']:.4f}   (absolute agreement)")
-        print(f"ICC(3,1) {result['icc31']:.4f}   (consistency)")
+        print(f"ICC(2,1) {figure(result['icc21'], 4)}   (absolute agreement)")
+        print(f"ICC(3,1) {figure(result['icc31'], 4)}   (consistency)")
         print(f"MAE      {result['mae']:.4f}")
         print(f"MSE      {result['mse']:.4f}")
     return 0
@@ -329,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heads", type=int, default=4, help="set size n (1 = plain regressor)")
     t.add_argument("--p-black", type=float, default=0.1, help="probability of a black image per slot")
     t.add_argument("--sets-per-batch", type=int, default=1, help="sets per optimiser step (batch = n × this)")
-    t.add_argument("--epochs", type=int, default=200)
+    t.add_argument("--epochs", type=int, default=options.EPOCHS)
     v = t.add_mutually_exclusive_group()
     v.add_argument("--val-fraction", type=float, default=0.2)
     v.add_argument("--val-labels", help="CSV of validation scans (same folder)")

@@ -10,3 +10,4 @@ OPTIMIZERS = ("adam", "adadelta")
 LR_SCHEDULES = ("constant", "cosine")  # after the warm-up: held, or a cosine decay
 INTENSITY_REFERENCES = ("percentile", "median")  # what a scan's intensities are divided by
 DENSITY_TARGETS = ("voxels", "lesions")  # pretraining's lesion target (data.lesion_target)
+EPOCHS = 200  # the most a training runs without --epochs; fine-tunes stop earlier by themselves

@@ -8,9 +8,9 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def figure(value) -> str:
-    """A score with 2 decimals, or "–" where it is undefined (None, as JSON's null; NaN)."""
-    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
+def figure(value, digits: int = 2) -> str:
+    """A score with ``digits`` decimals, or "–" where it is undefined (None, as JSON's null; NaN)."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def first_of(items: list[str], shown: int = 10) -> str:

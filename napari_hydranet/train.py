@@ -28,11 +28,11 @@ from .errors import HydranetError
 from .io import check_folder_output, held_files, scan_place, unlisted_scans, write_csv
 from .metrics import SCALE_APART, agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
-from .options import DENSITY_TARGETS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
+from .options import DENSITY_TARGETS, EPOCHS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
 from .preprocess import MIN_CROP, MedianNotPositive, PreprocessConfig
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
-from .text import plural
+from .text import figure, plural
 
 # Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
 # ~800 that changes each layer's output by ~60 % at 1e-3 and the count explodes or dies;
@@ -77,7 +77,7 @@ class TrainConfig:
     heads: int = 4
     p_black: float = 0.1
     sets_per_batch: int = 1
-    epochs: int = 200
+    epochs: int = EPOCHS
     val_fraction: float = 0.2
     val_labels: str | None = None
     masks_dir: str | None = None
@@ -576,7 +576,7 @@ def _level_change(before, after) -> str:
 
 def _icc_text(icc: float) -> str:
     """An ICC for a message: "–" where it is undefined (constant counts or labels)."""
-    return f"{icc:.2f}" if math.isfinite(icc) else "– (undefined: constant counts or labels)"
+    return figure(icc) if math.isfinite(icc) else "– (undefined: constant counts or labels)"
 
 
 def _labels_seen(train_set: Cohort, val_set: Cohort) -> dict[str, list]:

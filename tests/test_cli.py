@@ -506,3 +506,14 @@ def test_recalibrate_only_says_so_and_prints_no_nan_loss(cohort, tmp_path, capsy
     assert [e["loss"] for e in events if e["event"] == "epoch"] == [None]
     config = json.loads((tmp_path / "j" / "config.json").read_text(), parse_constant=refuse)
     assert config["history_tail"][0]["loss"] is None
+
+
+def test_an_undefined_validation_icc_prints_as_a_dash(cohort, tmp_path, capsys):
+    names = [line.split(",")[0] for line in (cohort / "train.csv").read_text().splitlines()[1:]]
+    (tmp_path / "same.csv").write_text("scan,label\n" + "".join(f"{n},5\n" for n in names))
+    argv = ["train", str(cohort / "scans"), "--labels", str(tmp_path / "same.csv"), "--masks"]
+    argv += [str(cohort / "masks"), "--arch", "regressor", "--arch-args", '{"width": 8}']
+    argv += ["--crop", "24", "24", "16", "--epochs", "1", "--out", str(tmp_path / "m")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "val ICC(2,1)      –  MAE" in out and "nan" not in out.lower()

@@ -26,8 +26,9 @@ class ModelRegistry(QObject):
         return [DEFAULT_NAME, *self._folders]
 
     def add(self, folder: str | Path) -> str:
-        """Remember a model folder; returns its key (the absolute path, or "default")."""
-        key = DEFAULT_NAME if str(folder) == DEFAULT_NAME else str(Path(folder).resolve())
+        """Remember a model folder; returns its key (the absolute path, or "default", the
+        bundled model's name, given as that string)."""
+        key = folder if folder == DEFAULT_NAME else str(Path(folder).resolve())  # a Path is a folder
         if key != DEFAULT_NAME and key not in self._folders:
             self._folders.append(key)
             self.changed.emit()

@@ -81,7 +81,7 @@ class TrainWidget(Dock):
         self.arch.addItems(options.ARCHITECTURES)
         self.heads = _spin(QSpinBox, 1, 16, 4)
         self.p_black = _spin(QDoubleSpinBox, 0.0, 0.9, 0.1, 0.05)
-        self.epochs = _spin(QSpinBox, 1, 10000, 100)
+        self.epochs = _spin(QSpinBox, 1, 10000, options.EPOCHS)
         self.lr = QLineEdit()
         self.val_fraction = _spin(QDoubleSpinBox, 0.05, 0.5, 0.2, 0.05)
         self.start_from = QComboBox()
@@ -321,7 +321,11 @@ class TrainWidget(Dock):
             self._first_step = None
             self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
             self.progress.setValue(0)
-            notes = "".join(f"\nnote: {n}" for n in ev["notes"][:5])
+            shown = 5
+            notes = "".join(f"\nnote: {n}" for n in ev["notes"][:shown])
+            if len(ev["notes"]) > shown:
+                notes += f"\n… {len(ev['notes']) - shown} more notes (hover to read them all)"
+            self.status.setToolTip("\n".join(f"note: {n}" for n in ev["notes"]))
             self.status.setText(
                 f"training on {ev['device']}: {ev['train']} scans, {ev['val']} for validation{notes}"
                 + ("\nstopping after the current step…" if stopping else "")
