@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QScrollArea
 from synth import make_cohort, save_stored_otherwise
 
 from napari_hydranet import _writer
+from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import DETECTION_COLUMNS, predict_file
 from napari_hydranet.io import read_scan
 from napari_hydranet.models import WEIGHTS, build_net, load_model, save_model
@@ -167,6 +168,22 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert len(viewer.layers) == n_layers and viewer.layers["sample detections"] is not points
     assert foreign in viewer.layers and scan in viewer.layers and mask in viewer.layers
     assert [ly.name for ly in viewer.layers].count("sample detections") == 1
+    # a closed scan's prediction (its heatmap, its score maps) is let go
+    assert "sample" in widget._runs
+    viewer.layers.remove(scan)
+    assert "sample" not in widget._runs
+
+
+def test_an_unexpected_error_leaves_its_traceback_on_the_console(capsys):
+    from napari_hydranet._widgets._common import error_text
+
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        assert error_text(exc) == "ValueError: boom"
+    assert "Traceback" in capsys.readouterr().err
+    assert error_text(HydranetError("a known problem")) == "a known problem"
+    assert capsys.readouterr().err == ""
 
 
 def test_predict_on_a_scan_stored_in_another_voxel_order(

@@ -3,6 +3,8 @@ choosers, layer → ``Scan`` conversion and error messages."""
 
 from __future__ import annotations
 
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +95,11 @@ class Dock(QWidget):
 
 
 def error_text(exc: BaseException) -> str:
-    """One line for the user: the message of a HydranetError, else type and message."""
+    """One line for the user: the message of a HydranetError, else type and message. An
+    unexpected error's traceback goes to the console (stderr), for a bug report."""
     if isinstance(exc, HydranetError):
         return str(exc)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -276,6 +276,11 @@ class PredictWidget(Dock):
         run = self._current
         if run is not None and event.value is run.points:
             self._leave_inspection()
+        names = {layer.name for layer in self.viewer.layers}
+        for name, old in list(self._runs.items()):  # a closed scan's prediction is not kept
+            overlays = [ly for ly in (old.heat, old.points) if ly is not None]
+            if name not in names or (overlays and not any(ly in self.viewer.layers for ly in overlays)):
+                del self._runs[name]
 
     def _set_inspection_enabled(self, on: bool) -> None:
         for w in (self.prev_button, self.next_button, self.slider, self.reset_button):
