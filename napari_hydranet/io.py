@@ -341,14 +341,16 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
 
 
 def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | None:
-    """The mask in ``masks_dir`` with the scan's name (any NIfTI suffix), or None."""
+    """The mask in ``masks_dir`` with the scan's name (any NIfTI suffix, the name's accents
+    in either Unicode form, as macOS and Linux may store them), or None."""
     if masks_dir is None:
         return None
     stem = scan_stem(scan_path)
-    for suffix in NIFTI_SUFFIXES:
-        cand = Path(masks_dir) / f"{stem}{suffix}"
-        if cand.is_file():
-            return cand
+    for form in dict.fromkeys([stem, *(unicodedata.normalize(f, stem) for f in ("NFC", "NFD"))]):
+        for suffix in NIFTI_SUFFIXES:
+            cand = Path(masks_dir) / f"{form}{suffix}"
+            if cand.is_file():
+                return cand
     raise HydranetError(f"{scan_path.name}: no mask named {stem}.nii[.gz] in {masks_dir}")
 
 

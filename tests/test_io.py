@@ -322,3 +322,17 @@ def test_tables_are_written_in_utf8_whatever_the_locale(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "t.csv").read_bytes().decode("utf-8").splitlines()[1] == "sujet-é-€.nii.gz,3"
+
+
+def test_a_mask_is_found_whichever_unicode_form_its_name_was_stored_in(tmp_path):
+    from napari_hydranet.io import find_mask
+
+    nfc, nfd = "sujet-\u00e9", "sujet-e\u0301"  # é as one code point, and as e + accent (macOS)
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / f"{nfd}.nii.gz").touch()
+    assert (
+        find_mask(tmp_path / "masks", tmp_path / "scans" / f"{nfc}.nii.gz")
+        == tmp_path / "masks" / f"{nfd}.nii.gz"
+    )
+    with pytest.raises(HydranetError, match="no mask named"):
+        find_mask(tmp_path / "masks", tmp_path / "scans" / "sujet-e.nii.gz")
