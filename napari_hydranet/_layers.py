@@ -25,6 +25,11 @@ _TIME_UNITS = {"sec": "s", "msec": "ms", "usec": "us"}  # NIfTI's time units in 
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 
 
+def camera_of(viewer):
+    """The viewer's camera: napari 0.9 moved it from ``viewer.camera`` to ``viewer.scene``."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
+
 def napari_affine(affine: np.ndarray) -> np.ndarray:
     """Voxel affine (i, j, k → x, y, z) → napari affine ((k, j, i) → (z, y, x))."""
     return _REVERSE @ np.asarray(affine, float) @ _REVERSE

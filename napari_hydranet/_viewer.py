@@ -6,7 +6,7 @@ from pathlib import Path
 
 import napari
 
-from ._layers import prediction_layers
+from ._layers import camera_of, prediction_layers
 from .infer import Prediction
 from .io import read_scan
 from .models import Model
@@ -28,8 +28,8 @@ def show_prediction(
 ) -> napari.Viewer:
     viewer = napari.Viewer(title="napari-hydranet demo")
     layers = add_prediction(viewer, scan_path, pred, mask_path)
-    # napari 0.9 moved the camera to viewer.scene and the canvas overlays to viewer.canvas
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera = camera_of(viewer)
+    # napari 0.9 moved the canvas overlays to viewer.canvas
     text = viewer.canvas.overlays.text if hasattr(viewer, "canvas") else viewer.text_overlay
     camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
     text.visible = True

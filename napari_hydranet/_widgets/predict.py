@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QSlider,
 )
 
-from .._layers import detections_layer, heatmap_layer
+from .._layers import camera_of, detections_layer, heatmap_layer
 from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
 from ..errors import HydranetError
@@ -300,8 +300,7 @@ class PredictWidget(Dock):
         run.index = (run.index + step) % len(run.points.data)
         world = np.asarray(run.points.data_to_world(run.points.data[run.index]), float)
         self.viewer.dims.set_point(range(len(world)), world)
-        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
-        camera.center = tuple(world)
+        camera_of(self.viewer).center = tuple(world)
         run.points.selected_data = {run.index}
         score = run.points.features["score"].iloc[run.index]
         self.lesion_label.setText(f"lesion {run.index + 1}/{len(run.points.data)} (score {score:.3g})")
