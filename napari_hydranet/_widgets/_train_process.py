@@ -122,7 +122,7 @@ DOCK_NAMES = {
     "--crop": "Crop",
     "--arch-args": "Network",
     "--label-name": "Labels are",
-    "--unit": "Unit",
+    "--unit": "Labels are … unit",
 }
 
 

@@ -94,10 +94,13 @@ class TrainWidget(Dock):
         )
         self.out = PathPicker("dir", placeholder="new model folder")
         self.label_name, self.unit = QLineEdit(), QLineEdit()
-        self.label_name.setPlaceholderText("e.g. WMH volume (blank: the model's, or lesion count)")
-        self.unit.setPlaceholderText("e.g. mm3 (blank: the model's, or lesions)")
+        self.label_name.setPlaceholderText("e.g. WMH volume")
+        self.unit.setPlaceholderText("e.g. mm3")
         for field in (self.label_name, self.unit):
-            field.setToolTip("what the labels are: shown with every count and written to the tables")
+            field.setToolTip(
+                "what the labels are and their unit, shown with every count and written to the "
+                "tables; blank: the starting model's, or lesion count in lesions"
+            )
         self.time_limit = _spin(QDoubleSpinBox, 0, 100000, 0, 1)
         self.time_limit.setSuffix(" min")
         self.time_limit.setSpecialValueText("none")
@@ -141,8 +144,11 @@ class TrainWidget(Dock):
         settings.addRow("Epochs", self.epochs)
         settings.addRow("Learning rate", self.lr)
         settings.addRow("Validation", self.val_fraction)
-        settings.addRow("Labels are", self.label_name)
-        settings.addRow("Unit", self.unit)
+        label_row = QHBoxLayout()
+        label_row.addWidget(self.label_name, 2)
+        label_row.addWidget(QLabel("unit"))
+        label_row.addWidget(self.unit, 1)
+        settings.addRow("Labels are", label_row)
         settings.addRow("Time limit", self.time_limit)
         settings.addRow("Output", self.out)
         advanced = QGroupBox("Advanced (training from scratch)")
