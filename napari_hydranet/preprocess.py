@@ -416,20 +416,20 @@ def _resampled_mask(mask: Scan, zoom: np.ndarray) -> Scan:
     return replace(mask, array=roi.astype(np.uint8))
 
 
-# Below this share of the ROI inside the network's input, a note says the rest is not counted
+# Below this share of the ROI inside the network's input, a note says the network does not see the rest
 CROP_NOTE_SHARE = 0.95
 
 
 def _crop_note(mask: Scan, roi: np.ndarray, offset, crop_shape) -> list[str]:
-    """A note when the crop leaves part of the ROI out: what lies there is never counted (a
-    white-matter ROI is larger than the basal ganglia the default crop was made for)."""
+    """A note when the crop leaves part of the ROI out, unseen by the network (a white-matter
+    ROI is larger than the basal ganglia the default crop was made for)."""
     share = float(roi[_overlap(offset, crop_shape, roi.shape)[0]].sum()) / max(int(roi.sum()), 1)
     if share >= CROP_NOTE_SHARE:
         return []
     return [
         f"{mask.where}: the network's input ({'×'.join(map(str, crop_shape))} voxels) holds "
-        f"{share:.0%} of the ROI mask; what lies outside it is not counted (a model trained with "
-        "a larger --crop takes more)"
+        f"{share:.0%} of the ROI mask; the network does not see the rest (a model trained with a "
+        "larger --crop sees more, and trains more slowly)"
     ]
 
 

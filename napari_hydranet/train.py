@@ -671,11 +671,12 @@ def _other_finding(base, labels: np.ndarray) -> list[str]:
         return []
     low, high = seen.get("label_range", [0, 0])
     return [
-        f"these labels (mean {ours:.3g}, {labels.min():.3g}–{labels.max():.3g}) are about "
-        f"{max(ours / theirs, theirs / ours):.0f}× apart from those the starting model was trained "
-        f"on ({base.label['name']}, mean {theirs:.3g}, {low:.3g}–{high:.3g} {base.label['unit']}): "
-        "a fine-tune keeps what its heatmap responds to, so it cannot learn another finding or a "
-        "volume; train from scratch instead (for volumes: --arch regressor --unit mm3)"
+        f"a fine-tune of this model cannot learn these labels: they average {ours:.4g} "
+        f"({labels.min():.4g}–{labels.max():.4g}), about {max(ours / theirs, theirs / ours):.0f}× "
+        f"apart from those it was trained on ({base.label.get('name', 'count')}, mean {theirs:.4g}, "
+        f"{low:.4g}–{high:.4g} {base.label.get('unit', '')}). A fine-tune keeps what the model "
+        "responds to, so it cannot learn another finding or a volume; train from scratch instead "
+        "(for volumes, a regressor: --arch regressor, with --label-name and --unit)"
     ]
 
 

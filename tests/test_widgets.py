@@ -429,6 +429,8 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert ready.args == [str(out.resolve())]
     assert widget.last_event["event"] == "done" and widget.last_event["reason"] == "stopped"
     assert "stopped on request" in widget.status.text() and widget.time_label.text().startswith("took ")
+    # the start's notes stay in view to the end, in the dock's words (8 scans: 2 validation scans)
+    assert "note: only 2 validation scans" in widget.notes_label.text()
     assert widget.progress.format() == "stopped on request"
     assert (out / WEIGHTS).is_file()
     assert load_model(out).arch == "regressor" and load_model(out).label == {
@@ -802,6 +804,8 @@ def test_curve_tick_labels_tell_close_ticks_apart():
     assert len(set(labels)) == len(labels) == len(close) and all(float(x) == t for x, t in zip(labels, close))
     assert tick_labels([0.0, 0.25, 0.5]) == ["0.00", "0.25", "0.50"]
     assert tick_labels([0.0, 100.0, 200.0]) == ["0", "100", "200"]
+    assert tick_labels([5e6, 7.5e6]) == ["5.0M", "7.5M"] and tick_labels([0.0, 2.5e5]) == ["0k", "250k"]
+    assert tick_labels([1.6e6, 1.65e6]) == ["1.60M", "1.65M"]  # not "650000", cut on the left
     assert tick_labels([0.0005, 0.001]) == ["0.0005", "0.0010"]
     assert tick_labels([1.2e-05, 1.4e-05, 1.6e-05]) == ["1.2e-05", "1.4e-05", "1.6e-05"]  # fits
 

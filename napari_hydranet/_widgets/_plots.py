@@ -33,7 +33,13 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
 def tick_labels(ticks: list[float]) -> list[str]:
     """The ticks with as few decimals as tell them apart exactly (0.25 → '0.25', 200 → '200');
     beyond 4 decimals, as few significant digits as tell them apart (1.5e-05), so that every
-    label fits beside its axis."""
+    label fits beside its axis; from 100,000 on, in thousands or millions (250k, 7.5M: a
+    loss on volumes in mm³ runs to millions)."""
+    top = max((abs(t) for t in ticks), default=0.0)
+    for scale, suffix in ((1e6, "M"), (1e5, "k")):
+        if top >= scale:
+            unit = 1e3 if suffix == "k" else scale
+            return [f"{label}{suffix}" for label in tick_labels([t / unit for t in ticks])]
     step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
     for decimals in range(5):
         labels = [f"{t:.{decimals}f}" for t in ticks]

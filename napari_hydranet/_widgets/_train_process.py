@@ -122,7 +122,8 @@ DOCK_NAMES = {
     "--crop": "Crop",
     "--arch-args": "Network",
     "--label-name": "Labels are",
-    "--unit": "Labels are … unit",
+    "--unit": "unit",
+    "--arch": "Architecture",
 }
 
 

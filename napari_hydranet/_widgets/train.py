@@ -34,7 +34,7 @@ from ..text import figure, plural
 from ._common import Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
-from ._train_process import TrainProcess
+from ._train_process import TrainProcess, for_dock
 
 START_FROM = ("default model", "a model folder", "scratch")
 
@@ -111,8 +111,9 @@ class TrainWidget(Dock):
         self.start_button, self.stop_button = QPushButton("Start"), QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.time_label, self.status = QLabel(""), QLabel("")
+        self.time_label, self.status, self.notes_label = QLabel(""), QLabel(""), QLabel("")
         self.status.setWordWrap(True)
+        self.notes_label.setWordWrap(True)
         self.time_label.setToolTip(
             "With early stopping the shorter time is the end if validation does not improve;"
             " each better epoch moves it later, up to the longer one"
@@ -166,6 +167,7 @@ class TrainWidget(Dock):
         box.addWidget(self.progress)
         box.addWidget(self.time_label)
         box.addWidget(self.status)
+        box.addWidget(self.notes_label)
         box.addWidget(self.curves, 1)
 
         for picker in (self.scans, self.labels):
@@ -294,6 +296,8 @@ class TrainWidget(Dock):
         self._t0 = time.monotonic()
         self.status.setText("starting…")
         self.time_label.setText("")  # not the last run's
+        self.notes_label.setText("")
+        self.notes_label.setToolTip("")
         self.progress.setRange(0, 0)
         self.progress.setFormat("%p%")  # not the last run's ending
         self.start_button.setEnabled(False)
@@ -327,13 +331,14 @@ class TrainWidget(Dock):
             self._first_step = None
             self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
             self.progress.setValue(0)
-            shown = 5
-            notes = "".join(f"\nnote: {n}" for n in ev["notes"][:shown])
-            if len(ev["notes"]) > shown:
-                notes += f"\n… {len(ev['notes']) - shown} more notes (hover to read them all)"
-            self.status.setToolTip("\n".join(f"note: {n}" for n in ev["notes"]))
+            shown, notes = 5, [f"note: {for_dock(n)}" for n in ev["notes"]]
+            more = (
+                f"\n… {len(notes) - shown} more notes (hover to read them all)" if len(notes) > shown else ""
+            )
+            self.notes_label.setText("\n".join(notes[:shown]) + more)  # kept while the run goes on
+            self.notes_label.setToolTip("\n".join(notes))
             self.status.setText(
-                f"training on {ev['device']}: {ev['train']} scans, {ev['val']} for validation{notes}"
+                f"training on {ev['device']}: {ev['train']} scans, {ev['val']} for validation"
                 + ("\nstopping after the current step…" if stopping else "")
             )
         elif kind == "step":
