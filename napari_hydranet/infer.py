@@ -66,7 +66,8 @@ class Prediction:
 
     def detections_text(self) -> str:
         """ "7 detections", or what a model without a heatmap gives instead of "0 detections"."""
-        return "counts only (no heatmap)" if self.n_detections is None else f"{self.n_detections} detections"
+        n = self.n_detections
+        return "no heatmap or detections (a regressor)" if n is None else f"{n} detections"
 
     def summary(self, unit: str) -> str:
         """The count and its spread over the test-time flips, e.g. "6.5 ± 0.3 lesions"."""
