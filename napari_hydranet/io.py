@@ -498,11 +498,18 @@ class Labels:
 def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str | None:
     """A note naming the scans of ``scans_dir`` that no row of the labels tables names
     (``Labels.listed`` of each), or None: a scan left out of a spreadsheet by mistake."""
-    listed = set(listed)
+
+    def identity(path) -> tuple[int, int]:  # the entry itself, links not followed (git-annex)
+        st = os.lstat(path)
+        return st.st_dev, st.st_ino
+
+    # by the file system's entry, not by spelling: macOS and Windows find 'Sub-1.nii.gz' for
+    # 'sub-1.nii.gz', and an accent stored decomposed, which iterdir() spells otherwise
+    listed = {identity(p) for p in listed if os.path.lexists(p)}
     names = sorted(
         f.name
         for f in Path(scans_dir).iterdir()
-        if f.is_file() and _is_scan_name(f) and scan_place(f) not in listed
+        if f.is_file() and _is_scan_name(f) and identity(f) not in listed
     )
     if not names:
         return None

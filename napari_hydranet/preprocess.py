@@ -438,7 +438,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     mask_notes = []
     if mask is not None:
         _check_mask_grid(mask, scan)
-        mask_notes = _mask_note(mask)
+        mask_notes = list(mask.notes) + _mask_note(mask)  # its reading notes (NaNs) too
         mask = to_ras(mask)
     top = float(scan.array.max())
     if top > 0 and bool(np.all((scan.array == 0) | (scan.array == top))):  # all-zero: blank, below

@@ -159,6 +159,15 @@ def test_an_roi_larger_than_the_networks_input_is_noted():
     assert not any("of the ROI mask" in n for n in fits.notes)
 
 
+def test_a_masks_reading_notes_reach_the_prediction():
+    rng = np.random.default_rng(0)
+    scan = Scan(rng.random((64, 52, 40)).astype(np.float32), np.eye(4), label="s")
+    roi = np.zeros((64, 52, 40), np.uint8)
+    roi[20:44, 15:37, 10:30] = 1
+    mask = Scan(roi, np.eye(4), label="m", notes=["m: 3 NaN/inf voxels set to 0"])
+    assert "m: 3 NaN/inf voxels set to 0" in prepare(scan, PreprocessConfig(), mask).notes
+
+
 def test_an_inverted_or_z_scored_scan_is_noted():
     rng = np.random.default_rng(0)
     positive = rng.random((40, 30, 30)).astype(np.float32) + 0.1

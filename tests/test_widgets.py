@@ -504,7 +504,8 @@ def test_a_train_dock_taken_away_by_its_x_stops_its_training_cleanly(qtbot, make
     assert 2 <= len(rows) < 5001 and (tmp_path / "model" / WEIGHTS).is_file()
     assert load_model(tmp_path / "model").arch == "regressor"
 
-    # quitting napari with a training in an open dock stops it the same way, and waits for it
+    # quitting napari with a training in an open dock stops it the same way, and waits for it:
+    # napari deletes its window (and the dock) before the application's aboutToQuit
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
@@ -513,8 +514,12 @@ def test_a_train_dock_taken_away_by_its_x_stops_its_training_cleanly(qtbot, make
     widget.start()
     qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
     proc = widget.runner.process
+    viewer.close()
+    qtbot.wait(1000)  # the window and its docks are deleted
+    assert proc.state() != proc.ProcessState.NotRunning  # not killed with them
     _stop_at_quit()  # what the application's aboutToQuit runs
     assert proc.exitStatus() == proc.ExitStatus.NormalExit and proc.exitCode() == 130
+    assert load_model(tmp_path / "quit").arch == "regressor"
 
 
 def _small_cohort(folder):
@@ -806,6 +811,7 @@ def test_curve_tick_labels_tell_close_ticks_apart():
     assert tick_labels([0.0, 100.0, 200.0]) == ["0", "100", "200"]
     assert tick_labels([5e6, 7.5e6]) == ["5.0M", "7.5M"] and tick_labels([0.0, 2.5e5]) == ["0k", "250k"]
     assert tick_labels([1.6e6, 1.65e6]) == ["1.60M", "1.65M"]  # not "650000", cut on the left
+    assert tick_labels([0.0, 1e12, 2e12]) == ["0", "1e+12", "2e+12"]  # a diverging loss
     assert tick_labels([0.0005, 0.001]) == ["0.0005", "0.0010"]
     assert tick_labels([1.2e-05, 1.4e-05, 1.6e-05]) == ["1.2e-05", "1.4e-05", "1.6e-05"]  # fits
 

@@ -34,14 +34,14 @@ def tick_labels(ticks: list[float]) -> list[str]:
     """The ticks with as few decimals as tell them apart exactly (0.25 → '0.25', 200 → '200');
     beyond 4 decimals, as few significant digits as tell them apart (1.5e-05), so that every
     label fits beside its axis; from 100,000 on, in thousands or millions (250k, 7.5M: a
-    loss on volumes in mm³ runs to millions)."""
+    loss on volumes in mm³ runs to millions); from 1e11 on, with powers of ten."""
     top = max((abs(t) for t in ticks), default=0.0)
     for scale, suffix in ((1e6, "M"), (1e5, "k")):
-        if top >= scale:
+        if scale <= top < 1e11:
             unit = 1e3 if suffix == "k" else scale
             return [f"{label}{suffix}" for label in tick_labels([t / unit for t in ticks])]
     step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
-    for decimals in range(5):
+    for decimals in range(5 if top < 1e11 else 0):  # beyond, powers of ten (a diverging loss)
         labels = [f"{t:.{decimals}f}" for t in ticks]
         if all(abs(float(lab) - t) <= step * 1e-6 for lab, t in zip(labels, ticks)):
             return labels

@@ -52,7 +52,9 @@ class TrainProcess(QObject):
 
     def start(self, args: list[str]) -> None:
         self._buffer, self._stderr = b"", ""
-        self.process = proc = QProcess(self)
+        # no parent: napari deletes its window, and every child with it, before aboutToQuit,
+        # and a QProcess deleted while running kills its child; self.process and _RUNNING keep it
+        self.process = proc = QProcess()
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
         proc.setProcessEnvironment(env)
@@ -82,8 +84,7 @@ class TrainProcess(QObject):
         proc.readyReadStandardOutput.disconnect(self._read_stdout)
         proc.readyReadStandardError.disconnect(self._read_stderr)
         proc.finished.disconnect(self._on_finished)
-        proc.setParent(None)  # _RUNNING keeps it
-        proc.closeWriteChannel()
+        proc.closeWriteChannel()  # _RUNNING keeps it to its end
 
     def _read_stdout(self) -> None:
         self._buffer += bytes(self.process.readAllStandardOutput())
