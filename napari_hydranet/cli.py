@@ -45,8 +45,9 @@ def _emit(event: dict, as_json: bool, tty: bool) -> None:
     elif kind == "step" and tty:
         _progress(event["step"], event["steps"], f"epoch {event['epoch']} loss {event['loss']:.3g}")
     elif kind == "epoch":
-        refit = event.get("val_icc21_refit", "")
-        refit = f"  after refit {figure(refit, 3):>6}" if refit != "" else ""
+        refit = (
+            f"  after refit {figure(event['val_icc21_refit'], 3):>6}" if "val_icc21_refit" in event else ""
+        )
         loss = "–" if event["loss"] != event["loss"] else f"{event['loss']:.4g}"  # NaN: epoch 0, no steps
         print(
             f"epoch {event['epoch']:4d}  loss {loss:>9}  "

@@ -49,12 +49,13 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         )
     if len(pred) < FEW_FOR_ICC:
         notes.append(f"only {len(pred)} scans in common: the ICCs are too uncertain to read much into")
-    ratio = float(np.median(pred) / np.median(ref)) if np.median(pred) > 0 and np.median(ref) > 0 else 1.0
+    mid_pred, mid_ref = float(np.median(pred)), float(np.median(ref))
+    ratio = mid_pred / mid_ref if mid_pred > 0 and mid_ref > 0 else 1.0
     if not 1 / SCALE_APART < ratio < SCALE_APART:
         notes.append(
             f"the counts are about {f'{ratio:.0f}×' if ratio > 1 else f'1/{1 / ratio:.0f} of'} the "
-            f"labels (medians {np.median(pred):.4g} and "
-            f"{np.median(ref):.4g}): another unit (mL and mm³ differ 1000×) or another finding?"
+            f"labels (medians {mid_pred:.4g} and {mid_ref:.4g}): another unit (mL and mm³ differ "
+            "1000×) or another finding?"
         )
     for name, values in (("counts", pred), ("labels", ref)):
         if len(set(values)) == 1:

@@ -665,10 +665,10 @@ def _stop_message(reason: str, patience: int) -> str:
 def _other_finding(base, labels: np.ndarray) -> list[str]:
     """A note when the labels cannot be what ``base`` was trained to count: a fine-tune
     refits the count's scale but keeps what its heatmap responds to."""
-    seen = base.config.get("training") or {}
-    theirs, ours = seen.get("label_mean"), float(np.mean(labels))
     if not getattr(base.net, "has_heatmap", False):  # a regressor's refit can take another unit
         return []
+    seen = base.config.get("training") or {}
+    theirs, ours = seen.get("label_mean"), float(np.mean(labels))
     if not theirs or theirs <= 0 or ours <= 0 or 1 / SCALE_APART < ours / theirs < SCALE_APART:
         return []
     low, high = seen.get("label_range", [0, 0])

@@ -162,8 +162,8 @@ class CohortTable(QTableWidget):
             return
         self.correct(name, value)
 
-    def export_rows(self) -> list[list]:
-        """scan, count, count_sd, detections, label, corrected (1/0), notes, in scan order."""
+    def export_rows(self, unit: str) -> list[list]:
+        """scan, count, count_sd, detections, label, corrected (1/0), unit, notes, in scan order."""
         return [
             [
                 name,
@@ -172,6 +172,7 @@ class CohortTable(QTableWidget):
                 "" if r["detections"] is None else r["detections"],
                 "" if r["label"] is None else r["label"],
                 int(r["corrected"]),
+                unit,
                 "; ".join(r["notes"]),
             ]
             for name, r in sorted(self.records.items())

@@ -36,10 +36,10 @@ def tick_labels(ticks: list[float]) -> list[str]:
     label fits beside its axis; from 100,000 on, in thousands or millions (250k, 7.5M: a
     loss on volumes in mm³ runs to millions); from 1e11 on, with powers of ten."""
     top = max((abs(t) for t in ticks), default=0.0)
-    for scale, suffix in ((1e6, "M"), (1e5, "k")):
-        if scale <= top < 1e11:
-            unit = 1e3 if suffix == "k" else scale
-            return [f"{label}{suffix}" for label in tick_labels([t / unit for t in ticks])]
+    if 1e6 <= top < 1e11:
+        return [f"{label}M" for label in tick_labels([t / 1e6 for t in ticks])]
+    if 1e5 <= top < 1e6:
+        return [f"{label}k" for label in tick_labels([t / 1e3 for t in ticks])]
     step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
     for decimals in range(5 if top < 1e11 else 0):  # beyond, powers of ten (a diverging loss)
         labels = [f"{t:.{decimals}f}" for t in ticks]

@@ -14,13 +14,14 @@ from qtpy.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment
 
 # Every training started here, until it ends (a dock's, or one a closed dock left stopping)
 _RUNNING: set[QProcess] = set()
-_QUIT_HOOKED = []  # the application whose aboutToQuit stops them
+_quit_hooked = False  # whether the application's aboutToQuit stops them
 
 
 def _track(proc: QProcess) -> None:
-    if not _QUIT_HOOKED:
-        _QUIT_HOOKED.append(QCoreApplication.instance())
-        _QUIT_HOOKED[0].aboutToQuit.connect(_stop_at_quit)
+    global _quit_hooked
+    if not _quit_hooked:
+        QCoreApplication.instance().aboutToQuit.connect(_stop_at_quit)
+        _quit_hooked = True
     _RUNNING.add(proc)
     proc.finished.connect(lambda *_: _RUNNING.discard(proc))
 

@@ -183,7 +183,7 @@ class CohortWidget(Dock):
         elif kind == "error":
             name, reason = item[1], item[2]
             show_error(f"Cohort: {_named(name, reason)}")
-            self.failed.append((item[1], item[2]))
+            self.failed.append((name, reason))
             self.progress.setValue(self.progress.value() + 1)
         else:
             _, path, pred, affine = item
@@ -214,9 +214,9 @@ class CohortWidget(Dock):
         kept = len(self.table.corrections())  # earlier ones, on the rows of this run
         if kept:
             text += f"; your {plural(kept, 'corrected count')} kept"
-        noted = self.table.noted()
+        noted = {name: _gist(self.results[name][0], n) for name, n in sorted(self.table.noted().items())}
         if noted:  # e.g. no ROI mask: counts not comparable with masked ones
-            common = set.intersection(*(set(_gist(self.results[name][0], n)) for name, n in noted.items()))
+            common = set.intersection(*(set(gists) for gists in noted.values()))
             text += f"; ⚠ {len(noted)} with notes" + (
                 f" (every scan: {sorted(common)[0]}; more on hover)"
                 if len(noted) == done and common
@@ -226,11 +226,7 @@ class CohortWidget(Dock):
         self.status.setToolTip(
             "\n".join(
                 [_named(name, reason) for name, reason in self.failed]
-                + [
-                    f"{name}: {n}"
-                    for name, notes in sorted(noted.items())
-                    for n in _gist(self.results[name][0], notes)
-                ]
+                + [f"{name}: {n}" for name, gists in noted.items() for n in gists]
             )
         )
 
@@ -301,7 +297,7 @@ class CohortWidget(Dock):
     # outputs ----------------------------------------------------------------------------
     def rows(self) -> list[list]:
         """The table in the export format (``EXPORT_COLUMNS``)."""
-        return [[*row[:-1], self._unit, row[-1]] for row in self.table.export_rows()]
+        return self.table.export_rows(self._unit)
 
     def export(self, path=None) -> Path | None:
         if not self.results:
