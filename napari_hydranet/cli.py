@@ -267,8 +267,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"n        {result['n']}")
         print(f"ICC(2,1) {figure(result['icc21'], 4)}   (absolute agreement)")
         print(f"ICC(3,1) {figure(result['icc31'], 4)}   (consistency)")
-        print(f"MAE      {result['mae']:.4f}")
-        print(f"MSE      {result['mse']:.4f}")
+        unit = f" {result['unit']}" if result["unit"] else ""
+        print(f"MAE      {result['mae']:.4f}{unit}")
+        print(f"MSE      {result['mse']:.4f}{unit}{'²' if unit else ''}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,15 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     for name, values in (("counts", pred), ("labels", ref)):
         if len(set(values)) == 1:
             notes.append(f"every one of the {name} is {values[0]:g}: the ICCs cannot measure agreement")
-    return {**agreement(pred, ref), "notes": notes}
+    return {**agreement(pred, ref), "unit": _unit(counts_csv), "notes": notes}
+
+
+def _unit(counts_csv) -> str:
+    """The counts' unit from the table's ``unit`` column (as ``predict`` writes it), or ""
+    when it has none or names several."""
+    with open(counts_csv, newline="", encoding="utf-8-sig") as fh:
+        units = {(row.get("unit") or "").strip() for row in csv.DictReader(fh)}
+    return units.pop() if len(units) == 1 else ""
 
 
 def _one_row_per_scan(table, values: dict) -> None:

@@ -77,7 +77,8 @@ class Model:
         if val.get("icc21") is not None:
             where = f"; {val['cohort']}" if val.get("cohort") else ""
             lines.append(
-                f"validation: ICC(2,1) {val['icc21']:.2f}, MAE {val.get('mae', float('nan')):.2f} "
+                f"validation: ICC(2,1) {val['icc21']:.2f}, MAE {val.get('mae', float('nan')):.2f}"
+                f"{' ' + lab['unit'] if lab.get('unit') else ''} "
                 f"(n = {val.get('n', '?')}{where})"
             )
         if det.get("tpr") is not None:

@@ -107,6 +107,11 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "mm3.csv").write_text("scan,label\n" + "".join(f"s{i},{1000 * i + 500}\n" for i in range(12)))
     assert main(["evaluate", str(tmp_path / "ml_counts.csv"), str(tmp_path / "mm3.csv")]) == 0
     assert "note: the counts are about 1/1017 of the labels" in capsys.readouterr().out
+    # the errors in the counts' unit, as predict writes it
+    (tmp_path / "mm3.csv").write_text("scan,count,unit\n" + "".join(f"s{i},{i + 2},mm3\n" for i in range(12)))
+    assert main(["evaluate", str(tmp_path / "mm3.csv"), str(tmp_path / "ml.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "MAE      1.6000 mm3\n" in out and "MSE      2.5600 mm3²\n" in out
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def test_bundled_default_model_loads_and_its_card_leads_with_what_matters():
     assert model.arch == "gpunet"
     short, full = model.card().splitlines(), model.card(full=True).splitlines()
     assert "not for clinical use" in short[1]
-    assert short[2].startswith("validation: ICC(2,1) 0.94") and "seed 200" in short[2]
+    assert short[2].startswith("validation: ICC(2,1) 0.94, MAE 0.76 lesions (") and "seed 200" in short[2]
     assert short[3].startswith("detection: sensitivity 75% at 0.80 false positives per scan")
     assert short[4] == "voxels: 0.9–1.6 mm; scans outside this range are resampled to 1.24×1.24×1.23 mm"
     # the training history is cut to its first clause; the full card keeps all of it

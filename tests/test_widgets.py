@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -652,6 +653,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert [widget.table.scan_at(r) for r in range(3)] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
     assert "n = 2" in widget.stats.text() and "ICC(2,1)" in widget.stats.text()
     assert "2 labelled scans: too few to judge agreement" in widget.stats.text()
+    in_unit = r"MAE = [\d.]+ lesions   bias = [-+][\d.]+ \(limits ±[\d.]+\) lesions"
+    assert re.search(in_unit, widget.stats.text())
     from napari_hydranet._widgets._agreement import agreement_text
 
     one = agreement_text(np.array([3.0]), np.array([2.0]))

@@ -13,9 +13,11 @@ from ._plots import Frame, padded, start
 EMPTY = "Load a labels CSV or correct counts to see the agreement."
 
 
-def agreement_text(pred: np.ndarray, label: np.ndarray) -> str:
-    """The line under the plots: n, ICC(2,1), MAE and the Bland–Altman bias and limits."""
+def agreement_text(pred: np.ndarray, label: np.ndarray, unit: str = "") -> str:
+    """The line under the plots: n, ICC(2,1), MAE and the Bland–Altman bias and limits, the
+    last three in ``unit``."""
     stats = agreement(pred, label)
+    unit = f" {unit}" if unit else ""
     bias, limit = bland_altman(pred, label)
     few = (
         f"\n{plural(stats['n'], 'labelled scan')}: too few to judge agreement"
@@ -23,8 +25,8 @@ def agreement_text(pred: np.ndarray, label: np.ndarray) -> str:
         else ""
     )
     return (
-        f"n = {stats['n']}   ICC(2,1) = {figure(stats['icc21'])}   MAE = {stats['mae']:.2f}   "
-        f"bias = {bias:+.2f} (limits ±{limit:.2f}){few}"
+        f"n = {stats['n']}   ICC(2,1) = {figure(stats['icc21'])}   MAE = {stats['mae']:.2f}{unit}   "
+        f"bias = {bias:+.2f} (limits ±{limit:.2f}){unit}{few}"
     )
 
 
@@ -38,10 +40,10 @@ class AgreementPlots(QWidget):
         self.setMinimumHeight(170)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
-    def set_pairs(self, pairs) -> str:
+    def set_pairs(self, pairs, unit: str = "") -> str:
         self.pred, self.label = (np.asarray(v, float) for v in zip(*pairs)) if pairs else (np.zeros(0),) * 2
         self.update()
-        return agreement_text(self.pred, self.label) if pairs else EMPTY
+        return agreement_text(self.pred, self.label, unit) if pairs else EMPTY
 
     def paintEvent(self, _event) -> None:
         p = start(self)

@@ -353,7 +353,7 @@ class CohortWidget(Dock):
             return None
 
     def _draw(self, *_) -> None:
-        text = self.plots.set_pairs(self.table.pairs())
+        text = self.plots.set_pairs(self.table.pairs(), self._unit)
         self.stats.setText(f"{text}\n{self.labels_note}" if self.labels_note else text)
 
     def release(self) -> None:
