@@ -187,6 +187,33 @@ def test_an_unexpected_error_leaves_its_traceback_on_the_console(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_predict_with_a_regressor_hides_detections(qtbot, sample_viewer, tiny_model, errors, tmp_path):
+    from napari_hydranet._widgets import PredictWidget
+
+    args = {"width": 4}
+    config = {
+        "architecture": {"name": "regressor", "args": args},
+        "preprocess": PreprocessConfig(crop_shape=(48, 36, 24)).to_dict(),
+        "label": {"name": "WMH volume", "unit": "mm3"},
+    }
+    regressor = save_model(tmp_path / "regressor", build_net("regressor", args), config)
+    viewer, scan, _ = sample_viewer
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_picker.select(tiny_model)
+    assert widget.combine_box.isVisibleTo(widget) and widget.detections_section.isVisibleTo(widget)
+    widget.model_picker.select(regressor)
+    assert not widget.combine_box.isVisibleTo(widget) and not widget.detections_section.isVisibleTo(widget)
+    widget.image_combo.set_layer(scan)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    assert "no heatmap or detections (a regressor)" in widget.result_label.text()
+    assert [layer.name for layer in viewer.layers] == [scan.name, sample_viewer[2].name]
+    widget.model_picker.select(tiny_model)  # back to a model with a heatmap
+    assert widget.combine_box.isVisibleTo(widget) and widget.detections_section.isVisibleTo(widget)
+
+
 def test_predict_on_a_scan_stored_in_another_voxel_order(
     qtbot, make_napari_viewer, tiny_model, errors, tmp_path
 ):

@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDockWidget,
@@ -28,6 +28,7 @@ from .._layers import display_shape, file_volume, from_display, layer_transform
 from ..errors import HydranetError
 from ..io import Scan, finite
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
+from ..nets import ARCHITECTURES
 from ._registry import model_registry
 
 
@@ -280,10 +281,14 @@ class LayerCombo(QComboBox):
 
 
 class ModelPicker(QWidget):
-    """The bundled model or any model folder (folder dialog), with the model's card shown."""
+    """The bundled model or any model folder (folder dialog), with the model's card shown;
+    ``shown`` is emitted after each card."""
+
+    shown = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.config: dict | None = None  # the chosen model's, None when it cannot be read
         self.combo = QComboBox()
         self.combo.setToolTip("'default' is the model shipped with the plugin")
         browse = QPushButton("Folder…")
@@ -337,19 +342,28 @@ class ModelPicker(QWidget):
         return resolve_model_dir(self.combo.currentData() or DEFAULT_NAME)
 
     def _show_card(self, *_) -> None:
-        name = self.combo.currentData()
+        name, self.config = self.combo.currentData(), None
         if not name:
             self.card.setText("")
             self.card.setToolTip("")
-            return
-        try:
-            folder = resolve_model_dir(name)
-            model = Model(None, read_config(folder), folder)
-            self.card.setText(model.card())
-            self.card.setToolTip(model.card(full=True))
-        except HydranetError as exc:
-            self.card.setText(f"⚠ {exc}")
-            self.card.setToolTip("")
+        else:
+            try:
+                folder = resolve_model_dir(name)
+                model = Model(None, read_config(folder), folder)
+                self.card.setText(model.card())
+                self.card.setToolTip(model.card(full=True))
+                self.config = model.config
+            except HydranetError as exc:
+                self.card.setText(f"⚠ {exc}")
+                self.card.setToolTip("")
+        self.shown.emit()
+
+    def has_heatmap(self) -> bool:
+        """Whether the chosen model gives a heatmap (True while it is unknown: not readable)."""
+        if self.config is None:
+            return True
+        arch = ARCHITECTURES.get(self.config["architecture"].get("name"))
+        return arch is None or arch.has_heatmap
 
     def disconnect_registry(self) -> None:
         try:

@@ -20,6 +20,8 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSlider,
+    QVBoxLayout,
+    QWidget,
 )
 
 from .._layers import camera_of, detections_layer, heatmap_layer
@@ -142,6 +144,13 @@ class PredictWidget(Dock):
         thr = QHBoxLayout()
         thr.addWidget(self.slider, 1)
         thr.addWidget(self.reset_button)
+        self.detections_section = QWidget()  # hidden for a model without a heatmap
+        section = QVBoxLayout(self.detections_section)
+        section.setContentsMargins(0, 0, 0, 0)
+        section.addWidget(QLabel("Detections"))
+        section.addLayout(nav)
+        section.addLayout(thr)
+        section.addWidget(self.threshold_label)
         box = scrolling_layout(self)
         box.addLayout(form)
         box.addWidget(self.combine_box)
@@ -149,10 +158,7 @@ class PredictWidget(Dock):
         box.addWidget(self.progress)
         box.addWidget(self.result_label)
         box.addWidget(self.notes_label)
-        box.addWidget(QLabel("Detections"))
-        box.addLayout(nav)
-        box.addLayout(thr)
-        box.addWidget(self.threshold_label)
+        box.addWidget(self.detections_section)
         box.addStretch(1)
 
         self.run_button.clicked.connect(self.run)
@@ -161,6 +167,8 @@ class PredictWidget(Dock):
         self.slider.valueChanged.connect(self._on_slider)
         self.reset_button.clicked.connect(lambda: self.slider.setValue(SLIDER_STEPS // 2))
         self.combine_box.toggled.connect(self._on_combine)
+        self.model_picker.shown.connect(self._show_model_kind)
+        self._show_model_kind()
         self._set_inspection_enabled(False)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
@@ -271,6 +279,12 @@ class PredictWidget(Dock):
         self._current = None
         self._set_inspection_enabled(False)
         self._show_threshold()
+
+    def _show_model_kind(self) -> None:
+        """A model without a heatmap (a regressor) has no detections to combine or step through."""
+        heat = self.model_picker.has_heatmap()
+        self.combine_box.setVisible(heat)
+        self.detections_section.setVisible(heat)
 
     def _on_layer_removed(self, event) -> None:
         run = self._current
