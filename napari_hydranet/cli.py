@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__, options
 from .errors import HydranetError
-from .text import figure, json_safe, plural
+from .text import figure, first_of, json_safe, note_kind, plural
 
 
 def _progress(done: int, total: int, text: str) -> None:
@@ -230,6 +230,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         intensity_weight=a.intensity_weight,
     )
     failed = []
+    noted: dict[str, list[str]] = {}  # each kind of note, printed once: the scans it was on
     for ev in events:
         if ev["event"] == "stopped":
             held = ev["done"] - len(failed)
@@ -240,9 +241,19 @@ def cmd_predict(a: argparse.Namespace) -> int:
             print(("\n" if tty else "") + f"hydranet: skipped: {ev['message']}", file=sys.stderr)
             continue
         for note in ev["notes"]:
-            print(f"note: {note}", file=sys.stderr)
+            scans = noted.setdefault(note_kind(note), [])
+            if not scans:
+                print(("\n" if tty else "") + f"note: {note}", file=sys.stderr)
+            scans.append(ev["scan"])
         if tty:
             _progress(ev["done"], ev["total"], f"{ev['scan']}: {format_count(ev['count'])}")
+    for scans in noted.values():
+        if len(scans) > 1:
+            print(
+                f"note: the note on {scans[0]} holds for {plural(len(scans) - 1, 'more scan')} too: "
+                f"{first_of(scans[1:], 3)}",
+                file=sys.stderr,
+            )
     done = len(paths) - len(failed)
     if done:
         print(f"counts for {plural(done, 'scan')} written to {a.out}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from .errors import HydranetError
 from .io import Scan, check_masks_folder, find_mask, read_labels, read_scan
 from .options import DENSITY_TARGETS
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
-from .text import first_of, plural
+from .text import first_of, note_kind, plural
 
 
 @dataclass
@@ -73,7 +72,7 @@ def shared(notes: list[str]) -> list[str]:
     groups: dict[str, list[tuple[str, str]]] = {}
     for note in notes:
         who, _, text = note.partition(": ")
-        groups.setdefault(re.sub(r"\d+(\.\d+)?", "#", text), []).append((who, text))
+        groups.setdefault(note_kind(note), []).append((who, text))
     lines = []
     for group in groups.values():
         (who, text), names = group[0], [w for w, _ in group]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .device import select_device
 from .errors import HydranetError
-from .infer import COUNT_COLUMNS, DETECTION_COLUMNS, predict_file
+from .infer import COUNT_COLUMNS, DETECTION_COLUMNS, OLD_COUNT_COLUMNS, predict_file
 from .io import atomic_write_bytes, check_folder_output, held_files, write_csv, write_volume
 from .metrics import detection_scores, match
 from .models import load_model
@@ -34,7 +34,7 @@ def _older_demo(out: Path, held: list[str]) -> bool:
         rows = (out / "counts.csv").read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return False
-    return len(rows) == 2 and rows[0] == ",".join(COUNT_COLUMNS) and rows[1].startswith("sample.nii.gz,")
+    return len(rows) == 2 and rows[0] == ",".join(OLD_COUNT_COLUMNS) and rows[1].startswith("sample.nii.gz,")
 
 
 def check_demo_folder(out: Path) -> None:

@@ -27,7 +27,8 @@ from .io import (
 from .models import Model
 from .preprocess import Prepared, prepare
 
-COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path"]
+COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path", "notes"]
+OLD_COUNT_COLUMNS = COUNT_COLUMNS[:-1]  # before 0.4: an earlier run's table is overwritten too
 DETECTION_COLUMNS = ["scan", "lesion", "i", "j", "k", "x", "y", "z", "size", "score", "size_mm3"]
 
 
@@ -84,6 +85,7 @@ class Prediction:
             threshold,
             unit,
             str(self.path) if self.path else "",
+            "; ".join(self.notes),
         ]
 
     def source_heatmap(self) -> np.ndarray | None:
@@ -208,7 +210,7 @@ def check_outputs(
     heatmaps_dir: Path | None = None,
 ) -> None:
     """Refuse outputs that would destroy an input or each other, and scans sharing a name."""
-    check_table_output(out_csv, "counts table", paths, COUNT_COLUMNS)
+    check_table_output(out_csv, "counts table", paths, COUNT_COLUMNS, OLD_COUNT_COLUMNS)
     if detections_csv is not None:
         check_table_output(detections_csv, "detections table", paths, DETECTION_COLUMNS)
         if Path(detections_csv).resolve() == Path(out_csv).resolve():

@@ -255,12 +255,15 @@ def _can_write(folder: Path) -> bool:
 
 
 def check_table_output(
-    path: str | os.PathLike, what: str, inputs: Iterable[Path] = (), header: Sequence[str] | None = None
+    path: str | os.PathLike,
+    what: str,
+    inputs: Iterable[Path] = (),
+    *headers: Sequence[str],
 ) -> Path:
     """Refuse an output table path that is a folder, lies under a file or a folder that cannot
-    be written, names an input scan or is named like a NIfTI scan, or (with ``header``) is a
-    file other than a table of these columns, such as the user's labels; checked before any
-    work is done."""
+    be written, names an input scan or is named like a NIfTI scan, or (with ``headers``) is a
+    file other than a table with one of these headers, such as the user's labels; checked
+    before any work is done."""
     path = Path(path)
     if path.is_dir():
         raise HydranetError(f"{path}: is a folder; give the {what} a file name (.csv)")
@@ -270,10 +273,10 @@ def check_table_output(
     if is_nifti(path):
         raise HydranetError(f"{path}: the {what} is a CSV table; name it .csv, not like a scan")
     if (
-        header is not None
+        headers
         and path.is_file()
         and path.stat().st_size
-        and _first_line(path) != ",".join(header)
+        and _first_line(path) not in {",".join(h) for h in headers}
     ):
         raise HydranetError(
             f"{path}: exists and is not a {what} written by hydranet; choose another file, or "

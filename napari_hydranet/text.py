@@ -1,6 +1,7 @@
 """Wording shared by the command line and the docks."""
 
 import math
+import re
 
 
 def plural(n: int, noun: str) -> str:
@@ -11,6 +12,12 @@ def plural(n: int, noun: str) -> str:
 def figure(value, digits: int = 2) -> str:
     """A score with ``digits`` decimals, or "–" where it is undefined (None, as JSON's null; NaN)."""
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def note_kind(note: str) -> str:
+    """What a per-scan note ("<scan>: <text>") says, without its scan and with its numbers as
+    "#": notes of one kind on several scans (each scan's voxel size) compare equal."""
+    return re.sub(r"\d+(\.\d+)?", "#", note.partition(": ")[2])
 
 
 def first_of(items: list[str], shown: int = 10) -> str:

@@ -150,7 +150,11 @@ def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):
     hits = sum(np.linalg.norm(found - c, axis=1).min() <= 3 for c in sample.lesions)
     assert hits >= 0.5 * sample.count  # GP-UNet detections land on the known lesions
     assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 0  # again: over its own outputs
-    (tmp_path / "demo" / ".hydranet-demo").unlink()  # as an earlier version left its outputs
+    (tmp_path / "demo" / ".hydranet-demo").unlink()  # as an earlier version left its outputs,
+    old = tmp_path / "demo" / "counts.csv"  # without the marker and the notes column
+    header, row = old.read_text().splitlines()
+    assert header.endswith(",notes") and row.endswith(",")  # no notes on the sample
+    old.write_text(f"{header.removesuffix(',notes')}\n{row[:-1]}\n")
     assert main(["demo", "--headless", "--out", str(tmp_path / "demo")]) == 0
     study = tmp_path / "study"  # the user's results, made by hydranet predict: headers as the demo's
     study.mkdir()
@@ -321,6 +325,22 @@ def test_predict_overwrites_only_its_own_tables(cohort, tmp_path, capsys):
     (tmp_path / "c.csv").write_bytes(b"")  # an empty file (mktemp's, touch's) is no one's table
     assert _predict(scan, "--out", tmp_path / "c.csv", "--detections", tmp_path / "d.csv") == 0
     assert _predict(scan, "--out", tmp_path / "c.csv", "--detections", tmp_path / "d.csv") == 0  # again
+    older = tmp_path / "older.csv"  # a table of 0.3, without the notes column, is ours too
+    older.write_text(
+        "scan,count,count_sd,detections,threshold,unit,path\nsub-000.nii.gz,1,0,1,0.5,lesions,x\n"
+    )
+    assert _predict(scan, "--out", older) == 0
+    assert _rows(older)[0]["scan"] == "sub-000.nii.gz" and "notes" in _rows(older)[0]
+
+
+def test_predict_notes_each_kind_once_and_in_the_table(cohort, tmp_path, capsys):
+    scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(3)]
+    assert _predict(*scans, "--out", tmp_path / "c.csv") == 0
+    err = capsys.readouterr().err
+    assert err.count("no ROI mask given") == 1 and err.count("note: sub-000: no ROI mask given") == 1
+    assert "note: the note on sub-000.nii.gz holds for 2 more scans too: sub-001.nii.gz; sub-002" in err
+    for row in _rows(tmp_path / "c.csv"):
+        assert row["notes"].startswith(f"{row['scan'][:-7]}: no ROI mask given; the whole volume is used")
 
 
 def test_outputs_in_a_folder_that_cannot_be_written_are_refused_before_the_work(
