@@ -448,6 +448,11 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
 
     with qtbot.waitSignal(widget.model_ready, timeout=TIMEOUT) as ready:
         widget.start()
+        # the settings fold under a button while it runs (the curves come into view)
+        assert not widget.inputs_panel.isVisibleTo(widget) and widget.settings_toggle.isVisibleTo(widget)
+        widget.settings_toggle.click()
+        assert widget.inputs_panel.isVisibleTo(widget) and not widget.inputs_panel.isEnabled()
+        assert widget.settings_toggle.text() == "Hide the settings"
         qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
         assert widget.progress.value() > 0
         assert widget.curves.ys[0][: len(widget.history)] == [h["loss"] for h in widget.history]
@@ -457,6 +462,8 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert ready.args == [str(out.resolve())]
     assert widget.last_event["event"] == "done" and widget.last_event["reason"] == "stopped"
     assert "stopped on request" in widget.status.text() and widget.time_label.text().startswith("took ")
+    assert widget.inputs_panel.isVisibleTo(widget) and widget.inputs_panel.isEnabled()
+    assert not widget.settings_toggle.isVisibleTo(widget)
     # the start's notes stay in view to the end, in the dock's words (8 scans: 2 validation scans)
     assert "note: only 2 validation scans" in widget.notes_label.text()
     assert widget.progress.format() == "stopped on request"
@@ -490,6 +497,7 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     qtbot.waitUntil(lambda: not widget.is_running() and widget.start_button.isEnabled(), timeout=TIMEOUT)
     assert widget.status.text().startswith("training did not start: ")
     assert "a new model needs a new or empty folder (Output)" in widget.status.text()
+    assert widget.inputs_panel.isVisibleTo(widget) and widget.inputs_panel.isEnabled()  # to correct it
     assert sorted(p.name for p in (data / "masks").iterdir()) == before and len(errors) == 1
     # a mistake found once the scans are being loaded: not started either
     widget.set_inputs(data / "scans", data / "labels.csv", data / "scans")

@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from .. import options
@@ -159,10 +161,20 @@ class TrainWidget(Dock):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
+        # folded away while a training runs, so that its curves are in view on a laptop's screen
+        self.inputs_panel = QWidget()
+        inputs = QVBoxLayout(self.inputs_panel)
+        inputs.setContentsMargins(0, 0, 0, 0)
+        inputs.addLayout(data)
+        inputs.addLayout(settings)
+        inputs.addWidget(advanced)
+        self.settings_toggle = QPushButton("Show the settings")
+        self.settings_toggle.setCheckable(True)
+        self.settings_toggle.setVisible(False)
+        self.settings_toggle.toggled.connect(self._show_settings)
         box = scrolling_layout(self)
-        box.addLayout(data)
-        box.addLayout(settings)
-        box.addWidget(advanced)
+        box.addWidget(self.settings_toggle)
+        box.addWidget(self.inputs_panel)
         box.addLayout(buttons)
         box.addWidget(self.progress)
         box.addWidget(self.time_label)
@@ -303,7 +315,19 @@ class TrainWidget(Dock):
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")
+        self._fold_settings(True)
         self.runner.start(args)
+
+    def _fold_settings(self, running: bool) -> None:
+        """While a training runs its settings are folded under a button (and cannot change)."""
+        self.inputs_panel.setEnabled(not running)
+        self.settings_toggle.setChecked(False)
+        self.settings_toggle.setVisible(running)
+        self.inputs_panel.setVisible(not running)
+
+    def _show_settings(self, shown: bool) -> None:
+        self.settings_toggle.setText("Hide the settings" if shown else "Show the settings")
+        self.inputs_panel.setVisible(shown)
 
     def stop(self) -> None:
         """First press: ask the training to stop after the current step (it keeps the best model);
@@ -397,6 +421,7 @@ class TrainWidget(Dock):
         return max((best + self._patience - first + 1) * per - self.progress.value(), 0)
 
     def _on_ended(self, code: int, reason: str) -> None:
+        self._fold_settings(False)
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.progress.setRange(0, max(self.progress.maximum(), 1))
