@@ -311,6 +311,14 @@ def train(
     base = load_model(resolve_model_dir(cfg.init)) if cfg.init else None
     if base is not None:
         arch, arch_args, pre = base.arch, base.config["architecture"]["args"], base.preprocess
+        if pre.use_mask and cfg.masks_dir is None:
+            raise HydranetError(
+                f"{cfg.init}: this model counts inside ROI masks; give the folder of ROI masks "
+                f"named like the scans ({FLAGS['masks_dir']}). Without them it sees whole "
+                "volumes, its counts would be rescaled to fit them, and a masked prediction would "
+                "then count far too low"
+            )
+        pre = replace(pre, use_mask=cfg.masks_dir is not None)  # what the fine-tune saw
         if cfg.density_dir and not _density_head(arch, arch_args):
             raise HydranetError(f"--density needs a GP-UNet with its density head; {cfg.init} is a {arch}")
     else:

@@ -263,6 +263,20 @@ def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
     assert state["epoch"] == 2 and "kept" in state["recalibration"]  # later checkpoints keep the record
 
 
+def test_a_fine_tune_needs_the_masks_its_model_was_trained_in(cohort, tmp_path):
+    """Without them the refit rescales the count to whole volumes (×0.14 on a user's cohort), and
+    the model, still saying it uses ROI masks, then counted masked scans 7× too low."""
+    with pytest.raises(HydranetError, match=r"^default: this model counts inside ROI masks; give .*--masks"):
+        list(train(_cfg(cohort, tmp_path / "m", init="default", masks_dir=None)))
+    assert not (tmp_path / "m").exists()
+    # a model trained on whole volumes, fine-tuned inside masks, says it was
+    unmasked = _cfg(cohort, tmp_path / "a", arch="gpunet", arch_args={"features": [4, 8]}, epochs=1)
+    list(train(replace(unmasked, masks_dir=None)))
+    assert not load_model(tmp_path / "a").preprocess.use_mask
+    list(train(_cfg(cohort, tmp_path / "b", init=str(tmp_path / "a"), epochs=1)))
+    assert load_model(tmp_path / "b").preprocess.use_mask
+
+
 def test_fine_tunes_stop_early_by_default(cohort, tmp_path):
     assert _cfg(cohort, tmp_path, init="m").early_stop_after() == FINETUNE_PATIENCE
     assert _cfg(cohort, tmp_path).early_stop_after() == 0  # from scratch: runs to its limits
