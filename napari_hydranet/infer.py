@@ -270,13 +270,14 @@ def predict_files(
             return
         try:
             pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
-        except HydranetError as exc:
+        except (HydranetError, MemoryError) as exc:  # this scan is skipped, the others go on
+            message = str(exc) if isinstance(exc, HydranetError) else f"{path}: not enough memory for it"
             yield {
                 "event": "failed",
                 "done": done,
                 "total": len(paths),
                 "scan": path.name,
-                "message": str(exc),
+                "message": message,
             }
             continue
         count_rows.append(pred.count_row(unit))

@@ -26,6 +26,7 @@ from .errors import HydranetError
 from .text import first_of, plural
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+MAX_SCAN_VOXELS = 2**29  # 2 GB as float32; a 0.3 mm whole-head scan has about 2.5e8
 SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # not commas: a table from elsewhere
 
 
@@ -140,8 +141,11 @@ def read_scan(path: str | os.PathLike) -> Scan:
         raise HydranetError(
             f"{path}: voxels of type {dtype} (complex or RGB); expected one real intensity each"
         )
+    _check_claimed_size(path, img, shape, dtype)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
+    except MemoryError:
+        raise HydranetError(f"{path}: not enough memory to read its {_voxels(shape)}") from None
     except Exception as exc:
         raise HydranetError(f"{path}: the voxel data cannot be read ({exc})") from None
     data = data.reshape(shape[:3])
@@ -158,6 +162,29 @@ def read_scan(path: str | os.PathLike) -> Scan:
             "positions are not scanner mm"
         )
     return Scan(np.ascontiguousarray(data), affine, path, notes)
+
+
+def _voxels(shape) -> str:
+    return f"{'×'.join(map(str, shape[:3]))} voxels"
+
+
+def _check_claimed_size(path: Path, img, shape, dtype) -> None:
+    """Refuse a header whose shape no scan has, or (uncompressed) more data than the file
+    holds, before memory is set aside for it: a damaged header of a few bytes asked for GBs."""
+    n = math.prod(shape)
+    if n > MAX_SCAN_VOXELS:
+        raise HydranetError(
+            f"{path}: the header claims {_voxels(shape)} ({n * 4 / 1e9:.3g} GB as float32), "
+            "more than any scan; is the file damaged?"
+        )
+    if not path.name.lower().endswith(".gz"):
+        need = int(getattr(img.dataobj, "offset", 0)) + n * dtype.itemsize
+        held = path.stat().st_size
+        if held < need:
+            raise HydranetError(
+                f"{path}: the header claims {_voxels(shape)} ({need:,} bytes) but the file holds "
+                f"{held:,} bytes: truncated or damaged"
+            )
 
 
 def finite(data: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
@@ -341,6 +368,19 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
             f"{folder}: the masks folder holds the scans; each would be its own ROI mask. "
             "Give the folder of ROI masks, named like the scans"
         )
+    reasons = []
+    for path in scan_paths:
+        try:
+            find_mask(folder, Path(path))
+            return
+        except HydranetError as exc:
+            reasons.append(str(exc))
+    if reasons:  # not one scan has a mask: the wrong folder, or masks named otherwise
+        raise HydranetError(
+            f"{folder}: no ROI mask for any of the {plural(len(reasons), 'scan')} ({reasons[0]}); "
+            "name each mask like its scan (sub-01_T2w.nii.gz), or keep BIDS derivatives "
+            "(sub-01/anat/sub-01_desc-BG_mask.nii.gz)"
+        )
 
 
 def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | None:
@@ -354,7 +394,37 @@ def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | No
             cand = Path(masks_dir) / f"{form}{suffix}"
             if cand.is_file():
                 return cand
+    found = _bids_masks(Path(masks_dir), stem)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise HydranetError(
+            f"{scan_path.name}: {len(found)} masks in {masks_dir} fit it "
+            f"({first_of([f.name for f in found], 3)}); give a folder with one kind of mask"
+        )
     raise HydranetError(f"{scan_path.name}: no mask named {stem}.nii[.gz] in {masks_dir}")
+
+
+def _bids_masks(masks_dir: Path, stem: str) -> list[Path]:
+    """The masks of a BIDS derivatives folder for a scan named as BIDS names them:
+    ``sub-01[_ses-1]/anat/sub-01[_ses-1]_…_mask.nii.gz`` (or the same files side by side)
+    whose entities hold every entity of the scan's name (``sub-01_ses-1_T2w``: sub-01, ses-1)."""
+    *entities, _suffix = stem.split("_")
+    if not entities or not entities[0].startswith("sub-") or not all("-" in e for e in entities):
+        return []
+    session = [e for e in entities if e.startswith("ses-")]
+    subject = masks_dir / entities[0]
+    folders = [masks_dir, subject, subject / "anat"]
+    folders += [subject / s / d for s in session for d in ("", "anat")]
+    found = []
+    for folder in dict.fromkeys(folders):
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            *theirs, suffix = scan_stem(f).split("_")
+            if suffix == "mask" and is_nifti(f) and f.is_file() and set(entities) <= set(theirs):
+                found.append(f)
+    return found
 
 
 def _read_umask() -> int:

@@ -119,6 +119,8 @@ def build_net(arch: str, args: dict) -> torch.nn.Module:
         return ARCHITECTURES[arch](**args)
     except (TypeError, ValueError) as exc:
         raise HydranetError(f"architecture '{arch}': bad arguments {args} ({exc})") from None
+    except (RuntimeError, MemoryError):  # e.g. {"features": [200000, 200000]}
+        raise HydranetError(f"architecture '{arch}': arguments {args} make too large a network") from None
 
 
 def default_model_dir() -> Path:
@@ -172,6 +174,12 @@ def read_config(folder: str | os.PathLike) -> dict:
     if not isinstance(version, int) or not isinstance(config.get("architecture", {}), dict):
         raise HydranetError(
             f"{folder / CONFIG}: malformed (format_version must be a number, architecture an object)"
+        )
+    label = config.get("label", {})
+    if not isinstance(label, dict) or not all(isinstance(v, str) for v in label.values()):
+        raise HydranetError(
+            f"{folder / CONFIG}: malformed label (expected an object such as "
+            '{"name": "EPVS count", "unit": "lesions"})'
         )
     if version > FORMAT_VERSION:
         raise HydranetError(

@@ -27,6 +27,9 @@ RAS = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])  # nibabel orientation of R
 
 
 MIN_CROP = 16  # the smallest crop per axis (voxels); a few 3×3×3 convolutions and poolings need room
+MAX_CROP = 256  # the largest: a network's feature maps of a bigger box outgrow a laptop's memory
+VOXEL_MM = (0.05, 20.0)  # plausible voxel edges of a scan; others are a header's mistake (or unit)
+MAX_VOXELS = 512**3  # the largest volume a scan is resampled to
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,20 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
         crop = d.get("crop_shape")
-        if crop and (len(crop) != 3 or any(int(c) != c or c < MIN_CROP for c in crop)):
+        if crop and (len(crop) != 3 or any(int(c) != c or not MIN_CROP <= c <= MAX_CROP for c in crop)):
             raise HydranetError(
-                f"crop_shape {crop}: expected three whole numbers of voxels, each ≥ {MIN_CROP}"
+                f"crop_shape {crop}: expected three whole numbers of voxels, each {MIN_CROP} to {MAX_CROP}"
             )
+        for key, low, high, default in (
+            ("mask_dilation", 0, 20, 2),
+            ("mask_sigma", 0, 20, 2.0),
+            ("trim_percentile", 50, 100, 99.0),
+        ):
+            value = d.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise HydranetError(f"{key} {value!r}: expected a number from {low} to {high}")
+        if not isinstance(d.get("use_mask", True), bool):
+            raise HydranetError(f"use_mask {d['use_mask']!r}: expected true or false")
         reference = str(d.get("intensity_reference", "percentile"))
         if reference not in INTENSITY_REFERENCES:
             raise HydranetError(
@@ -95,11 +108,12 @@ def _positive_mm(d: dict, key: str, n: int, what: str) -> tuple | None:
         return None
     try:
         out = tuple(float(v) for v in value)
-        valid = len(out) == n and all(0 < v < math.inf for v in out)
+        valid = len(out) == n and all(VOXEL_MM[0] <= v <= VOXEL_MM[1] for v in out)
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise HydranetError(f"{key} {value!r}: expected {what} in mm")
+        low, high = VOXEL_MM
+        raise HydranetError(f"{key} {value!r}: expected {what} in mm, each {low:g} to {high:g}")
     return out
 
 
@@ -345,6 +359,11 @@ def resample(scan: Scan, zoom: np.ndarray) -> Scan:
     that small lesions are averaged into the larger voxels as an acquisition would."""
     zoom = np.asarray(zoom, float)
     shape = tuple(int(np.floor((n - 1) / z + 1e-6)) + 1 for n, z in zip(scan.array.shape, zoom))
+    if math.prod(shape) > MAX_VOXELS:
+        raise HydranetError(
+            f"{scan.where}: resampled to the model's voxels it would hold {'×'.join(map(str, shape))} "
+            "voxels, too many to hold in memory; is the header's voxel size right?"
+        )
     array = scan.array
     if np.any(zoom > 1):
         array = ndimage.gaussian_filter(array, np.maximum(zoom - 1, 0) / 2)
@@ -441,7 +460,8 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         mask_notes = list(mask.notes) + _mask_note(mask)  # its reading notes (NaNs) too
         mask = to_ras(mask)
     top = float(scan.array.max())
-    if top > 0 and bool(np.all((scan.array == 0) | (scan.array == top))):  # all-zero: blank, below
+    zeros = scan.array == 0
+    if top > 0 and zeros.any() and bool(np.all(zeros | (scan.array == top))):  # one value: blank, below
         raise HydranetError(
             f"{scan.where}: holds only 0s and {top:g}s: an ROI or lesion mask, not a scan "
             "(are the scans and masks swapped?)"
@@ -449,6 +469,12 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
     scan = to_ras(scan)
     notes = list(scan.notes) + mask_notes
+    if not all(VOXEL_MM[0] <= v <= VOXEL_MM[1] for v in scan.spacing):
+        raise HydranetError(
+            f"{scan.where}: voxel size {'×'.join(f'{v:.4g}' for v in scan.spacing)} mm, outside "
+            f"{VOXEL_MM[0]:g}–{VOXEL_MM[1]:g} mm; check the header's voxel size (pixdim) and its "
+            "units (lengths in metres or microns are read as mm)"
+        )
     zoom = network_zoom(scan.spacing, cfg)
     if zoom is not None:
         before = "×".join(f"{s:.3g}" for s in scan.spacing)

@@ -333,6 +333,23 @@ def test_predict_overwrites_only_its_own_tables(cohort, tmp_path, capsys):
     assert _rows(older)[0]["scan"] == "sub-000.nii.gz" and "notes" in _rows(older)[0]
 
 
+def test_a_scan_out_of_memory_is_skipped_and_the_others_go_on(cohort, tmp_path, capsys, monkeypatch):
+    from napari_hydranet import infer
+
+    real = infer.predict_file
+
+    def short_of_memory(model, path, *args, **kw):
+        if path.name == "sub-001.nii.gz":
+            raise MemoryError
+        return real(model, path, *args, **kw)
+
+    monkeypatch.setattr(infer, "predict_file", short_of_memory)
+    scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(3)]
+    assert _predict(*scans, "--out", tmp_path / "c.csv", "--masks", cohort / "masks") == 2
+    assert f"skipped: {scans[1]}: not enough memory for it" in capsys.readouterr().err
+    assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["sub-000.nii.gz", "sub-002.nii.gz"]
+
+
 def test_predict_notes_each_kind_once_and_in_the_table(cohort, tmp_path, capsys):
     scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(3)]
     assert _predict(*scans, "--out", tmp_path / "c.csv") == 0

@@ -297,6 +297,7 @@ def test_a_masks_folder_holding_links_to_scans_elsewhere_is_still_the_scans_fold
     with pytest.raises(HydranetError, match="the masks folder holds the scans"):
         check_masks_folder(tmp_path / "scans", [link])
     (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "a.nii.gz").touch()
     check_masks_folder(tmp_path / "masks", [link])
     with pytest.raises(HydranetError, match="no such folder"):
         check_masks_folder(tmp_path / "nowhere", [link])
@@ -336,3 +337,56 @@ def test_a_mask_is_found_whichever_unicode_form_its_name_was_stored_in(tmp_path)
     )
     with pytest.raises(HydranetError, match="no mask named"):
         find_mask(tmp_path / "masks", tmp_path / "scans" / "sujet-e.nii.gz")
+
+
+def test_masks_are_found_by_name_or_in_a_bids_derivatives_tree(tmp_path):
+    from napari_hydranet.io import check_masks_folder, find_mask
+
+    deriv, scans = tmp_path / "derivatives" / "bgmask", tmp_path / "bids"
+    masks = [
+        "sub-01/anat/sub-01_space-T2w_desc-BG_mask.nii.gz",
+        "sub-010/anat/sub-010_desc-BG_mask.nii.gz",  # not sub-01's
+        "sub-01/anat/sub-01_T2w.nii.gz",  # a scan, not a mask
+        "sub-02/ses-1/anat/sub-02_ses-1_desc-BG_mask.nii.gz",
+        "sub-02/ses-2/anat/sub-02_ses-2_desc-BG_mask.nii",
+        "sub-03/anat/sub-03_desc-BG_mask.nii.gz",
+        "sub-03/anat/sub-03_desc-WM_mask.nii.gz",
+        "sub-04_desc-BG_mask.nii.gz",  # side by side in the folder
+        "patient7.nii.gz",  # named like its scan
+    ]
+    for name in masks:
+        (deriv / name).parent.mkdir(parents=True, exist_ok=True)
+        (deriv / name).touch()
+    found = {
+        scan: find_mask(deriv, scans / scan)
+        for scan in ("sub-01_T2w.nii.gz", "sub-02_ses-2_T2w.nii.gz", "sub-04_FLAIR.nii", "patient7.nii.gz")
+    }
+    assert found == {
+        "sub-01_T2w.nii.gz": deriv / masks[0],
+        "sub-02_ses-2_T2w.nii.gz": deriv / masks[4],
+        "sub-04_FLAIR.nii": deriv / masks[7],
+        "patient7.nii.gz": deriv / masks[8],
+    }
+    with pytest.raises(HydranetError, match=r"sub-03_T2w.nii.gz: 2 masks in .* fit it \(sub-03_desc-BG_mask"):
+        find_mask(deriv, scans / "sub-03_T2w.nii.gz")
+    with pytest.raises(HydranetError, match="sub-05_T2w.nii.gz: no mask named sub-05_T2w.nii"):
+        find_mask(deriv, scans / "sub-05_T2w.nii.gz")
+    check_masks_folder(deriv, [scans / "sub-05_T2w.nii.gz", scans / "sub-01_T2w.nii.gz"])  # one is enough
+    (tmp_path / "other").mkdir()  # the wrong folder: said once, before any work
+    with pytest.raises(HydranetError, match=r"other: no ROI mask for any of the 2 scans \(sub-01_T2w"):
+        check_masks_folder(tmp_path / "other", [scans / "sub-01_T2w.nii.gz", scans / "sub-02_T2w.nii.gz"])
+
+
+def test_a_header_claiming_more_voxels_than_its_file_holds_is_refused_before_reading(tmp_path):
+    """A damaged header of a few KB claimed 1300³ voxels: 8.8 GB were set aside for it."""
+    for shape, message in (
+        ((1300, 1300, 1300), r"claims 1300×1300×1300 voxels \(8.79 GB as float32\), more than any scan"),
+        ((64, 64, 64), r"claims 64×64×64 voxels \(1,048,928 bytes\) but the file holds 1,352 bytes"),
+    ):
+        header = nib.Nifti1Header()
+        header.set_data_shape(shape)
+        header.set_data_dtype(np.float32)
+        header["vox_offset"] = 352
+        (tmp_path / "claim.nii").write_bytes(header.binaryblock + bytes(4 + 1000))
+        with pytest.raises(HydranetError, match=message):
+            read_scan(tmp_path / "claim.nii")

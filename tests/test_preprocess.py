@@ -127,6 +127,21 @@ def test_blank_scans_are_refused_and_tiny_ones_noted():
     assert not any("under half" in n for n in full.notes)
 
 
+def test_implausible_voxel_sizes_and_constant_scans_are_refused_with_their_reason():
+    rng = np.random.default_rng(0)
+    data = rng.random((20, 20, 20)).astype(np.float32)
+    for edge in (100.0, 0.0014):  # a header's mistake; lengths in metres read as mm
+        size = "×".join([f"{edge:g}"] * 3)
+        with pytest.raises(HydranetError, match=rf"s.nii.gz: voxel size {size} mm, outside"):
+            prepare(Scan(data, np.diag([edge, edge, edge, 1.0]), Path("s.nii.gz")), PreprocessConfig())
+    # within that range, a resampling that would not fit in memory is refused before it starts
+    coarse = PreprocessConfig(crop_shape=None, spacing_range_mm=(0.9, 1.1), spacing_mm=(0.06,) * 3)
+    with pytest.raises(HydranetError, match="too many to hold in memory"):
+        prepare(Scan(data, np.diag([19.0, 19.0, 19.0, 1.0]), Path("s.nii.gz")), coarse)
+    with pytest.raises(HydranetError, match="every voxel is 7: a blank scan"):  # not "a mask"
+        prepare(Scan(np.full((8, 8, 8), 7, np.float32), np.eye(4)), PreprocessConfig())
+
+
 def test_a_mask_of_a_few_lesions_is_noted():
     """Basal-ganglia ROIs fill 6-27 % of the 64×52×40 input; a lesion mask a fraction of 1 %."""
     rng = np.random.default_rng(0)

@@ -756,10 +756,9 @@ def test_cohort_predicts_exports_and_sends_corrections(
 
     # a second run starts a new table that keeps the user's correction; a blank scan is skipped
     # and listed; a labels file that also lists scans of other folders gives the ones here
-    nib.save(
-        nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "scans" / "blank.nii.gz"
-    )
-    nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.uint8), np.eye(4)), folder / "masks" / "blank.nii.gz")
+    for blank in ("blank.nii.gz", "blank2.nii.gz"):  # two skipped: one message
+        nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "scans" / blank)
+        nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.uint8), np.eye(4)), folder / "masks" / blank)
     (tmp_path / "more.csv").write_text("scan,label\na,7\nb.nii.gz,5\nelsewhere.nii.gz,2\n")
     widget.labels_csv.set_path(tmp_path / "more.csv")
     widget.run()
@@ -767,11 +766,12 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert (
         sorted(widget.table.records) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"] and widget.table.rowCount() == 3
     )
-    assert widget.status.text().startswith("3 of 4 scans predicted; 1 skipped: blank.nii.gz")
+    assert widget.status.text().startswith("3 of 5 scans predicted; 2 skipped: blank.nii.gz")
     assert widget.status.text().endswith("; your 1 corrected count kept")
     assert len(errors) == 1 and errors[0].count("blank.nii.gz") == 1  # named once: its path
     assert widget.status.toolTip().count("blank.nii.gz") == 1  # and in the status line's tooltip
     assert errors[0].startswith("Cohort: /") and "every voxel inside the ROI mask is 0" in errors[0]
+    assert errors[0].endswith("(skipped; any others are listed at the end)")
     labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
     assert "1 of the 3 labelled scans is not in the scans folder" in widget.stats.text()

@@ -182,7 +182,8 @@ class CohortWidget(Dock):
             self._unit = item[2]
         elif kind == "error":
             name, reason = item[1], item[2]
-            show_error(f"Cohort: {_named(name, reason)}")
+            if not self.failed:  # one message a run: the status lists every skipped scan at the end
+                show_error(f"Cohort: {_named(name, reason)} (skipped; any others are listed at the end)")
             self.failed.append((name, reason))
             self.progress.setValue(self.progress.value() + 1)
         else:
