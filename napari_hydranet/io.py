@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
+import io
 import math
 import os
 import tempfile
@@ -26,6 +28,7 @@ from .errors import HydranetError
 from .text import first_of, plural
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # labels are float32 tensors in training
 MAX_SCAN_VOXELS = 2**29  # 2 GB as float32; a 0.3 mm whole-head scan has about 2.5e8
 SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # not commas: a table from elsewhere
 
@@ -612,7 +615,42 @@ def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
     both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
     if not both and len(Path(scan).parts) > 1 and not Path(scan).is_absolute():
         both = " (names are relative to the scans folder)"  # 'scans/sub-1' where 'sub-1' was meant
+    if not both:  # a BIDS participant_id ('sub-01') for the file 'sub-01_T2w.nii.gz' or folder 'sub-01/'
+        like = sorted(str(f.relative_to(scans_dir)) for f in _named_after(scans_dir, scan))
+        if like:
+            both = f" (did you mean {first_of(like, 2)}? name each scan's file in full)"
     return scan, f"scan '{scan}' not found in {scans_dir}{both}"
+
+
+def _named_after(scans_dir: Path, name: str) -> list[Path]:
+    """Scan files of ``scans_dir`` named ``<name>_…``, or under its folder ``<name>/``."""
+    if "/" in name or name in (".", ".."):
+        return []
+    beside = [f for f in scans_dir.glob(f"{glob.escape(name)}_*") if f.is_file() and _is_scan_name(f)]
+    folder = scans_dir / name
+    under = [f for f in folder.rglob("*") if f.is_file() and _is_scan_name(f)] if folder.is_dir() else []
+    return beside + under[:5]
+
+
+def _table_text(path: Path) -> tuple[str, str | None]:
+    """A table's text, and a note when it was not UTF-8: Excel on Windows saves "CSV" in
+    Windows-1252 and "Unicode text" in UTF-16."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise HydranetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16"), None
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        pass
+    if b"\0" in raw:
+        raise HydranetError(f"{path}: not a text table (it holds binary data)")
+    return raw.decode("cp1252", errors="replace"), (
+        f'{path.name} is not UTF-8: read as Windows-1252 (Excel\'s "CSV"); if names with accents '
+        'do not match, save it as "CSV UTF-8"'
+    )
 
 
 def read_labels(
@@ -633,21 +671,25 @@ def read_labels(
         raise HydranetError(f"{path}: no such labels file")
     if scans_dir is not None and not Path(scans_dir).is_dir():
         raise HydranetError(f"{scans_dir}: no such scans folder")
+    text, encoding_note = _table_text(path)
+    tsv = path.suffix.lower() in (".tsv", ".tab")  # BIDS's participants.tsv
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ","))
+    except csv.Error as exc:
         raise HydranetError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows:
         raise HydranetError(f"{path}: empty file")
     header = [h.strip() for h in rows[0]]
     for col in (scan_column, label_column):
         if col not in header:
-            separator = next((n for c, n in SEPARATORS.items() if len(header) == 1 and c in header[0]), None)
+            separator = next(
+                (n for c, n in SEPARATORS.items() if len(header) == 1 and c in header[0] and not tsv), None
+            )
             if separator:
                 raise HydranetError(
                     f"{path}: the columns are separated by {separator}; save the table as "
                     "comma-separated CSV (scan,label), with decimal points (3.5, not 3,5)"
+                    + (" or, tab-separated, name it .tsv" if separator == "tabs" else "")
                 )
             raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
     for col in dict.fromkeys((scan_column, label_column)):
@@ -660,8 +702,10 @@ def read_labels(
     values: dict[str, float] = {}
     seen: dict = {}  # labelled or not, a scan may be listed once: its row
     listed: set[str] = set()
-    notes: list[str] = []
+    notes: list[str] = [encoding_note] if encoding_note else []
     errors: list[str] = []
+    unlabelled: list[tuple[str, str]] = []  # rows without a label: ("row 27: 'sub-026'", " (n/a)")
+    not_found = 0
     suffixed = 0  # scans named without their .nii/.nii.gz
     for rownum, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
@@ -685,8 +729,7 @@ def read_labels(
         if not missing and scans_dir is not None:
             listed.add(same)
         if raw == "" or raw.lower() in MISSING:
-            shown = f" ({raw})" if raw else ""
-            notes.append(f"row {rownum}: '{scan}' has no {label_column}{shown} and is left out")
+            unlabelled.append((f"row {rownum}: '{scan}'", f" ({raw})" if raw else ""))
             continue
         try:
             value = float(raw)
@@ -698,16 +741,30 @@ def read_labels(
                 if "," in raw
                 else ""
             )
-            errors.append(f"row {rownum}: label '{raw}' of '{scan}' is not a number{point}")
+            errors.append(f"row {rownum}: {label_column} '{raw}' of '{scan}' is not a number{point}")
             continue
-        if not math.isfinite(value) or (value < 0 and not allow_negative):
-            errors.append(f"row {rownum}: label {raw} of '{scan}' must be a number ≥ 0")
+        if not abs(value) <= FLOAT32_MAX or (value < 0 and not allow_negative):
+            errors.append(f"row {rownum}: {label_column} {raw} of '{scan}' must be a number ≥ 0")
             continue
         if missing:
             errors.append(f"row {rownum}: {missing}")
+            not_found += 1
             continue
         values[scan] = value
         suffixed += scan != named
+    if len(unlabelled) == 1:
+        (row, shown), *_ = unlabelled
+        notes.append(f"{row} has no {label_column}{shown} and is left out")
+    elif unlabelled:
+        shown = first_of([row + why for row, why in unlabelled], 3)
+        notes.append(f"{len(unlabelled)} rows have no {label_column} and are left out: {shown}")
+    if not values and not_found == len(errors) > 1:  # the wrong folder, or names of another kind
+        held = sorted(f.name for f in Path(scans_dir).iterdir() if _is_scan_name(f))
+        errors.insert(
+            0,
+            f"none of its {not_found} scans is in {scans_dir}, which holds "
+            + (first_of(held, 3) if held else "no NIfTI files (folders are not searched)"),
+        )
     if errors:
         raise HydranetError(f"{path}: {first_of(errors)}", errors)
     if not values:

@@ -390,3 +390,43 @@ def test_a_header_claiming_more_voxels_than_its_file_holds_is_refused_before_rea
         (tmp_path / "claim.nii").write_bytes(header.binaryblock + bytes(4 + 1000))
         with pytest.raises(HydranetError, match=message):
             read_scan(tmp_path / "claim.nii")
+
+
+def test_labels_tables_as_spreadsheets_and_bids_save_them(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("sub-01_T2w.nii.gz", "sub-02_T2w.nii.gz", "sub-03_T2w.nii.gz", "sujet-é.nii.gz"):
+        (scans / name).touch()
+    # BIDS's participants.tsv: tabs, n/a, a participant_id for the file sub-01_T2w.nii.gz
+    tsv = tmp_path / "participants.tsv"
+    tsv.write_text("scan\tage\tlabel\nsub-01_T2w\t71\t4\nsub-02_T2w\t66\tn/a\nsub-03_T2w\t80\tn/a\n")
+    found = read_labels(tsv, scans)
+    assert found.values == {"sub-01_T2w.nii.gz": 4.0}
+    assert found.notes[0] == (
+        "2 rows have no label and are left out: "
+        "row 3: 'sub-02_T2w.nii.gz' (n/a); row 4: 'sub-03_T2w.nii.gz' (n/a)"
+    )
+    tsv.write_text("scan\tlabel\nsub-01\t4\nsub-02\t5\n")
+    with pytest.raises(HydranetError) as refused:
+        read_labels(tsv, scans)
+    assert refused.value.problems[1] == (
+        f"row 2: scan 'sub-01' not found in {scans} "
+        "(did you mean sub-01_T2w.nii.gz? name each scan's file in full)"
+    )
+    assert refused.value.problems[0].startswith(f"none of its 2 scans is in {scans}, which holds sub-01_T2w")
+    (scans / "sub-04" / "anat").mkdir(parents=True)  # a BIDS tree given as the scans folder
+    (scans / "sub-04" / "anat" / "sub-04_T2w.nii.gz").touch()
+    tsv.write_text("scan\tlabel\nsub-04\t4\n")
+    with pytest.raises(HydranetError, match=r"\(did you mean sub-04/anat/sub-04_T2w.nii.gz\? name each"):
+        read_labels(tsv, scans)
+    # Excel's "CSV" on Windows (cp1252) and its "Unicode text" (UTF-16): read, the first with a note
+    for encoding, text in (("cp1252", "scan,label\nsujet-é,2\n"), ("utf-16", "scan\tlabel\nsujet-é\t2\n")):
+        table = tmp_path / ("t.csv" if encoding == "cp1252" else "t.tsv")
+        table.write_bytes(text.encode(encoding))
+        found = read_labels(table, scans)
+        assert found.values == {"sujet-é.nii.gz": 2.0}
+        assert any("not UTF-8: read as Windows-1252" in n for n in found.notes) == (encoding == "cp1252")
+    # a label too large for the float32 the training holds labels in
+    (tmp_path / "huge.csv").write_text("scan,label\nsub-01_T2w,1e308\n")
+    with pytest.raises(HydranetError, match="label 1e308 of 'sub-01_T2w.nii.gz' must be a number"):
+        read_labels(tmp_path / "huge.csv", scans)

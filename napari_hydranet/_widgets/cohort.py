@@ -94,7 +94,7 @@ class CohortWidget(Dock):
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
         self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
-        self.labels_csv = PathPicker("file", "CSV (*.csv)", "optional: labels to compare with")
+        self.labels_csv = PathPicker("file", "Tables (*.csv *.tsv)", "optional: labels to compare with")
         self.model_picker = ModelPicker()
         self.run_button, self.cancel_button = QPushButton("Predict all"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)

@@ -74,7 +74,7 @@ class TrainWidget(Dock):
         self._first_step: tuple[float, int] | None = None  # clock and progress at the first step
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
-        self.labels = PathPicker("file", "CSV (*.csv)", "CSV with scan,label columns")
+        self.labels = PathPicker("file", "Tables (*.csv *.tsv)", "CSV (or TSV) with scan,label columns")
         self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
         self.problems = QListWidget()
         self.problems.setMaximumHeight(80)
