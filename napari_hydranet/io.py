@@ -18,6 +18,7 @@ import os
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -460,13 +461,26 @@ def _replace(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def _writing(path: Path):
+    """Name ``path`` in a write's OSError that names no file (a full disk's ENOSPC), so that
+    the message says which output could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to ``path`` via a temporary file and a rename."""
     path = Path(path)
     tmp = _atomic_target(path, ".tmp")
     try:
-        tmp.write_bytes(data)
-        _replace(tmp, path)
+        with _writing(path):
+            tmp.write_bytes(data)
+            _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -505,8 +519,9 @@ def write_volume(
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     tmp = _atomic_target(path, suffix)
     try:
-        nib.save(img, str(tmp))
-        _replace(tmp, path)
+        with _writing(path):
+            nib.save(img, str(tmp))
+            _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -537,12 +552,13 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
     path = Path(path)
     tmp = _atomic_target(path, ".csv")
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:  # as read_labels reads it
-            w = csv.writer(fh)
-            w.writerow(header)
-            for row in rows:
-                w.writerow([_fmt(v) for v in row])
-        _replace(tmp, path)
+        with _writing(path):
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:  # as read_labels reads it
+                w = csv.writer(fh)
+                w.writerow(header)
+                for row in rows:
+                    w.writerow([_fmt(v) for v in row])
+            _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -1,3 +1,4 @@
+import errno
 import os
 import subprocess
 import sys
@@ -430,3 +431,22 @@ def test_labels_tables_as_spreadsheets_and_bids_save_them(tmp_path):
     (tmp_path / "huge.csv").write_text("scan,label\nsub-01_T2w,1e308\n")
     with pytest.raises(HydranetError, match="label 1e308 of 'sub-01_T2w.nii.gz' must be a number"):
         read_labels(tmp_path / "huge.csv", scans)
+
+
+def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
+    """ENOSPC carries no file name: the message said only "No space left on device"."""
+    from napari_hydranet import io as hio
+
+    def full(*_args, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hio, "_replace", full)
+    for write in (
+        lambda p: hio.write_csv(p, ["a"], [[1]]),
+        lambda p: hio.atomic_write_bytes(p, b"x"),
+        lambda p: hio.write_volume(p.with_suffix(".nii"), np.zeros((2, 2, 2)), np.eye(4)),
+    ):
+        with pytest.raises(OSError) as failed:
+            write(tmp_path / "out.csv")
+        assert failed.value.filename.startswith(str(tmp_path / "out")) and failed.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file left behind
