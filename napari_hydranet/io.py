@@ -669,6 +669,30 @@ def _table_text(path: Path) -> tuple[str, str | None]:
     )
 
 
+def _table_rows(path: Path) -> tuple[list[list[str]], bool, str | None]:
+    """A table's rows, whether it is tab-separated (``.tsv``, as BIDS's participants.tsv),
+    and the note on its encoding."""
+    text, encoding_note = _table_text(path)
+    tsv = path.suffix.lower() in (".tsv", ".tab")
+    try:
+        return (
+            list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",")),
+            tsv,
+            encoding_note,
+        )
+    except csv.Error as exc:
+        raise HydranetError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def table_header(path: str | os.PathLike) -> list[str]:
+    """The column names of a labels table; [] when it cannot be read (read_labels says why)."""
+    try:
+        rows, _, _ = _table_rows(Path(path))
+    except (HydranetError, OSError):
+        return []
+    return [h.strip() for h in rows[0]] if rows else []
+
+
 def read_labels(
     path: str | os.PathLike,
     scans_dir: str | os.PathLike | None = None,
@@ -687,12 +711,7 @@ def read_labels(
         raise HydranetError(f"{path}: no such labels file")
     if scans_dir is not None and not Path(scans_dir).is_dir():
         raise HydranetError(f"{scans_dir}: no such scans folder")
-    text, encoding_note = _table_text(path)
-    tsv = path.suffix.lower() in (".tsv", ".tab")  # BIDS's participants.tsv
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ","))
-    except csv.Error as exc:
-        raise HydranetError(f"{path}: not a readable CSV file ({exc})") from None
+    rows, tsv, encoding_note = _table_rows(path)
     if not rows:
         raise HydranetError(f"{path}: empty file")
     header = [h.strip() for h in rows[0]]

@@ -618,6 +618,43 @@ def test_cohort_shows_each_scans_notes(qtbot, make_napari_viewer, tiny_model, tm
     assert [r[7] for r in widget.rows()] == ["", "", ""]
 
 
+def test_train_and_cohort_take_the_columns_of_a_participants_table(make_napari_viewer, tmp_path, errors):
+    """A BIDS participants.tsv names its scans and ratings in columns of its own; the docks
+    had no way to say which (the command line has --scan-column and --label-column)."""
+    from napari_hydranet._widgets import CohortWidget, TrainWidget
+
+    data = make_cohort(tmp_path / "d", n=8)
+    rows = [line.split(",") for line in (data / "labels.csv").read_text().splitlines()[1:]]
+    table = tmp_path / "participants.tsv"
+    table.write_text(
+        "participant_id\tage\tepvs_rater\n" + "".join(f"{scan}\t70\t{label}\n" for scan, label in rows)
+    )
+    viewer = make_napari_viewer()
+    train = TrainWidget(viewer)
+    assert not train.set_inputs(data / "scans", table, data / "masks")
+    assert train.columns.columns() == ("participant_id", "label")  # the scans' column found, not the label
+    problem = train.problems.item(0).text()
+    assert "no column 'label'" in problem and "choose its columns beside Columns" in problem
+    train.columns.label_combo.setCurrentText("epvs_rater")
+    train.columns.label_combo.activated.emit(train.columns.label_combo.currentIndex())  # as a click
+    assert train.problems.item(0).text() == "✓ 8 labelled scans"
+    train.out.set_path(tmp_path / "model")
+    args = train.build_args()
+    assert args[args.index("--scan-column") + 1] == "participant_id"
+    assert args[args.index("--label-column") + 1] == "epvs_rater"
+    assert train.set_inputs(data / "scans", data / "labels.csv", data / "masks")  # a scan,label table again
+    assert "--scan-column" not in train.build_args() and "--label-column" not in train.build_args()
+
+    cohort = CohortWidget(viewer)
+    cohort.scans.set_path(data / "scans")
+    cohort.labels_csv.set_path(table)
+    cohort.load_labels()
+    assert "no column 'label'" in cohort.labels_note and len(errors) == 1
+    cohort.columns.label_combo.setCurrentText("epvs_rater")
+    cohort.columns.label_combo.activated.emit(cohort.columns.label_combo.currentIndex())
+    assert cohort.labels == {scan: float(label) for scan, label in rows} and cohort.labels_note == ""
+
+
 def test_train_says_it_is_stopping_until_it_stops(make_napari_viewer):
     from napari_hydranet._widgets import TrainWidget
 

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import display_shape, file_volume, from_display, layer_transform
 from ..errors import HydranetError
-from ..io import Scan, finite
+from ..io import Scan, finite, table_header
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
 from ..nets import ARCHITECTURES
 from ._registry import model_registry
@@ -208,6 +208,55 @@ class PathPicker(QWidget):
 
     def set_path(self, path) -> None:
         self.edit.setText("" if path is None else str(path))
+
+
+COLUMNS_HINT = "choose its columns beside Columns"  # ends a labels error that names no column
+
+
+class ColumnPicker(QWidget):
+    """The scan and label columns of a labels table, chosen from its header (``load``):
+    "scan" and "label" where the table has them; a BIDS participants.tsv names its scans in
+    another column and may hold several ratings. ``changed`` is emitted on a choice."""
+
+    changed = Signal()
+    SCAN_NAMES = ("scan", "participant_id", "subject", "file")  # the first of these found
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.scan_combo, self.label_combo = QComboBox(), QComboBox()
+        self.scan_combo.setToolTip("the column naming each scan's file (relative to the scans folder)")
+        self.label_combo.setToolTip("the column of the labels: counts, or volumes")
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        for text, combo in (("scan", self.scan_combo), ("label", self.label_combo)):
+            row.addWidget(QLabel(text))
+            row.addWidget(combo, 1)
+            combo.activated.connect(lambda *_: self.changed.emit())
+        self.load(None)
+
+    def load(self, path) -> None:
+        """Offer the columns of the table at ``path`` (none: the defaults), keeping choices that
+        are still there."""
+        header = table_header(path) if path is not None else []
+        for combo, default, fallback in (
+            (self.scan_combo, "scan", next((n for n in self.SCAN_NAMES if n in header), None)),
+            (self.label_combo, "label", "label" if "label" in header else None),
+        ):
+            choice = next((c for c in (combo.currentText(), fallback) if c in header), None)
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(header or [default])
+            if choice is None and header:  # no column of that name: the user chooses
+                combo.insertItem(0, f"(choose; no '{default}' column)", default)
+                choice = combo.itemText(0)
+            combo.setCurrentText(choice or default)
+            combo.blockSignals(False)
+
+    def columns(self) -> tuple[str, str]:
+        """The chosen scan and label column names ("scan", "label" until one is chosen)."""
+        return tuple(
+            combo.currentData() or combo.currentText() for combo in (self.scan_combo, self.label_combo)
+        )
 
 
 class LayerCombo(QComboBox):

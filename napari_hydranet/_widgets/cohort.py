@@ -26,7 +26,7 @@ from ..models import load_model
 from ..text import plural
 from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
-from ._common import Dock, ModelPicker, PathPicker, error_text, scrolling_layout
+from ._common import COLUMNS_HINT, ColumnPicker, Dock, ModelPicker, PathPicker, error_text, scrolling_layout
 
 EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected", "unit", "notes"]
 
@@ -95,6 +95,7 @@ class CohortWidget(Dock):
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
         self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
         self.labels_csv = PathPicker("file", "Tables (*.csv *.tsv)", "optional: labels to compare with")
+        self.columns = ColumnPicker()
         self.model_picker = ModelPicker()
         self.run_button, self.cancel_button = QPushButton("Predict all"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -119,6 +120,7 @@ class CohortWidget(Dock):
         form.addRow("Scans", self.scans)
         form.addRow("Masks", self.masks)
         form.addRow("Labels", self.labels_csv)
+        form.addRow("Columns", self.columns)
         form.addRow("Model", self.model_picker)
         run = QHBoxLayout()
         run.addWidget(self.run_button)
@@ -140,6 +142,7 @@ class CohortWidget(Dock):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.labels_csv.edit.editingFinished.connect(self.load_labels)
+        self.columns.changed.connect(self.load_labels)
         self.table.cellClicked.connect(self._on_click)
         self.send_button.clicked.connect(lambda: self.send_to_train())
         self.export_button.clicked.connect(lambda: self.export())
@@ -233,13 +236,14 @@ class CohortWidget(Dock):
 
     def load_labels(self) -> None:
         csv = self.labels_csv.path()
+        self.columns.load(csv)
         if csv is None:
             self.labels, self.labels_note = {}, ""
             self.table.set_labels({})
             self._draw()
             return
         try:
-            listed = read_labels(csv).values
+            listed = read_labels(csv, None, *self.columns.columns(), columns_hint=COLUMNS_HINT).values
         except HydranetError as exc:
             note = f"⚠ labels not loaded: {exc}"
             if note != self.labels_note:  # told once, not again at each run (the dock still says it)

@@ -33,7 +33,7 @@ from ..errors import HydranetError
 from ..io import read_labels, unlisted_scans
 from ..models import DEFAULT_NAME, WEIGHTS
 from ..text import figure, plural
-from ._common import Dock, PathPicker, scrolling_layout
+from ._common import COLUMNS_HINT, ColumnPicker, Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
 from ._train_process import TrainProcess, for_dock
@@ -76,6 +76,7 @@ class TrainWidget(Dock):
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
         self.labels = PathPicker("file", "Tables (*.csv *.tsv)", "CSV (or TSV) with scan,label columns")
         self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
+        self.columns = ColumnPicker()
         self.problems = QListWidget()
         self.problems.setMaximumHeight(80)
         self.problems.setWordWrap(True)  # a problem is read whole, not scrolled sideways
@@ -135,6 +136,7 @@ class TrainWidget(Dock):
         data = QFormLayout()
         data.addRow("Scans", self.scans)
         data.addRow("Labels", self.labels)
+        data.addRow("Columns", self.columns)
         data.addRow("Masks", self.masks)
         data.addRow(self.problems)
         settings = QFormLayout()
@@ -184,6 +186,7 @@ class TrainWidget(Dock):
 
         for picker in (self.scans, self.labels):
             picker.edit.editingFinished.connect(self.check_labels)
+        self.columns.changed.connect(self.check_labels)
         self.start_from.currentIndexChanged.connect(self._update_enabled)
         self.recal_only.toggled.connect(self._update_enabled)
         self.val_fraction.valueChanged.connect(self.check_labels)  # it decides how few scans are too few
@@ -204,10 +207,11 @@ class TrainWidget(Dock):
         """Validate the labels CSV against the scans folder; list problems row by row."""
         self.problems.clear()
         scans, labels = self.scans.path(), self.labels.path()
+        self.columns.load(labels)
         if labels is None or scans is None:
             return False
         try:
-            found = read_labels(labels, scans)
+            found = read_labels(labels, scans, *self.columns.columns(), columns_hint=COLUMNS_HINT)
         except HydranetError as exc:  # each bad row, or the file's one problem, named once
             prefix = f"{labels}: "
             self.problems.addItems(
@@ -247,6 +251,9 @@ class TrainWidget(Dock):
         args += ["--val-fraction", f"{self.val_fraction.value():g}"]
         if self.masks.path() is not None:
             args += ["--masks", str(self.masks.path().resolve())]
+        scan_column, label_column = self.columns.columns()
+        args += ["--scan-column", scan_column] if scan_column != "scan" else []
+        args += ["--label-column", label_column] if label_column != "label" else []
         choice = self.start_from.currentText()
         if choice == "default model":
             args += ["--init", "default"]
