@@ -740,8 +740,16 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert {r["unit"] for r in rows} == {"lesions"}
     assert [r["notes"] for r in rows] == ["", "", ""] and "notes" not in widget.status.text()
     model = load_model(tiny_model)
+    with open(widget.export_detections(tmp_path / "detections.csv"), newline="") as fh:  # as predict writes
+        detections = list(csv.DictReader(fh))
     for row in rows:
-        pred, _ = predict_file(model, folder / "scans" / row["scan"], torch.device("cpu"), folder / "masks")
+        scan = folder / "scans" / row["scan"]
+        pred, affine = predict_file(model, scan, torch.device("cpu"), folder / "masks")
+        theirs = [[d[c] for c in DETECTION_COLUMNS] for d in detections if d["scan"] == row["scan"]]
+        assert len(theirs) == pred.n_detections == int(row["detections"]) > 0
+        for mine, exported in zip(pred.detection_rows(affine), theirs):
+            assert mine[:2] == [exported[0], int(exported[1])]
+            np.testing.assert_allclose(np.array(mine[2:8], float), np.array(exported[2:8], float), atol=1e-3)
         assert float(row["count"]) == pytest.approx(pred.count, rel=1e-4)
         assert float(row["count_sd"]) == pytest.approx(pred.count_sd, rel=1e-3, abs=1e-5)
         assert int(row["detections"]) == pred.n_detections

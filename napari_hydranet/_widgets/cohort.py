@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 from .._layers import detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
-from ..infer import predict_file
+from ..infer import DETECTION_COLUMNS, predict_file
 from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, scan_stem, write_csv
 from ..models import load_model
 from ..text import plural
@@ -112,6 +112,11 @@ class CohortWidget(Dock):
             "as a labels CSV and open it in the Train dock"
         )
         self.export_button = QPushButton("Export table…")
+        self.detections_button = QPushButton("Export detections…")
+        self.detections_button.setToolTip(
+            "Every predicted scan's detections in one CSV, as `hydranet predict --detections` "
+            "writes them: voxel indices of the file and world positions in mm"
+        )
         self.stats = QLabel("")
         self.stats.setWordWrap(True)  # a long labels note must not widen the dock over the canvas
         self.plots = AgreementPlots()
@@ -128,6 +133,7 @@ class CohortWidget(Dock):
         out = QHBoxLayout()
         out.addWidget(self.send_button)
         out.addWidget(self.export_button)
+        out.addWidget(self.detections_button)
         box = scrolling_layout(self)
         box.addLayout(form)
         box.addLayout(run)
@@ -146,6 +152,7 @@ class CohortWidget(Dock):
         self.table.cellClicked.connect(self._on_click)
         self.send_button.clicked.connect(lambda: self.send_to_train())
         self.export_button.clicked.connect(lambda: self.export())
+        self.detections_button.clicked.connect(lambda: self.export_detections())
         self._draw()
 
     # predicting -------------------------------------------------------------------------
@@ -315,6 +322,26 @@ class CohortWidget(Dock):
         if not _write_table(path, EXPORT_COLUMNS, self.rows()):
             return None
         show_info(f"Cohort: table written to {path}")
+        return Path(path)
+
+    def export_detections(self, path=None) -> Path | None:
+        """Write the detections of every predicted scan (``DETECTION_COLUMNS``), scans in name order."""
+        found = [(p, pred, a) for _, (p, pred, a) in sorted(self.results.items()) if pred.result is not None]
+        if not found:
+            why = "the model gives counts only (a regressor)" if self.results else "predict a folder first"
+            show_error(f"Cohort: no detections to export; {why}")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export detections", "cohort_detections.csv", "CSV (*.csv)"
+            )
+            if not path:
+                return None
+        rows = [row for _, pred, affine in found for row in pred.detection_rows(affine)]
+        if not _write_table(path, DETECTION_COLUMNS, rows):
+            return None
+        written = f"{plural(len(rows), 'detection')} of {plural(len(found), 'scan')}"
+        show_info(f"Cohort: {written} written to {path}")
         return Path(path)
 
     def send_to_train(self, path=None):
