@@ -475,6 +475,20 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert str(out.resolve()) in predict.model_picker.keys()
     assert widget.stop_button.text() == "Stop"
 
+    # Start again on that Output: refused with how to go on; ticked, it goes on from its last epoch
+    last = widget.history[-1]["epoch"]
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.is_running() and widget.start_button.isEnabled(), timeout=TIMEOUT)
+    assert "tick 'continue the stopped training in Output' to go on with it" in widget.status.text()
+    assert "to go on with it" in errors.pop()
+    widget.resume.setChecked(True)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT)
+    assert widget.history[0]["epoch"] == last + 1  # not from epoch 1 again
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.is_running(), timeout=TIMEOUT)
+    widget.resume.setChecked(False)
+
     # Stop twice kills the child: the best model saved before is kept, said so and offered
     widget.out.set_path(tmp_path / "killed")
     with qtbot.waitSignal(widget.model_ready, timeout=TIMEOUT) as ready:
@@ -959,7 +973,8 @@ def test_train_child_errors_are_told_in_the_docks_words():
 
     line = "hydranet: error: m: already holds a model; use --resume to continue it or choose another --out"
     assert for_dock(line) == (
-        "m: already holds a model; continue it with `hydranet train --resume` or choose another Output"
+        "m: already holds a model; tick 'continue the stopped training in Output' to go on with it "
+        "or choose another Output"
     )
     assert for_dock("hydranet: error: --time-limit: 0 must be > 0") == "Time limit: 0 must be > 0"
     assert for_dock("exit status 9") == "exit status 9"

@@ -110,6 +110,7 @@ class TrainProcess(QObject):
 
 
 # The command line's options as the Train dock names them, for the child's messages.
+RESUME_TEXT = "continue the stopped training in Output"  # the Train dock's --resume
 DOCK_NAMES = {
     "--out": "Output",
     "--init": "Model folder",
@@ -133,5 +134,5 @@ def for_dock(message: str) -> str:
     """A child's error line in the dock's words: no ``hydranet: error:`` prefix, fields by name."""
     for prefix in ("hydranet: error: ", "hydranet: ", "hydranet train: error: ", "argument "):
         message = message.removeprefix(prefix)
-    message = message.replace("use --resume to continue it", "continue it with `hydranet train --resume`")
+    message = message.replace("use --resume to continue it", f"tick '{RESUME_TEXT}' to go on with it")
     return re.sub(r"--[a-z-]+", lambda m: DOCK_NAMES.get(m.group(0), m.group(0)), message)

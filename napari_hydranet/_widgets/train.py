@@ -36,7 +36,7 @@ from ..text import figure, plural
 from ._common import COLUMNS_HINT, ColumnPicker, Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
-from ._train_process import TrainProcess, for_dock
+from ._train_process import RESUME_TEXT, TrainProcess, for_dock
 
 START_FROM = ("default model", "a model folder", "scratch")
 
@@ -96,6 +96,11 @@ class TrainWidget(Dock):
             "are fitted to your labels. Without it, the fine-tune does this and then trains."
         )
         self.out = PathPicker("dir", placeholder="new model folder")
+        self.resume = QCheckBox(RESUME_TEXT)
+        self.resume.setToolTip(
+            "Go on from the last epoch of a training stopped (or timed out) in the Output folder, "
+            "with the settings it started with"
+        )
         self.label_name, self.unit = QLineEdit(), QLineEdit()
         self.label_name.setPlaceholderText("e.g. WMH volume")
         self.unit.setPlaceholderText("e.g. mm3")
@@ -156,6 +161,7 @@ class TrainWidget(Dock):
         settings.addRow("Labels are", label_row)
         settings.addRow("Time limit", self.time_limit)
         settings.addRow("Output", self.out)
+        settings.addRow("", self.resume)
         advanced = QGroupBox("Advanced (training from scratch)")
         adv = QFormLayout(advanced)
         adv.addRow("Network", self.arch_args)
@@ -246,6 +252,7 @@ class TrainWidget(Dock):
             raise HydranetError("choose the scans folder, the labels CSV and an output folder")
         args = ["train", str(scans.resolve()), "--labels", str(labels.resolve())]
         args += ["--out", str(out.resolve()), "--json", "--low-priority", "--stop-on-eof"]
+        args += ["--resume"] if self.resume.isChecked() else []
         args += ["--heads", str(self.heads.value())]
         args += ["--p-black", f"{self.p_black.value():g}", "--epochs", str(self.epochs.value())]
         args += ["--val-fraction", f"{self.val_fraction.value():g}"]
