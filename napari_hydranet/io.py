@@ -227,10 +227,14 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """
     found: list[Path] = []
     skipped = pairs = 0
+    bids = ""  # a BIDS dataset's root given as a folder of scans
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             entries = list(p.iterdir())
+            if not bids and any(q.is_dir() and q.name.startswith("sub-") for q in entries):
+                example = p / "sub-*" / "anat" / "*_T2w.nii.gz"
+                bids = f"; {p} looks like a BIDS dataset: give its scans, e.g. {example}"
             files = sorted(q for q in entries if q.is_file() and is_nifti(q))
             kept = [q for q in files if _is_scan_name(q)]
             skipped += len(files) - len(kept)
@@ -250,6 +254,7 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     if not found:
         also = f"; {skipped} hidden or *{HEATMAP_SUFFIX} files are not scans" if skipped else ""
         also += f"; {pairs} .hdr/.img pairs: convert them to .nii.gz first" if pairs else ""
+        also += bids
         raise HydranetError(
             f"no NIfTI files (.nii, .nii.gz) found in the inputs (folders are not searched recursively{also})"
         )

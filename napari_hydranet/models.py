@@ -216,6 +216,11 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
+    problems += [
+        f"{k}: {str(state[k].dtype).removeprefix('torch.')} numbers, not floating point"
+        for k, v in expected.items()
+        if k in state and v.is_floating_point() and not state[k].is_floating_point()
+    ]
     if problems:
         shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
         raise HydranetError(f"{folder}: weights do not fit a {arch.get('name')} network ({shown})")

@@ -20,6 +20,7 @@ from scipy import ndimage
 from .errors import HydranetError
 from .io import Scan
 from .options import INTENSITY_REFERENCES
+from .text import plural
 
 MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
 ROI_NOTE_FRACTION = 0.01  # ROI masks smaller than this share of the input box get a note
@@ -300,9 +301,8 @@ def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
     low, high = float(values.min()), float(values.max())
     if low == high:
         nans = " (NaNs read as 0)" if any("NaN" in n for n in scan.notes) else ""
-        raise HydranetError(
-            f"{scan.where}: every voxel{where} is {low:g}{nans}: a blank scan, nothing to count"
-        )
+        what = "a blank scan" if values.size > 1 else "an ROI mask of one voxel"
+        raise HydranetError(f"{scan.where}: every voxel{where} is {low:g}{nans}: {what}, nothing to count")
 
 
 def _sign_note(scan: Scan, values: np.ndarray, where: str) -> list[str]:
@@ -489,7 +489,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     if mask is not None:
         roi = mask.array > 0
         inside = data[roi]
-        _check_not_blank(scan, inside, " inside the ROI mask")
+        _check_not_blank(scan, inside, f" inside the ROI mask ({plural(inside.size, 'voxel')})")
         box = int(np.prod(cfg.crop_shape)) if cfg.crop_shape is not None else data.size
         n_roi = int(roi.sum())
         if n_roi < ROI_NOTE_FRACTION * box:  # an ROI is a region, not a few lesions

@@ -450,3 +450,11 @@ def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
             write(tmp_path / "out.csv")
         assert failed.value.filename.startswith(str(tmp_path / "out")) and failed.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_a_bids_root_given_as_a_folder_of_scans_says_how_to_give_its_scans(tmp_path):
+    (tmp_path / "bids" / "sub-01" / "anat").mkdir(parents=True)
+    (tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T2w.nii.gz").touch()
+    (tmp_path / "bids" / "participants.tsv").touch()
+    with pytest.raises(HydranetError, match=r"a BIDS dataset: give its scans, e.g. .*sub-\*/anat/\*_T2w"):
+        find_scans([tmp_path / "bids"])

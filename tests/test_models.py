@@ -181,3 +181,12 @@ def test_the_names_the_cli_offers_are_those_the_core_knows():
     from napari_hydranet.train import OPTIMIZERS
 
     assert tuple(ARCHITECTURES) == options.ARCHITECTURES and tuple(OPTIMIZERS) == options.OPTIMIZERS
+
+
+def test_weights_stored_as_whole_numbers_are_refused(tmp_path):
+    """int32 weights were cast to float without a word, and the model counted 0."""
+    save_model(tmp_path, GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    state = {k: v.to(torch.int32) for k, v in GPUNet(features=(4, 8)).state_dict().items()}
+    save_file(state, str(tmp_path / "weights.safetensors"))
+    with pytest.raises(HydranetError, match=r"int32 numbers, not floating point"):
+        load_model(tmp_path)

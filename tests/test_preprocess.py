@@ -115,8 +115,14 @@ def test_blank_scans_are_refused_and_tiny_ones_noted():
     inside = np.zeros((8, 8, 8), np.float32)
     inside[2:6, 2:6, 2:6] = 1
     scan = Scan(rng.random((8, 8, 8)).astype(np.float32) * (1 - inside) + 3 * inside, np.eye(4))
-    with pytest.raises(HydranetError, match="every voxel inside the ROI mask is 3"):
+    with pytest.raises(
+        HydranetError, match=r"every voxel inside the ROI mask \(64 voxels\) is 3: a blank scan"
+    ):
         prepare(scan, PreprocessConfig(), Scan(inside, np.eye(4)))
+    one = np.zeros((8, 8, 8), np.float32)
+    one[4, 4, 4] = 1  # the scan is not what is wrong
+    with pytest.raises(HydranetError, match=r"mask \(1 voxel\) is [\d.]+: an ROI mask of one voxel, nothing"):
+        prepare(scan, PreprocessConfig(), Scan(one, np.eye(4)))
     for value in (1, 255):  # folders swapped: a mask saved as 0/1 or as 0/255
         swapped = f"m.nii.gz: holds only 0s and {value}s: an ROI or lesion mask, not a scan"
         with pytest.raises(HydranetError, match=swapped):

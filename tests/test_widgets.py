@@ -829,7 +829,10 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert widget.status.text().endswith("; your 1 corrected count kept")
     assert len(errors) == 1 and errors[0].count("blank.nii.gz") == 1  # named once: its path
     assert widget.status.toolTip().count("blank.nii.gz") == 1  # and in the status line's tooltip
-    assert errors[0].startswith("Cohort: /") and "every voxel inside the ROI mask is 0" in errors[0]
+    assert (
+        errors[0].startswith("Cohort: /")
+        and "every voxel inside the ROI mask (8000 voxels) is 0" in errors[0]
+    )
     assert errors[0].endswith("(skipped; any others are listed at the end)")
     labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
