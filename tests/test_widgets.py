@@ -412,6 +412,9 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
         f"note: 1 scan in {data / 'scans'} has no row in the labels and is not used: {forgotten}"
     )
 
+    # a masks folder with no mask for the scans is told before Start, not after the scans load
+    assert not widget.set_inputs(data / "scans", data / "labels.csv", tmp_path)
+    assert widget.problems.item(0).text().startswith(f"✗ {tmp_path}: no ROI mask for any of the 8 scans")
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     assert widget.problems.count() == 1
     widget.out.set_path(tmp_path / "model")
@@ -513,12 +516,13 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert "a new model needs a new or empty folder (Output)" in widget.status.text()
     assert widget.inputs_panel.isVisibleTo(widget) and widget.inputs_panel.isEnabled()  # to correct it
     assert sorted(p.name for p in (data / "masks").iterdir()) == before and len(errors) == 1
-    # a mistake found once the scans are being loaded: not started either
-    widget.set_inputs(data / "scans", data / "labels.csv", data / "scans")
+    # the scans folder given as the masks' too: found by the check before Start
+    assert not widget.set_inputs(data / "scans", data / "labels.csv", data / "scans")
     widget.out.set_path(tmp_path / "swapped")
     widget.start()
-    qtbot.waitUntil(lambda: not widget.is_running() and widget.start_button.isEnabled(), timeout=TIMEOUT)
-    assert widget.status.text().startswith("training did not start: "), widget.status.text()
+    assert widget.status.text() == "⚠ not started: the problems are listed under Masks"
+    assert "the masks folder holds the scans" in widget.problems.item(0).text()
+    assert not (tmp_path / "swapped").exists()
     predict.close()
 
 

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from .. import options
 from ..data import check_split
 from ..errors import HydranetError
-from ..io import read_labels, unlisted_scans
+from ..io import check_masks_folder, read_labels, unlisted_scans
 from ..models import DEFAULT_NAME, WEIGHTS
 from ..text import figure, plural
 from ._common import COLUMNS_HINT, ColumnPicker, Dock, PathPicker, scrolling_layout
@@ -190,7 +190,7 @@ class TrainWidget(Dock):
         box.addWidget(self.notes_label)
         box.addWidget(self.curves, 1)
 
-        for picker in (self.scans, self.labels):
+        for picker in (self.scans, self.labels, self.masks):
             picker.edit.editingFinished.connect(self.check_labels)
         self.columns.changed.connect(self.check_labels)
         self.start_from.currentIndexChanged.connect(self._update_enabled)
@@ -227,6 +227,7 @@ class TrainWidget(Dock):
         n = len(found.values)
         try:
             check_split(n, self.val_fraction.value())
+            check_masks_folder(self.masks.path(), [scans / name for name in found.values])
         except HydranetError as exc:
             self.problems.addItem(f"✗ {exc}")
             return False
