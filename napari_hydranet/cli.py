@@ -230,10 +230,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
         intensity_weight=a.intensity_weight,
     )
     failed = []
-    noted: dict[str, list[str]] = {}  # each kind of note, printed once: the scans it was on
+    noted: dict[tuple, tuple] = {}  # each kind of note, printed once: who it was on first, all scans
     for ev in events:
         if ev["event"] == "stopped":
             held = ev["done"] - len(failed)
+            _repeated_notes(noted)
             print(f"stopped after {ev['done']} of {ev['total']} scans; the tables hold the {held} predicted")
             return 130
         if ev["event"] == "failed":
@@ -241,19 +242,14 @@ def cmd_predict(a: argparse.Namespace) -> int:
             print(("\n" if tty else "") + f"hydranet: skipped: {ev['message']}", file=sys.stderr)
             continue
         for note in ev["notes"]:
-            scans = noted.setdefault(note_kind(note), [])
+            who = note.partition(": ")[0]  # a scan's name; "masks/<name>" for its mask's notes
+            first, scans = noted.setdefault((who.rpartition("/")[0], note_kind(note)), (who, {}))
             if not scans:
                 print(("\n" if tty else "") + f"note: {note}", file=sys.stderr)
-            scans.append(ev["scan"])
+            scans[ev["scan"]] = None
         if tty:
             _progress(ev["done"], ev["total"], f"{ev['scan']}: {format_count(ev['count'])}")
-    for scans in noted.values():
-        if len(scans) > 1:
-            print(
-                f"note: the note on {scans[0]} holds for {plural(len(scans) - 1, 'more scan')} too: "
-                f"{first_of(scans[1:], 3)}",
-                file=sys.stderr,
-            )
+    _repeated_notes(noted)
     done = len(paths) - len(failed)
     if done:
         print(f"counts for {plural(done, 'scan')} written to {a.out}")
@@ -264,6 +260,18 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if failed:
         raise HydranetError(f"{len(failed)} of {len(paths)} scans could not be predicted (listed above)")
     return 0
+
+
+def _repeated_notes(noted: dict[tuple, tuple]) -> None:
+    """After the scans, the others that had a note like one printed (numbers may differ)."""
+    for first, scans in noted.values():
+        _, *more = scans
+        if more:
+            print(
+                f"note: a note like that on {first} also on {plural(len(more), 'more scan')}: "
+                f"{first_of(more, 3)}",
+                file=sys.stderr,
+            )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -325,9 +333,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _crop_edge(text: str) -> int:
-    from .preprocess import MIN_CROP  # here, not at import: `hydranet --help` stays quick
+    from .preprocess import MAX_CROP, MIN_CROP  # here, not at import: `hydranet --help` stays quick
 
-    return _number(int, MIN_CROP)(text)
+    return _number(int, MIN_CROP, MAX_CROP)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from .errors import HydranetError
-from .io import match_labels, read_labels, scan_stem
+from .io import match_labels, read_labels, scan_stem, table_rows
 from .metrics import FEW_FOR_ICC, SCALE_APART, agreement
 from .text import first_of, plural
 
@@ -24,12 +23,14 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
     read = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint)
     counts = read.values
-    labels = read_labels(labels_csv, None, scan_column, label_column).values
+    labels_read = read_labels(labels_csv, None, scan_column, label_column)
+    labels = labels_read.values
     _one_row_per_scan(counts_csv, counts)
     used = {scan_stem(s) for s in counts}  # a master labels file may hold other sites' scans
     _one_row_per_scan(labels_csv, {k: v for k, v in labels.items() if scan_stem(k) in used})
     found = match_labels(counts, labels)
     pred, ref, notes = [], [], [f"{counts_csv}: {note}" for note in read.notes]  # rows without a count
+    notes += [f"{labels_csv}: {note}" for note in labels_read.notes if "not UTF-8" in note]
     for scan, value in counts.items():
         if scan in found:
             pred.append(value)
@@ -67,8 +68,11 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
 def _unit(counts_csv) -> str:
     """The counts' unit from the table's ``unit`` column (as ``predict`` writes it), or ""
     when it has none or names several."""
-    with open(counts_csv, newline="", encoding="utf-8-sig") as fh:
-        units = {(row.get("unit") or "").strip() for row in csv.DictReader(fh)}
+    header, *rows = table_rows(Path(counts_csv))
+    if "unit" not in header:
+        return ""
+    at = header.index("unit")
+    units = {row[at].strip() for row in rows if len(row) > at}
     return units.pop() if len(units) == 1 else ""
 
 

@@ -270,8 +270,13 @@ def predict_files(
             return
         try:
             pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
-        except (HydranetError, MemoryError) as exc:  # this scan is skipped, the others go on
-            message = str(exc) if isinstance(exc, HydranetError) else f"{path}: not enough memory for it"
+        except (HydranetError, MemoryError, RuntimeError) as exc:  # this scan is skipped, the others go on
+            if isinstance(exc, HydranetError):
+                message = str(exc)
+            elif isinstance(exc, MemoryError) or "memory" in str(exc):  # torch's CPU and CUDA ones too
+                message = f"{path}: not enough memory for it"
+            else:
+                raise
             yield {
                 "event": "failed",
                 "done": done,

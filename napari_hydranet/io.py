@@ -9,9 +9,10 @@ The napari layer code (``_layers.py``) is the only place that transposes for dis
 
 from __future__ import annotations
 
+import bisect
 import csv
 import errno
-import glob
+import functools
 import io
 import math
 import os
@@ -181,7 +182,7 @@ def _check_claimed_size(path: Path, img, shape, dtype) -> None:
             f"{path}: the header claims {_voxels(shape)} ({n * 4 / 1e9:.3g} GB as float32), "
             "more than any scan; is the file damaged?"
         )
-    if not path.name.lower().endswith(".gz"):
+    if path.name.lower().endswith(".nii"):  # uncompressed: its size is known
         need = int(getattr(img.dataobj, "offset", 0)) + n * dtype.itemsize
         held = path.stat().st_size
         if held < need:
@@ -384,9 +385,13 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
             return
         except HydranetError as exc:
             reasons.append(str(exc))
+    several = next((r for r in reasons if " fit it (" in r), None)
+    if several:  # masks there, of two kinds
+        raise HydranetError(several)
     if reasons:  # not one scan has a mask: the wrong folder, or masks named otherwise
+        scans = "its scan" if len(reasons) == 1 else f"any of the {len(reasons)} scans"
         raise HydranetError(
-            f"{folder}: no ROI mask for any of the {plural(len(reasons), 'scan')} ({reasons[0]}); "
+            f"{folder}: no ROI mask for {scans} ({reasons[0]}); "
             "name each mask like its scan (sub-01_T2w.nii.gz), or keep BIDS derivatives "
             "(sub-01/anat/sub-01_desc-BG_mask.nii.gz)"
         )
@@ -425,15 +430,35 @@ def _bids_masks(masks_dir: Path, stem: str) -> list[Path]:
     subject = masks_dir / entities[0]
     folders = [masks_dir, subject, subject / "anat"]
     folders += [subject / s / d for s in session for d in ("", "anat")]
-    found = []
-    for folder in dict.fromkeys(folders):
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            *theirs, suffix = scan_stem(f).split("_")
-            if suffix == "mask" and is_nifti(f) and f.is_file() and set(entities) <= set(theirs):
-                found.append(f)
-    return found
+    wanted = set(entities)
+    return [
+        f
+        for folder in dict.fromkeys(folders)
+        for theirs, f in _masks_by_subject(str(folder), _mtime(folder)).get(entities[0], ())
+        if wanted <= theirs
+    ]
+
+
+def _mtime(folder: Path) -> int:
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+@functools.lru_cache(maxsize=64)
+def _masks_by_subject(folder: str, _mtime_ns: int) -> dict[str, list[tuple[frozenset, Path]]]:
+    """A folder's ``…_mask.nii[.gz]`` files by subject (``sub-01``), each with its entities;
+    listed once while the folder is unchanged (its mtime is part of the key): a cohort's
+    masks are looked up scan by scan."""
+    index: dict[str, list[tuple[frozenset, Path]]] = {}
+    if _mtime_ns < 0:
+        return index
+    for f in sorted(Path(folder).iterdir()):
+        *theirs, suffix = scan_stem(f).split("_")
+        if suffix == "mask" and theirs and is_nifti(f) and f.is_file():
+            index.setdefault(theirs[0], []).append((frozenset(theirs), f))
+    return index
 
 
 def _read_umask() -> int:
@@ -617,11 +642,11 @@ def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str |
     )
 
 
-def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
+def _scan_file(scans_dir: Path, scan: str, entries: list[str]) -> tuple[str, str | None]:
     """The file a labels row names, relative to ``scans_dir``, and why it is missing (or None).
 
     A name without .nii/.nii.gz is taken when exactly one of them exists, as evaluate and the
-    Cohort dock match names."""
+    Cohort dock match names. ``entries``: the folder's names, sorted (listed once a table)."""
     forms = list(dict.fromkeys([scan, *(unicodedata.normalize(f, scan) for f in ("NFC", "NFD"))]))
     for form in forms:  # é typed in the CSV, e + accent in a file copied from a Mac
         if (scans_dir / form).is_file():
@@ -637,20 +662,29 @@ def _scan_file(scans_dir: Path, scan: str) -> tuple[str, str | None]:
     if not both and len(Path(scan).parts) > 1 and not Path(scan).is_absolute():
         both = " (names are relative to the scans folder)"  # 'scans/sub-1' where 'sub-1' was meant
     if not both:  # a BIDS participant_id ('sub-01') for the file 'sub-01_T2w.nii.gz' or folder 'sub-01/'
-        like = sorted(str(f.relative_to(scans_dir)) for f in _named_after(scans_dir, scan))
+        like = _named_after(scans_dir, scan, entries)
         if like:
             both = f" (did you mean {first_of(like, 2)}? name each scan's file in full)"
     return scan, f"scan '{scan}' not found in {scans_dir}{both}"
 
 
-def _named_after(scans_dir: Path, name: str) -> list[Path]:
-    """Scan files of ``scans_dir`` named ``<name>_…``, or under its folder ``<name>/``."""
+def _named_after(scans_dir: Path, name: str, entries: list[str]) -> list[str]:
+    """Scans of ``scans_dir`` (its sorted ``entries``) named ``<name>_…``, or under its folder
+    ``<name>/`` (a BIDS subject's), relative to ``scans_dir``."""
     if "/" in name or name in (".", ".."):
         return []
-    beside = [f for f in scans_dir.glob(f"{glob.escape(name)}_*") if f.is_file() and _is_scan_name(f)]
+    start = bisect.bisect_left(entries, f"{name}_")
+    beside = []
+    for entry in entries[start : start + 20]:
+        if not entry.startswith(f"{name}_"):
+            break
+        if is_nifti(entry) and _is_scan_name(Path(entry)):
+            beside.append(entry)
     folder = scans_dir / name
-    under = [f for f in folder.rglob("*") if f.is_file() and _is_scan_name(f)] if folder.is_dir() else []
-    return beside + under[:5]
+    under = sorted(
+        str(f.relative_to(scans_dir)) for f in folder.rglob("*") if is_nifti(f) and _is_scan_name(f)
+    )
+    return beside + under
 
 
 def _table_text(path: Path) -> tuple[str, str | None]:
@@ -661,7 +695,10 @@ def _table_text(path: Path) -> tuple[str, str | None]:
     except OSError as exc:
         raise HydranetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16"), None
+        try:
+            return raw.decode("utf-16"), None
+        except UnicodeDecodeError:
+            raise HydranetError(f"{path}: not a readable UTF-16 table (a damaged or cut file?)") from None
     try:
         return raw.decode("utf-8-sig"), None
     except UnicodeDecodeError:
@@ -679,23 +716,27 @@ def _table_rows(path: Path) -> tuple[list[list[str]], bool, str | None]:
     and the note on its encoding."""
     text, encoding_note = _table_text(path)
     tsv = path.suffix.lower() in (".tsv", ".tab")
+    # a TSV quotes nothing (BIDS): a field starting with " is text, not the start of a quote
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
     try:
-        return (
-            list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",")),
-            tsv,
-            encoding_note,
-        )
+        return list(csv.reader(io.StringIO(text, newline=""), **dialect)), tsv, encoding_note
     except csv.Error as exc:
         raise HydranetError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def table_rows(path: Path) -> list[list[str]]:
+    """A table's rows, its header's names stripped, read as the labels reader reads it
+    (encodings, .tsv); at least the header (empty for an empty file)."""
+    rows, _, _ = _table_rows(path)
+    return [[h.strip() for h in rows[0]], *rows[1:]] if rows else [[]]
 
 
 def table_header(path: str | os.PathLike) -> list[str]:
     """The column names of a labels table; [] when it cannot be read (read_labels says why)."""
     try:
-        rows, _, _ = _table_rows(Path(path))
+        return table_rows(Path(path))[0]
     except (HydranetError, OSError):
         return []
-    return [h.strip() for h in rows[0]] if rows else []
 
 
 def read_labels(
@@ -716,6 +757,7 @@ def read_labels(
         raise HydranetError(f"{path}: no such labels file")
     if scans_dir is not None and not Path(scans_dir).is_dir():
         raise HydranetError(f"{scans_dir}: no such scans folder")
+    entries = sorted(os.listdir(scans_dir)) if scans_dir is not None else []
     rows, tsv, encoding_note = _table_rows(path)
     if not rows:
         raise HydranetError(f"{path}: empty file")
@@ -760,7 +802,7 @@ def read_labels(
         named = scan = os.path.normpath(scan)  # ./a.nii.gz and a.nii.gz are one scan
         missing = None
         if scans_dir is not None:
-            scan, missing = _scan_file(Path(scans_dir), scan)
+            scan, missing = _scan_file(Path(scans_dir), scan, entries)
         same = scan if scans_dir is None or missing else scan_place(Path(scans_dir) / scan)
         if same in seen:
             errors.append(f"row {rownum}: scan '{scan}' is listed twice (also in row {seen[same]})")
@@ -783,7 +825,10 @@ def read_labels(
             )
             errors.append(f"row {rownum}: {label_column} '{raw}' of '{scan}' is not a number{point}")
             continue
-        if not abs(value) <= FLOAT32_MAX or (value < 0 and not allow_negative):
+        if not abs(value) <= FLOAT32_MAX:
+            errors.append(f"row {rownum}: {label_column} {raw} of '{scan}' is beyond ±3.4e38")
+            continue
+        if value < 0 and not allow_negative:
             errors.append(f"row {rownum}: {label_column} {raw} of '{scan}' must be a number ≥ 0")
             continue
         if missing:

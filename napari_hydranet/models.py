@@ -119,8 +119,10 @@ def build_net(arch: str, args: dict) -> torch.nn.Module:
         return ARCHITECTURES[arch](**args)
     except (TypeError, ValueError) as exc:
         raise HydranetError(f"architecture '{arch}': bad arguments {args} ({exc})") from None
-    except (RuntimeError, MemoryError):  # e.g. {"features": [200000, 200000]}
-        raise HydranetError(f"architecture '{arch}': arguments {args} make too large a network") from None
+    except (RuntimeError, MemoryError) as exc:  # {"features": [200000, 200000]}; [-4, 8]
+        too_big = isinstance(exc, MemoryError) or "alloc" in str(exc)
+        why = "make too large a network" if too_big else f"are refused ({exc})"
+        raise HydranetError(f"architecture '{arch}': arguments {args} {why}") from None
 
 
 def default_model_dir() -> Path:

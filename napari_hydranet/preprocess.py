@@ -76,7 +76,9 @@ class PreprocessConfig:
             ("trim_percentile", 50, 100, 99.0),
         ):
             value = d.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            whole = number and (key != "mask_dilation" or float(value).is_integer())  # voxels
+            if not whole or not low <= value <= high:
                 raise HydranetError(f"{key} {value!r}: expected a number from {low} to {high}")
         if not isinstance(d.get("use_mask", True), bool):
             raise HydranetError(f"use_mask {d['use_mask']!r}: expected true or false")
@@ -301,7 +303,7 @@ def _check_not_blank(scan: Scan, values: np.ndarray, where: str) -> None:
     low, high = float(values.min()), float(values.max())
     if low == high:
         nans = " (NaNs read as 0)" if any("NaN" in n for n in scan.notes) else ""
-        what = "a blank scan" if values.size > 1 else "an ROI mask of one voxel"
+        what = "an ROI mask of one voxel" if values.size == 1 and "ROI" in where else "a blank scan"
         raise HydranetError(f"{scan.where}: every voxel{where} is {low:g}{nans}: {what}, nothing to count")
 
 

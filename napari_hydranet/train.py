@@ -29,7 +29,7 @@ from .io import check_folder_output, held_files, scan_place, unlisted_scans, wri
 from .metrics import SCALE_APART, agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .options import DENSITY_TARGETS, EPOCHS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
-from .preprocess import MIN_CROP, MedianNotPositive, PreprocessConfig
+from .preprocess import MAX_CROP, MIN_CROP, MedianNotPositive, PreprocessConfig
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
 from .text import figure, plural
@@ -140,8 +140,9 @@ class TrainConfig:
                 f"--out {DEFAULT_NAME}: that name means the bundled model; choose another folder"
             )
         check_folder_output(self.out, "model folder (--out)")
-        if self.crop_shape is not None and min(self.crop_shape) < MIN_CROP:
-            raise HydranetError(f"--crop must be ≥ {MIN_CROP} voxels along each axis")
+        crop = self.crop_shape
+        if crop is not None and not MIN_CROP <= min(crop) <= max(crop) <= MAX_CROP:
+            raise HydranetError(f"--crop must be {MIN_CROP} to {MAX_CROP} voxels along each axis")
         if self.heads < 1:
             raise HydranetError("--heads must be ≥ 1")
         if self.sets_per_batch < 1:

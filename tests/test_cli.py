@@ -112,6 +112,16 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "mm3.csv"), str(tmp_path / "ml.csv")]) == 0
     out = capsys.readouterr().out
     assert "MAE      1.6000 mm3\n" in out and "MSE      2.5600 mm3²\n" in out
+    # tables the labels reader takes (Excel's Windows-1252, a .tsv) evaluate too, unit and all
+    (tmp_path / "win.csv").write_bytes(
+        ("scan,count,unit\n" + "".join(f"sujet-é{i},{i + 2},mm3\n" for i in range(12))).encode("cp1252")
+    )
+    (tmp_path / "win.tsv").write_text(
+        "scan\tlabel\n" + "".join(f"sujet-é{i}\t{i + 0.4}\n" for i in range(12))
+    )
+    assert main(["evaluate", str(tmp_path / "win.csv"), str(tmp_path / "win.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "MAE      1.6000 mm3\n" in out and "win.csv is not UTF-8: read as Windows-1252" in out
 
 
 @pytest.mark.parametrize(
@@ -341,13 +351,17 @@ def test_a_scan_out_of_memory_is_skipped_and_the_others_go_on(cohort, tmp_path, 
     def short_of_memory(model, path, *args, **kw):
         if path.name == "sub-001.nii.gz":
             raise MemoryError
+        if path.name == "sub-002.nii.gz":  # torch's own, on the CPU
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory")
         return real(model, path, *args, **kw)
 
     monkeypatch.setattr(infer, "predict_file", short_of_memory)
-    scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(3)]
+    scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(4)]
     assert _predict(*scans, "--out", tmp_path / "c.csv", "--masks", cohort / "masks") == 2
-    assert f"skipped: {scans[1]}: not enough memory for it" in capsys.readouterr().err
-    assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["sub-000.nii.gz", "sub-002.nii.gz"]
+    err = capsys.readouterr().err
+    assert f"skipped: {scans[1]}: not enough memory for it" in err
+    assert f"skipped: {scans[2]}: not enough memory for it" in err
+    assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["sub-000.nii.gz", "sub-003.nii.gz"]
 
 
 def test_predict_notes_each_kind_once_and_in_the_table(cohort, tmp_path, capsys):
@@ -355,9 +369,22 @@ def test_predict_notes_each_kind_once_and_in_the_table(cohort, tmp_path, capsys)
     assert _predict(*scans, "--out", tmp_path / "c.csv") == 0
     err = capsys.readouterr().err
     assert err.count("no ROI mask given") == 1 and err.count("note: sub-000: no ROI mask given") == 1
-    assert "note: the note on sub-000.nii.gz holds for 2 more scans too: sub-001.nii.gz; sub-002" in err
+    assert "note: a note like that on sub-000 also on 2 more scans: sub-001.nii.gz; sub-002" in err
     for row in _rows(tmp_path / "c.csv"):
         assert row["notes"].startswith(f"{row['scan'][:-7]}: no ROI mask given; the whole volume is used")
+    # a scan's note and its mask's are two kinds, each told, and each scan named once
+    for folder in ("scans", "masks"):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            img = nib.load(cohort / folder / f"sub-00{i}.nii.gz")
+            data = img.get_fdata().astype(np.float32)
+            data[0, 0, : i + 1] = np.nan  # 1, 2, 3 NaNs: notes alike but for their numbers
+            nib.save(nib.Nifti1Image(data, img.affine), tmp_path / folder / f"sub-00{i}.nii.gz")
+    assert _predict(tmp_path / "scans", "--out", tmp_path / "n.csv", "--masks", tmp_path / "masks") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes[:2] == [f"note: {f}/sub-000.nii.gz: 1 NaN/inf voxels set to 0" for f in ("scans", "masks")]
+    alike = "note: a note like that on {}/sub-000.nii.gz also on 2 more scans: sub-001.nii.gz; sub-002.nii.gz"
+    assert notes[2:] == [alike.format("scans"), alike.format("masks")]
 
 
 def test_outputs_in_a_folder_that_cannot_be_written_are_refused_before_the_work(

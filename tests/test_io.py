@@ -429,8 +429,14 @@ def test_labels_tables_as_spreadsheets_and_bids_save_them(tmp_path):
         assert any("not UTF-8: read as Windows-1252" in n for n in found.notes) == (encoding == "cp1252")
     # a label too large for the float32 the training holds labels in
     (tmp_path / "huge.csv").write_text("scan,label\nsub-01_T2w,1e308\n")
-    with pytest.raises(HydranetError, match="label 1e308 of 'sub-01_T2w.nii.gz' must be a number"):
+    with pytest.raises(HydranetError, match="label 1e308 of 'sub-01_T2w.nii.gz' is beyond ±3.4e38"):
         read_labels(tmp_path / "huge.csv", scans)
+    # a TSV quotes nothing: a field starting with " does not swallow the rows after it
+    tsv.write_text('scan\tnote\tlabel\nsub-01_T2w\t"left-handed\t4\nsub-02_T2w\tok\t5\n')
+    assert read_labels(tsv, scans).values == {"sub-01_T2w.nii.gz": 4.0, "sub-02_T2w.nii.gz": 5.0}
+    (tmp_path / "cut.csv").write_bytes("scan,label\n".encode("utf-16") + b"\n")  # a stray byte
+    with pytest.raises(HydranetError, match="cut.csv: not a readable UTF-16 table"):
+        read_labels(tmp_path / "cut.csv", scans)
 
 
 def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):

@@ -131,6 +131,8 @@ def test_cpu_placement_is_channels_last_with_the_same_outputs(tmp_path):
         ({"label": "lesions"}, "config.json: malformed label"),  # killed napari's Predict dock
         ({"label": {"unit": 3}}, "config.json: malformed label"),
         ({"architecture": {"name": "gpunet", "args": {"features": [100000, 100000]}}}, "too large a network"),
+        ({"architecture": {"name": "gpunet", "args": {"features": [-4, 8]}}}, r"are refused \("),
+        ({"preprocess": {"mask_dilation": 2.7}}, "mask_dilation 2.7: expected a number"),  # whole voxels
         ({"preprocess": {"crop_shape": [64, "x", 40]}}, "malformed preprocess settings"),
         ({"architecture": {"name": "vnet"}}, r"config.json: unknown architecture 'vnet'"),
         ({"preprocess": {"spacing_range_mm": [1.6, 0.9]}}, r"expected \[smallest, largest\]"),

@@ -521,8 +521,9 @@ def test_a_new_model_needs_a_new_or_empty_folder_and_overwrites_nothing(cohort, 
 
 
 def test_a_crop_the_model_loader_would_refuse_is_refused_before_training(cohort, tmp_path):
-    with pytest.raises(HydranetError, match="--crop must be ≥ 16 voxels"):
-        _cfg(cohort, tmp_path / "m", crop_shape=(8, 52, 40)).validate()
+    for crop in ((8, 52, 40), (300, 64, 64)):
+        with pytest.raises(HydranetError, match="--crop must be 16 to 256 voxels"):
+            _cfg(cohort, tmp_path / "m", crop_shape=crop).validate()
 
 
 @pytest.mark.parametrize(

@@ -415,6 +415,15 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     # a masks folder with no mask for the scans is told before Start, not after the scans load
     assert not widget.set_inputs(data / "scans", data / "labels.csv", tmp_path)
     assert widget.problems.item(0).text().startswith(f"✗ {tmp_path}: no ROI mask for any of the 8 scans")
+    # no masks: the default model, trained inside ROI masks, asks for them; from scratch, none needed
+    assert not widget.set_inputs(data / "scans", data / "labels.csv", None)
+    assert widget.problems.item(0).text() == (
+        "✗ the default model counts inside ROI masks: "
+        "choose the Masks folder (ROI masks named like the scans)"
+    )
+    widget.start_from.setCurrentText("scratch")
+    assert widget.problems.item(0).text() == "✓ 8 labelled scans"
+    widget.start_from.setCurrentText("default model")
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     assert widget.problems.count() == 1
     widget.out.set_path(tmp_path / "model")

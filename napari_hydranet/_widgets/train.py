@@ -31,7 +31,7 @@ from .. import options
 from ..data import check_split
 from ..errors import HydranetError
 from ..io import check_masks_folder, read_labels, unlisted_scans
-from ..models import DEFAULT_NAME, WEIGHTS
+from ..models import DEFAULT_NAME, WEIGHTS, Model, read_config
 from ..text import figure, plural
 from ._common import COLUMNS_HINT, ColumnPicker, Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
@@ -75,7 +75,7 @@ class TrainWidget(Dock):
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
         self.labels = PathPicker("file", "Tables (*.csv *.tsv)", "CSV (or TSV) with scan,label columns")
-        self.masks = PathPicker("dir", placeholder="optional: ROI masks named like the scans")
+        self.masks = PathPicker("dir", placeholder="ROI masks named like the scans (a fine-tune needs them)")
         self.columns = ColumnPicker()
         self.problems = QListWidget()
         self.problems.setMaximumHeight(80)
@@ -194,6 +194,7 @@ class TrainWidget(Dock):
             picker.edit.editingFinished.connect(self.check_labels)
         self.columns.changed.connect(self.check_labels)
         self.start_from.currentIndexChanged.connect(self._update_enabled)
+        self.start_from.currentIndexChanged.connect(self.check_labels)
         self.recal_only.toggled.connect(self._update_enabled)
         self.val_fraction.valueChanged.connect(self.check_labels)  # it decides how few scans are too few
         self.start_button.clicked.connect(self.start)
@@ -228,6 +229,7 @@ class TrainWidget(Dock):
         try:
             check_split(n, self.val_fraction.value())
             check_masks_folder(self.masks.path(), [scans / name for name in found.values])
+            self._check_masks_for_start()
         except HydranetError as exc:
             self.problems.addItem(f"✗ {exc}")
             return False
@@ -235,6 +237,23 @@ class TrainWidget(Dock):
         unlisted = unlisted_scans(scans, found.listed)
         self.problems.addItems([f"note: {note}" for note in found.notes + ([unlisted] if unlisted else [])])
         return True
+
+    def _check_masks_for_start(self) -> None:
+        """A model trained inside ROI masks is fine-tuned inside them (the training refuses
+        otherwise, after its start): said beside the labels, before Start."""
+        choice = self.start_from.currentText()
+        if self.masks.path() is not None or choice == "scratch":
+            return
+        folder = DEFAULT_NAME if choice == "default model" else self.init.path()
+        try:
+            uses_mask = folder is not None and Model(None, read_config(folder), None).preprocess.use_mask
+        except HydranetError:
+            return  # an unreadable model folder is told at Start
+        if uses_mask:
+            raise HydranetError(
+                f"the {'default model' if folder == DEFAULT_NAME else 'model'} counts inside ROI masks: "
+                "choose the Masks folder (ROI masks named like the scans)"
+            )
 
     def _update_enabled(self) -> None:
         choice = self.start_from.currentText()
