@@ -1026,3 +1026,16 @@ def test_a_dock_opened_beside_another_becomes_its_tab(make_napari_viewer, qtbot)
     window = viewer.window._qt_window
     assert set(window.tabifiedDockWidgets(docks[0])) == {docks[1], docks[2]}
     assert docks[2].height() > window.height() / 2  # the last opened, in front, whole height
+
+
+def test_a_training_that_cannot_start_gives_the_settings_back(make_napari_viewer, qtbot, monkeypatch):
+    from napari_hydranet._widgets import TrainWidget, _train_process
+
+    widget = TrainWidget(make_napari_viewer())
+    monkeypatch.setattr(_train_process.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(widget, "build_args", lambda: ["train"])
+    monkeypatch.setattr(widget, "check_labels", lambda: True)
+    with qtbot.waitSignal(widget.runner.ended, timeout=10_000):
+        widget.start()
+    assert widget.start_button.isEnabled() and widget.inputs_panel.isVisibleTo(widget)
+    assert "could not start /nonexistent/python" in widget.status.text()

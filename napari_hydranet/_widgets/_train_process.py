@@ -62,6 +62,7 @@ class TrainProcess(QObject):
         proc.readyReadStandardOutput.connect(self._read_stdout)
         proc.readyReadStandardError.connect(self._read_stderr)
         proc.finished.connect(self._on_finished)
+        proc.errorOccurred.connect(self._on_error)
         proc.start(sys.executable, ["-m", "napari_hydranet.cli", *args])
         _track(proc)
 
@@ -101,6 +102,11 @@ class TrainProcess(QObject):
     def _read_stderr(self) -> None:
         text = bytes(self.process.readAllStandardError()).decode(errors="replace")
         self._stderr = (self._stderr + text)[-4000:]
+
+    def _on_error(self, error) -> None:
+        """A child that never ran ends too (``finished`` is not emitted for it)."""
+        if error == QProcess.ProcessError.FailedToStart:
+            self.ended.emit(-1, f"could not start {sys.executable} ({self.process.errorString()})")
 
     def _on_finished(self, code: int, _status=None) -> None:
         self._read_stdout()
