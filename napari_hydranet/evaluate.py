@@ -41,7 +41,7 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
             f"{plural(len(unlabelled), 'predicted scan')} without a label, left out: "
             f"{first_of(unlabelled, 3)}"
         )
-    matched = {scan_stem(s) for s in counts}
+    matched = {scan_stem(s) for s in counts} | {scan_stem(s).split("_")[0] for s in found}  # sub-01 too
     missing = [s for s in labels if scan_stem(s) not in matched]
     if missing:
         notes.append(f"{plural(len(missing), 'labelled scan')} not predicted: {first_of(missing, 3)}")

@@ -357,9 +357,19 @@ def _same_form(name: str) -> str:
 
 def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, float]:
     """The label of each scan name that has one: by its name, else by its name without
-    .nii/.nii.gz (tables may differ in suffixes)."""
+    .nii/.nii.gz (tables may differ in suffixes), else by its BIDS subject when it is that
+    subject's only scan (a participants.tsv's ``sub-01`` for ``sub-01_T2w.nii.gz``)."""
+    names = list(names)
     by_stem = {_same_form(scan_stem(k)): v for k, v in labels.items()}
     found = {n: labels[n] if n in labels else by_stem.get(_same_form(scan_stem(n))) for n in names}
+    scans_of: dict[str, list[str]] = {}
+    for n in names:
+        stem = _same_form(scan_stem(n))
+        if stem.startswith("sub-") and "_" in stem:
+            scans_of.setdefault(stem.split("_")[0], []).append(n)
+    for subject, scans in scans_of.items():
+        if len(scans) == 1 and found[scans[0]] is None:
+            found[scans[0]] = by_stem.get(subject)
     return {n: v for n, v in found.items() if v is not None}
 
 
@@ -645,24 +655,29 @@ def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str |
 def _scan_file(scans_dir: Path, scan: str, entries: list[str]) -> tuple[str, str | None]:
     """The file a labels row names, relative to ``scans_dir``, and why it is missing (or None).
 
-    A name without .nii/.nii.gz is taken when exactly one of them exists, as evaluate and the
-    Cohort dock match names. ``entries``: the folder's names, sorted (listed once a table)."""
+    A name without .nii/.nii.gz (or with the other) is taken when exactly one of them exists,
+    and a BIDS subject (``sub-01``) names the one scan named after it (``sub-01_T2w.nii.gz``),
+    as evaluate and the Cohort dock match names. ``entries``: the folder's names, sorted
+    (listed once a table)."""
     forms = list(dict.fromkeys([scan, *(unicodedata.normalize(f, scan) for f in ("NFC", "NFD"))]))
     for form in forms:  # é typed in the CSV, e + accent in a file copied from a Mac
         if (scans_dir / form).is_file():
             return form, None
+    bases = [next((f[: -len(x)] for x in NIFTI_SUFFIXES if f.lower().endswith(x)), f) for f in forms]
     named = list(
         dict.fromkeys(
-            f"{form}{x}" for form in forms for x in NIFTI_SUFFIXES if (scans_dir / f"{form}{x}").is_file()
+            f"{base}{x}" for base in bases for x in NIFTI_SUFFIXES if (scans_dir / f"{base}{x}").is_file()
         )
     )
     if len(named) == 1:
         return named[0], None
+    like = [] if named else _named_after(scans_dir, scan, entries)
+    if len(like) == 1 and scan.startswith("sub-") and "_" not in scan:  # a participant_id
+        return like[0], None
     both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
     if not both and len(Path(scan).parts) > 1 and not Path(scan).is_absolute():
         both = " (names are relative to the scans folder)"  # 'scans/sub-1' where 'sub-1' was meant
-    if not both:  # a BIDS participant_id ('sub-01') for the file 'sub-01_T2w.nii.gz' or folder 'sub-01/'
-        like = _named_after(scans_dir, scan, entries)
+    if not both:  # a name for the file 'sub-01_T2w.nii.gz', or a subject of several scans
         if like:
             both = f" (did you mean {first_of(like, 2)}? name each scan's file in full)"
     return scan, f"scan '{scan}' not found in {scans_dir}{both}"
@@ -788,7 +803,7 @@ def read_labels(
     errors: list[str] = []
     unlabelled: list[tuple[str, str]] = []  # rows without a label: ("row 27: 'sub-026'", " (n/a)")
     not_found = 0
-    suffixed = 0  # scans named without their .nii/.nii.gz
+    suffixed = by_subject = 0  # scans named without their .nii/.nii.gz; by their BIDS subject
     for rownum, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
@@ -836,7 +851,9 @@ def read_labels(
             not_found += 1
             continue
         values[scan] = value
-        suffixed += scan != named
+        subject = "_" not in named and Path(scan).name.startswith(f"{named}_")  # sub-01: sub-01_T2w
+        by_subject += subject
+        suffixed += scan != named and not subject
     if len(unlabelled) == 1:
         (row, shown), *_ = unlabelled
         notes.append(f"{row} has no {label_column}{shown} and is left out")
@@ -856,6 +873,12 @@ def read_labels(
         raise HydranetError(f"{path}: no labelled scans")
     if suffixed:
         notes.append(
-            f"{plural(suffixed, 'scan')} named without .nii/.nii.gz, matched to the file that has it"
+            f"{plural(suffixed, 'scan')} named without .nii/.nii.gz (or with the other), matched to "
+            "the file that has it"
+        )
+    if by_subject:
+        notes.append(
+            f"{plural(by_subject, 'scan')} named by their BIDS subject (sub-01), each matched to the one "
+            "scan named after it (sub-01_T2w.nii.gz)"
         )
     return Labels(values, notes, frozenset(listed))

@@ -252,7 +252,9 @@ def test_labels_may_name_scans_without_their_suffix(tmp_path):
     """As evaluate and the Cohort dock match them; each name must then point at one file."""
     labels = _labels(tmp_path, "scan,label\ns1,3\ns2.nii.gz,4\n")
     assert labels.values == {"s1.nii.gz": 3.0, "s2.nii.gz": 4.0}
-    assert labels.notes == ["1 scan named without .nii/.nii.gz, matched to the file that has it"]
+    assert labels.notes == [
+        "1 scan named without .nii/.nii.gz (or with the other), matched to the file that has it"
+    ]
     (tmp_path / "s1.nii").write_bytes(b"")
     with pytest.raises(
         HydranetError, match=r"row 2: scan 's1' not found in .* \(s1.nii.gz and s1.nii both exist"
@@ -407,19 +409,35 @@ def test_labels_tables_as_spreadsheets_and_bids_save_them(tmp_path):
         "2 rows have no label and are left out: "
         "row 3: 'sub-02_T2w.nii.gz' (n/a); row 4: 'sub-03_T2w.nii.gz' (n/a)"
     )
-    tsv.write_text("scan\tlabel\nsub-01\t4\nsub-02\t5\n")
-    with pytest.raises(HydranetError) as refused:
-        read_labels(tsv, scans)
-    assert refused.value.problems[1] == (
-        f"row 2: scan 'sub-01' not found in {scans} "
-        "(did you mean sub-01_T2w.nii.gz? name each scan's file in full)"
-    )
-    assert refused.value.problems[0].startswith(f"none of its 2 scans is in {scans}, which holds sub-01_T2w")
+    # a participant_id (sub-01) names the one scan named after it; a subject of two scans is asked
+    (scans / "sub-03_T1w.nii.gz").touch()
     (scans / "sub-04" / "anat").mkdir(parents=True)  # a BIDS tree given as the scans folder
     (scans / "sub-04" / "anat" / "sub-04_T2w.nii.gz").touch()
-    tsv.write_text("scan\tlabel\nsub-04\t4\n")
-    with pytest.raises(HydranetError, match=r"\(did you mean sub-04/anat/sub-04_T2w.nii.gz\? name each"):
+    tsv.write_text("participant_id\tlabel\nsub-01\t4\nsub-02\t5\nsub-04\t6\n")
+    found = read_labels(tsv, scans, "participant_id")
+    assert found.values == {
+        "sub-01_T2w.nii.gz": 4.0,
+        "sub-02_T2w.nii.gz": 5.0,
+        "sub-04/anat/sub-04_T2w.nii.gz": 6.0,
+    }
+    assert found.notes == [
+        "3 scans named by their BIDS subject (sub-01), each matched to the one scan named after it "
+        "(sub-01_T2w.nii.gz)"
+    ]
+    tsv.write_text("participant_id\tlabel\nsub-03\t4\n")
+    with pytest.raises(HydranetError) as refused:
+        read_labels(tsv, scans, "participant_id")
+    assert refused.value.problems[0] == (
+        f"row 2: scan 'sub-03' not found in {scans} "
+        "(did you mean sub-03_T1w.nii.gz; sub-03_T2w.nii.gz? name each scan's file in full)"
+    )
+    tsv.write_text("scan\tlabel\npatient-1\t4\npatient-2\t5\n")  # names of another kind
+    with pytest.raises(HydranetError) as refused:
         read_labels(tsv, scans)
+    assert refused.value.problems[0].startswith(f"none of its 2 scans is in {scans}, which holds sub-01_T2w")
+    # a table naming a .nii.gz that is stored as .nii (or the other way) finds it
+    (tmp_path / "other.csv").write_text("scan,label\nsujet-é.nii,2\n")
+    assert read_labels(tmp_path / "other.csv", scans).values == {"sujet-é.nii.gz": 2.0}
     # Excel's "CSV" on Windows (cp1252) and its "Unicode text" (UTF-16): read, the first with a note
     for encoding, text in (("cp1252", "scan,label\nsujet-é,2\n"), ("utf-16", "scan\tlabel\nsujet-é\t2\n")):
         table = tmp_path / ("t.csv" if encoding == "cp1252" else "t.tsv")
@@ -464,3 +482,12 @@ def test_a_bids_root_given_as_a_folder_of_scans_says_how_to_give_its_scans(tmp_p
     (tmp_path / "bids" / "participants.tsv").touch()
     with pytest.raises(HydranetError, match=r"a BIDS dataset: give its scans, e.g. .*sub-\*/anat/\*_T2w"):
         find_scans([tmp_path / "bids"])
+
+
+def test_labels_match_scan_names_by_name_stem_or_bids_subject():
+    from napari_hydranet.io import match_labels
+
+    names = ["a.nii.gz", "b.nii", "sub-01_T2w.nii.gz", "sub-02_T1w.nii.gz", "sub-02_T2w.nii.gz"]
+    labels = {"a.nii.gz": 1.0, "b.nii.gz": 2.0, "sub-01": 3.0, "sub-02": 4.0}
+    # sub-02 has two scans: which one its rating is for is not known, so neither gets it
+    assert match_labels(names, labels) == {"a.nii.gz": 1.0, "b.nii": 2.0, "sub-01_T2w.nii.gz": 3.0}
