@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDockWidget,
     QFileDialog,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -226,11 +227,10 @@ class ColumnPicker(QWidget):
         self.scan_combo, self.label_combo = QComboBox(), QComboBox()
         self.scan_combo.setToolTip("the column naming each scan's file (relative to the scans folder)")
         self.label_combo.setToolTip("the column of the labels: counts, or volumes")
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
+        rows = QFormLayout(self)  # one row each: a participants.tsv's names are long
+        rows.setContentsMargins(0, 0, 0, 0)
         for text, combo in (("scan", self.scan_combo), ("label", self.label_combo)):
-            row.addWidget(QLabel(text))
-            row.addWidget(combo, 1)
+            rows.addRow(text, combo)
             combo.activated.connect(lambda *_: self.changed.emit())
         self.load(None)
 
@@ -251,6 +251,10 @@ class ColumnPicker(QWidget):
                 choice = combo.itemText(0)
             combo.setCurrentText(choice or default)
             combo.blockSignals(False)
+
+    def needs_choice(self) -> bool:
+        """Whether the table lacks a column of the default names and none is chosen yet."""
+        return any(combo.currentData() is not None for combo in (self.scan_combo, self.label_combo))
 
     def columns(self) -> tuple[str, str]:
         """The chosen scan and label column names ("scan", "label" until one is chosen)."""

@@ -253,8 +253,8 @@ class CohortWidget(Dock):
             listed = read_labels(csv, None, *self.columns.columns(), columns_hint=COLUMNS_HINT).values
         except HydranetError as exc:
             note = f"⚠ labels not loaded: {exc}"
-            if note != self.labels_note:  # told once, not again at each run (the dock still says it)
-                show_error(f"Cohort: {exc}")
+            if note != self.labels_note and not self.columns.needs_choice():  # told once; the dock
+                show_error(f"Cohort: {exc}")  # says it, and a column to choose is no error yet
             self.labels, self.labels_note = {}, note
         else:
             self.labels = match_labels(self._scan_names(), listed)  # rows may omit .nii.gz

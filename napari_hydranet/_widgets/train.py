@@ -3,6 +3,7 @@ starts, watches (progress, curves, time) and can stop; GPU memory goes with the 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import time
@@ -48,6 +49,24 @@ def _spin(cls, lo, hi, value, step=None):
         box.setSingleStep(step)
     box.setValue(value)
     return box
+
+
+def _earlier_epochs(out: Path | None, before: int) -> list[dict]:
+    """The epochs a resumed training ran before (its history.csv), as epoch events."""
+    try:
+        with open(Path(out) / "history.csv", newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, TypeError, csv.Error, UnicodeDecodeError):
+        return []
+
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return None
+
+    events = [{k: number(v) for k, v in row.items()} for row in rows]
+    return [e for e in events if e.get("epoch") is not None and e["epoch"] < before]
 
 
 def _hms(seconds: float) -> str:
@@ -385,6 +404,9 @@ class TrainWidget(Dock):
         elif kind == "start":
             self._started = True
             self._plan = (ev["start_epoch"], ev["epochs"], ev["steps_per_epoch"])
+            if self.resume.isChecked():  # the curves go on from the epochs run before
+                self.history = _earlier_epochs(self.out.path(), ev["start_epoch"])
+                self._draw()
             self._patience, self._best_epoch = ev.get("patience") or 0, ev.get("best_epoch")
             self._first_step = None
             self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
@@ -455,7 +477,10 @@ class TrainWidget(Dock):
         return max((best + self._patience - first + 1) * per - self.progress.value(), 0)
 
     def _on_ended(self, code: int, reason: str) -> None:
-        self._fold_settings(False)
+        if self._started:  # the curves stay in view; the settings are a click away
+            self.inputs_panel.setEnabled(True)
+        else:  # something to correct
+            self._fold_settings(False)
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
         self.progress.setRange(0, max(self.progress.maximum(), 1))
