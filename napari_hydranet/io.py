@@ -307,8 +307,8 @@ def check_table_output(
     _check_parents(path)
     if any(path.resolve() == Path(q).resolve() for q in inputs):
         raise HydranetError(f"{path}: refusing to overwrite an input scan with the {what}")
-    if is_nifti(path):
-        raise HydranetError(f"{path}: the {what} is a CSV table; name it .csv, not like a scan")
+    if is_nifti(path) or path.suffix.lower() in (".tsv", ".tab"):
+        raise HydranetError(f"{path}: the {what} is a comma-separated table; name it .csv")
     if (
         headers
         and path.is_file()
@@ -400,9 +400,11 @@ def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence
         raise HydranetError(several)
     if reasons:  # not one scan has a mask: the wrong folder, or masks named otherwise
         scans = "its scan" if len(reasons) == 1 else f"any of the {len(reasons)} scans"
+        inner = _inner_masks_folder(folder, Path(scan_paths[0]))
         raise HydranetError(
             f"{folder}: no ROI mask for {scans} ({reasons[0]}); "
-            "name each mask like its scan (sub-01_T2w.nii.gz), or keep BIDS derivatives "
+            + (f"did you mean {inner}? " if inner else "")
+            + "name each mask like its scan (sub-01_T2w.nii.gz), or keep BIDS derivatives "
             "(sub-01/anat/sub-01_desc-BG_mask.nii.gz)"
         )
 
@@ -429,6 +431,22 @@ def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | No
     raise HydranetError(f"{scan_path.name}: no mask named {stem}.nii[.gz] in {masks_dir}")
 
 
+def _inner_masks_folder(folder: Path, scan: Path) -> Path | None:
+    """A folder inside ``folder`` holding ``scan``'s mask (``derivatives/`` given for
+    ``derivatives/bgmask/``), or None."""
+    try:
+        inside = sorted(f for f in folder.iterdir() if f.is_dir())[:50]
+    except OSError:
+        return None
+    for candidate in inside:
+        try:
+            find_mask(candidate, scan)
+            return candidate
+        except HydranetError:
+            continue
+    return None
+
+
 def _bids_masks(masks_dir: Path, stem: str) -> list[Path]:
     """The masks of a BIDS derivatives folder for a scan named as BIDS names them:
     ``sub-01[_ses-1]/anat/sub-01[_ses-1]_…_mask.nii.gz`` (or the same files side by side)
@@ -440,7 +458,7 @@ def _bids_masks(masks_dir: Path, stem: str) -> list[Path]:
     subject = masks_dir / entities[0]
     folders = [masks_dir, subject, subject / "anat"]
     folders += [subject / s / d for s in session for d in ("", "anat")]
-    wanted = set(entities)
+    wanted = {e for e in entities if not e.startswith("desc-")}  # a preproc scan's brain mask
     return [
         f
         for folder in dict.fromkeys(folders)
@@ -788,7 +806,9 @@ def read_labels(
                     "comma-separated CSV (scan,label), with decimal points (3.5, not 3,5)"
                     + (" or, tab-separated, name it .tsv" if separator == "tabs" else "")
                 )
-            raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint})")
+            bids = "participant_id" in header and col == scan_column
+            bids = " (a participants.tsv names its scans in participant_id)" if bids else ""
+            raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint}){bids}")
     for col in dict.fromkeys((scan_column, label_column)):
         if header.count(col) > 1:
             raise HydranetError(

@@ -314,6 +314,7 @@ def test_predict_refuses_outputs_that_would_destroy_inputs(cohort, tmp_path, cap
         (["--out", scan / "c.csv"], "is a file, not a folder"),
         (["--out", tmp_path / "c.csv", "--heatmaps", scan], "is a file"),
         (["--out", tmp_path / "c.nii"], "name it .csv"),
+        (["--out", tmp_path / "c.tsv"], "is a comma-separated table; name it .csv"),  # not tabs
     ]
     for extra, message in cases:
         assert _predict(scan, *extra) == 2, extra

@@ -375,6 +375,13 @@ def test_masks_are_found_by_name_or_in_a_bids_derivatives_tree(tmp_path):
     with pytest.raises(HydranetError, match="sub-05_T2w.nii.gz: no mask named sub-05_T2w.nii"):
         find_mask(deriv, scans / "sub-05_T2w.nii.gz")
     check_masks_folder(deriv, [scans / "sub-05_T2w.nii.gz", scans / "sub-01_T2w.nii.gz"])  # one is enough
+    # a preprocessed scan's (desc-preproc) brain mask (desc-brain), as fMRIPrep names them
+    (deriv / "sub-06" / "anat").mkdir(parents=True)
+    (deriv / "sub-06" / "anat" / "sub-06_desc-brain_mask.nii.gz").touch()
+    assert find_mask(deriv, scans / "sub-06_desc-preproc_T1w.nii.gz").name == "sub-06_desc-brain_mask.nii.gz"
+    # derivatives/ given for derivatives/bgmask/: the folder inside is suggested
+    with pytest.raises(HydranetError, match=r"did you mean .*derivatives/bgmask\? name each mask"):
+        check_masks_folder(tmp_path / "derivatives", [scans / "sub-01_T2w.nii.gz"])
     (tmp_path / "other").mkdir()  # the wrong folder: said once, before any work
     with pytest.raises(HydranetError, match=r"other: no ROI mask for any of the 2 scans \(sub-01_T2w"):
         check_masks_folder(tmp_path / "other", [scans / "sub-01_T2w.nii.gz", scans / "sub-02_T2w.nii.gz"])
@@ -409,6 +416,11 @@ def test_labels_tables_as_spreadsheets_and_bids_save_them(tmp_path):
         "2 rows have no label and are left out: "
         "row 3: 'sub-02_T2w.nii.gz' (n/a); row 4: 'sub-03_T2w.nii.gz' (n/a)"
     )
+    tsv.write_text("participant_id\tlabel\nsub-01\t4\n")  # the CLI's default scan column: told where
+    with pytest.raises(
+        HydranetError, match=r"no column 'scan' .* \(a participants.tsv names its scans in part"
+    ):
+        read_labels(tsv, scans)
     # a participant_id (sub-01) names the one scan named after it; a subject of two scans is asked
     (scans / "sub-03_T1w.nii.gz").touch()
     (scans / "sub-04" / "anat").mkdir(parents=True)  # a BIDS tree given as the scans folder
