@@ -502,9 +502,9 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     again = [(h["epoch"], h["loss"]) for h in widget.history[: len(before)]]
     np.testing.assert_allclose(again, before, rtol=1e-5)  # history.csv keeps 6 digits
     assert widget.history[len(before)]["epoch"] == before[-1][0] + 1
+    assert not widget.resume.isChecked()  # once: the next Start is a new training
     widget.stop()
     qtbot.waitUntil(lambda: not widget.is_running(), timeout=TIMEOUT)
-    widget.resume.setChecked(False)
 
     # Stop twice kills the child: the best model saved before is kept, said so and offered
     widget.out.set_path(tmp_path / "killed")

@@ -407,6 +407,7 @@ class TrainWidget(Dock):
             if self.resume.isChecked():  # the curves go on from the epochs run before
                 self.history = _earlier_epochs(self.out.path(), ev["start_epoch"])
                 self._draw()
+                self.resume.setChecked(False)  # done: the next Start is a new training unless ticked
             self._patience, self._best_epoch = ev.get("patience") or 0, ev.get("best_epoch")
             self._first_step = None
             self.progress.setRange(0, (ev["epochs"] - ev["start_epoch"] + 1) * ev["steps_per_epoch"])
