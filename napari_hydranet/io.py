@@ -14,9 +14,11 @@ import csv
 import errno
 import functools
 import io
+import logging
 import math
 import os
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -121,8 +123,10 @@ def read_scan(path: str | os.PathLike) -> Scan:
         raise HydranetError(f"{path}: gzip-compressed but named without .gz; rename it {path.name}.gz")
     if path.name.lower().endswith(".gz") and _plain_nifti(path):
         raise HydranetError(f"{path}: not gzip-compressed though named .gz; rename it {path.name[:-3]}")
+    said: list[str] = []  # what nibabel logs of the header
     try:
-        img = nib.load(str(path))
+        with _nibabel_messages(said):
+            img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise HydranetError(f"{path}: not a readable NIfTI file ({exc})") from None
     if isinstance(img, nib.Cifti2Image):
@@ -159,6 +163,7 @@ def read_scan(path: str | os.PathLike) -> Scan:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
     where = f"{path.parent.name}/{path.name}"  # masks share their scan's name
     data, notes = finite(data, where)
+    notes += [f"{where}: {message} (nibabel, reading its header)" for message in dict.fromkeys(said)]
     if img.header["qform_code"] == 0 and img.header["sform_code"] == 0:
         axes = ", ".join(nib.aff2axcodes(affine))
         notes.append(
@@ -190,6 +195,32 @@ def _check_claimed_size(path: Path, img, shape, dtype) -> None:
                 f"{path}: the header claims {_voxels(shape)} ({need:,} bytes) but the file holds "
                 f"{held:,} bytes: truncated or damaged"
             )
+
+
+_NIBABEL_LOG = logging.getLogger("nibabel.global")
+_NIBABEL_LOCK = threading.Lock()  # the Cohort dock reads in a thread while napari may open a file
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+@contextmanager
+def _nibabel_messages(into: list[str]):
+    """Collect what nibabel logs while reading a header into ``into`` instead of the terminal
+    ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1"): it travels with the scan as a note."""
+    with _NIBABEL_LOCK:
+        handlers, propagate = _NIBABEL_LOG.handlers, _NIBABEL_LOG.propagate
+        _NIBABEL_LOG.handlers, _NIBABEL_LOG.propagate = [_Collect(into)], False
+        try:
+            yield
+        finally:
+            _NIBABEL_LOG.handlers, _NIBABEL_LOG.propagate = handlers, propagate
 
 
 def finite(data: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:

@@ -1,4 +1,5 @@
 import errno
+import logging
 import os
 import subprocess
 import sys
@@ -503,3 +504,20 @@ def test_labels_match_scan_names_by_name_stem_or_bids_subject():
     labels = {"a.nii.gz": 1.0, "b.nii.gz": 2.0, "sub-01": 3.0, "sub-02": 4.0}
     # sub-02 has two scans: which one its rating is for is not known, so neither gets it
     assert match_labels(names, labels) == {"a.nii.gz": 1.0, "b.nii": 2.0, "sub-01_T2w.nii.gz": 3.0}
+
+
+def test_what_nibabel_says_of_a_header_is_a_note_not_terminal_output(tmp_path, capfd):
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "z.nii")
+    raw = bytearray((tmp_path / "z.nii").read_bytes())
+    header = nib.Nifti1Header.from_fileobj(open(tmp_path / "z.nii", "rb"))
+    header["pixdim"][1] = 0  # a voxel edge of 0: nibabel logs that it takes 1
+    raw[:348] = header.binaryblock
+    (tmp_path / "z.nii").write_bytes(bytes(raw))
+    scan = read_scan(tmp_path / "z.nii")
+    assert scan.notes == [
+        f"{tmp_path.name}/z.nii: pixdim[1,2,3] should be non-zero; setting 0 dims to 1 "
+        "(nibabel, reading its header)"
+    ]
+    assert capfd.readouterr().err == ""
+    read_scan(tmp_path / "z.nii")  # and again: nibabel's own handler was put back each time
+    assert logging.getLogger("nibabel.global").handlers and capfd.readouterr().err == ""
