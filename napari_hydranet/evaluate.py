@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HydranetError
-from .io import match_labels, read_labels, scan_stem, table_rows
+from .io import bids_subject, match_labels, read_labels, scan_stem, table_rows
 from .metrics import FEW_FOR_ICC, SCALE_APART, agreement
 from .text import first_of, plural
 
@@ -41,7 +41,7 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
             f"{plural(len(unlabelled), 'predicted scan')} without a label, left out: "
             f"{first_of(unlabelled, 3)}"
         )
-    matched = {scan_stem(s) for s in counts} | {scan_stem(s).split("_")[0] for s in found}  # sub-01 too
+    matched = {scan_stem(s) for s in counts} | {bids_subject(scan_stem(s)) for s in found}  # sub-01 too
     missing = [s for s in labels if scan_stem(s) not in matched]
     if missing:
         notes.append(f"{plural(len(missing), 'labelled scan')} not predicted: {first_of(missing, 3)}")

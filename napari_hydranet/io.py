@@ -381,6 +381,18 @@ def held_files(folder: str | os.PathLike) -> list[str]:
     return sorted(e.name for e in folder.iterdir() if not e.name.startswith(".")) if folder.is_dir() else []
 
 
+def _name_forms(name: str) -> list[str]:
+    """``name`` as typed and in both Unicode forms (é as one code point; e + accent, as a Mac
+    stores it), each once."""
+    return list(dict.fromkeys([name, *(unicodedata.normalize(f, name) for f in ("NFC", "NFD"))]))
+
+
+def bids_subject(stem: str) -> str | None:
+    """The subject (``sub-01``) of a scan named as BIDS names them (``sub-01_…_T2w``), or None."""
+    subject, sep, _ = stem.partition("_")
+    return subject if sep and subject.startswith("sub-") else None
+
+
 def _same_form(name: str) -> str:
     """A name in one Unicode form (é typed, or e + accent from a Mac, compare equal)."""
     return unicodedata.normalize("NFC", name)
@@ -395,9 +407,9 @@ def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, fl
     found = {n: labels[n] if n in labels else by_stem.get(_same_form(scan_stem(n))) for n in names}
     scans_of: dict[str, list[str]] = {}
     for n in names:
-        stem = _same_form(scan_stem(n))
-        if stem.startswith("sub-") and "_" in stem:
-            scans_of.setdefault(stem.split("_")[0], []).append(n)
+        subject = bids_subject(_same_form(scan_stem(n)))
+        if subject:
+            scans_of.setdefault(subject, []).append(n)
     for subject, scans in scans_of.items():
         if len(scans) == 1 and found[scans[0]] is None:
             found[scans[0]] = by_stem.get(subject)
@@ -446,7 +458,7 @@ def find_mask(masks_dir: str | os.PathLike | None, scan_path: Path) -> Path | No
     if masks_dir is None:
         return None
     stem = scan_stem(scan_path)
-    for form in dict.fromkeys([stem, *(unicodedata.normalize(f, stem) for f in ("NFC", "NFD"))]):
+    for form in _name_forms(stem):
         for suffix in NIFTI_SUFFIXES:
             cand = Path(masks_dir) / f"{form}{suffix}"
             if cand.is_file():
@@ -708,7 +720,7 @@ def _scan_file(scans_dir: Path, scan: str, entries: list[str]) -> tuple[str, str
     and a BIDS subject (``sub-01``) names the one scan named after it (``sub-01_T2w.nii.gz``),
     as evaluate and the Cohort dock match names. ``entries``: the folder's names, sorted
     (listed once a table)."""
-    forms = list(dict.fromkeys([scan, *(unicodedata.normalize(f, scan) for f in ("NFC", "NFD"))]))
+    forms = _name_forms(scan)
     for form in forms:  # é typed in the CSV, e + accent in a file copied from a Mac
         if (scans_dir / form).is_file():
             return form, None
@@ -721,7 +733,7 @@ def _scan_file(scans_dir: Path, scan: str, entries: list[str]) -> tuple[str, str
     if len(named) == 1:
         return named[0], None
     like = [] if named else _named_after(scans_dir, scan, entries)
-    if len(like) == 1 and scan.startswith("sub-") and "_" not in scan:  # a participant_id
+    if len(like) == 1 and bids_subject(scan_stem(like[0])) == scan:  # a participant_id
         return like[0], None
     both = f" ({' and '.join(named)} both exist: write the one meant)" if named else ""
     if not both and len(Path(scan).parts) > 1 and not Path(scan).is_absolute():
@@ -902,7 +914,7 @@ def read_labels(
             not_found += 1
             continue
         values[scan] = value
-        subject = "_" not in named and Path(scan).name.startswith(f"{named}_")  # sub-01: sub-01_T2w
+        subject = bids_subject(scan_stem(scan)) == named  # sub-01 for sub-01_T2w.nii.gz
         by_subject += subject
         suffixed += scan != named and not subject
     if len(unlabelled) == 1:
@@ -912,7 +924,7 @@ def read_labels(
         shown = first_of([row + why for row, why in unlabelled], 3)
         notes.append(f"{len(unlabelled)} rows have no {label_column} and are left out: {shown}")
     if not values and not_found == len(errors) > 1:  # the wrong folder, or names of another kind
-        held = sorted(f.name for f in Path(scans_dir).iterdir() if _is_scan_name(f))
+        held = [e for e in entries if _is_scan_name(Path(e))]
         errors.insert(
             0,
             f"none of its {not_found} scans is in {scans_dir}, which holds "
