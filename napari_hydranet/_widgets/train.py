@@ -94,7 +94,8 @@ class TrainWidget(Dock):
 
         self.scans = PathPicker("dir", placeholder="folder of NIfTI scans")
         self.labels = PathPicker("file", "Tables (*.csv *.tsv)", "CSV (or TSV) with scan,label columns")
-        self.masks = PathPicker("dir", placeholder="ROI masks named like the scans (a fine-tune needs them)")
+        self.masks = PathPicker("dir", placeholder="ROI masks named like the scans")
+        self.masks.setToolTip("needed to fine-tune a model trained inside ROI masks (the default one)")
         self.columns = ColumnPicker()
         self.problems = QListWidget()
         self.problems.setMaximumHeight(80)
