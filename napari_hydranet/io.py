@@ -550,15 +550,19 @@ def _atomic_target(path: Path, suffix: str):
     return Path(tmp)
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    """Flush ``tmp`` to disk, then rename it over ``path``: after a crash or power cut the
-    file is the old one or the new one, never empty."""
+def _flush(tmp: Path) -> None:
+    """Flush ``tmp`` to disk before it is renamed: after a crash or power cut the file is
+    the old one or the new one, never empty."""
     with open(tmp, "rb+") as fh:
         try:
             os.fsync(fh.fileno())
         except OSError as exc:  # some network and FUSE file systems cannot: the rename still is atomic
             if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
                 raise
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    _flush(tmp)
     os.replace(tmp, path)
 
 
@@ -576,14 +580,24 @@ def _writing(path: Path):
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    tmp = _atomic_target(path, ".tmp")
+    atomic_write_files({path: data})
+
+
+def atomic_write_files(files: dict) -> None:
+    """Write several files (path: bytes) that belong together: every temporary file is
+    written and flushed first, then all are renamed in order, back to back, so a failure while
+    writing (a full disk) leaves every old file as it was."""
+    tmps = {Path(path): _atomic_target(Path(path), ".tmp") for path in files}
     try:
-        with _writing(path):
-            tmp.write_bytes(data)
-            _replace(tmp, path)
+        for (path, tmp), data in zip(tmps.items(), files.values()):
+            with _writing(path):
+                tmp.write_bytes(data)
+                _flush(tmp)
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def _voxel_type(array: np.ndarray) -> type:

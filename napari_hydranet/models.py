@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from safetensors.torch import save as safetensors_bytes
 from . import __version__
 from .device import place
 from .errors import HydranetError
-from .io import atomic_write_bytes
+from .io import atomic_write_files
 from .nets import ARCHITECTURES
 from .preprocess import PreprocessConfig
 from .text import figure, json_safe
@@ -27,6 +28,7 @@ FORMAT = "napari-hydranet-model"
 # it (``format_version_of``), so older packages keep reading the models they can use.
 FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "weights.safetensors", "config.json"
+DIGEST = "weights_sha256"  # in the config
 DEFAULT_NAME = "default"
 
 
@@ -143,8 +145,9 @@ def format_version_of(config: dict) -> int:
 
 
 def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) -> Path:
-    """Write weights and config, each atomically; config last, so a new folder holding a
-    config.json holds its weights too."""
+    """Write weights and config together (``atomic_write_files``); config last, so a new
+    folder holding a config.json holds its weights too. The config records the weights'
+    SHA-256, so a folder whose two files come from different saves is refused on loading."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = dict(config)
@@ -152,9 +155,24 @@ def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) ->
     cfg.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     buffer = safetensors_bytes(tensors, {"format": FORMAT})
-    atomic_write_bytes(folder / WEIGHTS, buffer)
-    atomic_write_bytes(folder / CONFIG, json.dumps(json_safe(cfg), indent=2).encode())
+    cfg[DIGEST] = hashlib.sha256(buffer).hexdigest()
+    text = json.dumps(json_safe(cfg), indent=2).encode()
+    atomic_write_files({folder / WEIGHTS: buffer, folder / CONFIG: text})
     return folder
+
+
+def _check_digest(folder: Path, config: dict) -> None:
+    """Refuse weights that are not those the config was saved with (older models record no
+    digest and are not checked)."""
+    digest = config.get(DIGEST)
+    if digest is None:
+        return
+    if hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest() != digest:
+        raise HydranetError(
+            f"{folder}: {WEIGHTS} is not the one {CONFIG} was saved with (a save interrupted "
+            "between the two files, or one file copied from another model); use a complete copy "
+            "of the model folder"
+        )
 
 
 def read_config(folder: str | os.PathLike) -> dict:
@@ -226,6 +244,7 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
     if problems:
         shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
         raise HydranetError(f"{folder}: weights do not fit a {arch.get('name')} network ({shown})")
+    _check_digest(folder, config)
     net.load_state_dict(state)
     place(net, device).eval()
     return Model(net, config, folder)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .errors import HydranetError
-from .io import atomic_write_bytes
+from .io import atomic_write_files
 
 # What resuming reads from state.json, and its type.
 KEYS = {
@@ -44,12 +44,14 @@ def save_state(folder: Path, net, opt, state: dict, gen: torch.Generator) -> Non
             else:
                 scalars[f"{pid}.{k}"] = v
     tensors["rng.torch"] = gen.get_state()
-    # the epoch in both files: a training killed between the two writes is told, not mixed
-    atomic_write_bytes(
-        folder / "state.safetensors", safetensors_bytes(tensors, {"epoch": str(state["epoch"])})
-    )
+    # the epoch in both files: a training killed between the two renames is told, not mixed
     state = dict(state, opt_scalars=scalars, param_groups=opt_state["param_groups"])
-    atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1).encode())
+    atomic_write_files(
+        {
+            folder / "state.safetensors": safetensors_bytes(tensors, {"epoch": str(state["epoch"])}),
+            folder / "state.json": json.dumps(state, indent=1).encode(),
+        }
+    )
 
 
 def _net_weights(tensors: dict) -> dict:

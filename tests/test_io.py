@@ -477,7 +477,7 @@ def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
     def full(*_args, **_kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(hio, "_replace", full)
+    monkeypatch.setattr(hio, "_flush", full)
     for write in (
         lambda p: hio.write_csv(p, ["a"], [[1]]),
         lambda p: hio.atomic_write_bytes(p, b"x"),
@@ -487,6 +487,28 @@ def test_a_full_disk_names_the_output_it_could_not_write(tmp_path, monkeypatch):
             write(tmp_path / "out.csv")
         assert failed.value.filename.startswith(str(tmp_path / "out")) and failed.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_files_written_together_are_all_old_or_all_new_when_one_write_fails(tmp_path, monkeypatch):
+    """A model's weights were renamed into place before its config was written: a full disk
+    then left new weights beside the old config."""
+    from napari_hydranet import io as hio
+
+    a, b = tmp_path / "weights", tmp_path / "config"
+    hio.atomic_write_files({a: b"old weights", b: b"old config"})
+    flushed = []
+
+    def full_on_second(tmp):
+        flushed.append(tmp)
+        if len(flushed) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hio, "_flush", full_on_second)
+    with pytest.raises(OSError) as failed:
+        hio.atomic_write_files({a: b"new weights", b: b"new config"})
+    assert failed.value.filename == str(b)
+    assert (a.read_bytes(), b.read_bytes()) == (b"old weights", b"old config")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "weights"]
 
 
 def test_a_bids_root_given_as_a_folder_of_scans_says_how_to_give_its_scans(tmp_path):

@@ -192,3 +192,15 @@ def test_weights_stored_as_whole_numbers_are_refused(tmp_path):
     save_file(state, str(tmp_path / "weights.safetensors"))
     with pytest.raises(HydranetError, match=r"int32 numbers, not floating point"):
         load_model(tmp_path)
+
+
+def test_weights_from_another_save_are_refused(tmp_path):
+    """A save interrupted between its two files, or weights copied over from another model
+    of the same shape, left a config describing other weights (its validation, its epoch)."""
+    save_model(tmp_path / "a", GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    save_model(tmp_path / "b", GPUNet(features=(4, 8)), _config({"features": [4, 8]}))
+    load_model(tmp_path / "a")
+    other = (tmp_path / "b" / "weights.safetensors").read_bytes()
+    (tmp_path / "a" / "weights.safetensors").write_bytes(other)
+    with pytest.raises(HydranetError, match="weights.safetensors is not the one config.json was saved with"):
+        load_model(tmp_path / "a")
