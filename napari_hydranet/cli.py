@@ -166,7 +166,7 @@ def train_config(a: argparse.Namespace):
         augment=not a.no_augment,
         patience=a.patience,
         time_limit=a.time_limit,
-        scan_column=a.scan_column,
+        scan_column=a.scan_column or _scan_column(a.labels),
         label_column=a.label_column,
         label_name=a.label_name,
         label_unit=a.unit,
@@ -179,6 +179,17 @@ def train_config(a: argparse.Namespace):
         recalibrate=not a.no_recalibrate,
         recalibrate_only=a.recalibrate_only,
     )
+
+
+def _scan_column(labels) -> str:
+    """The scan column when --scan-column is not given: "scan", else the first of
+    ``SCAN_COLUMNS`` in the table (a participants.tsv's participant_id), said on stderr."""
+    from .io import scan_column_of
+
+    column = scan_column_of(labels)
+    if column != "scan":
+        print(f"note: {labels}: no 'scan' column; the scans are named by '{column}'", file=sys.stderr)
+    return column
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -277,7 +288,8 @@ def _repeated_notes(noted: dict[tuple, tuple]) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate_tables
 
-    result = evaluate_tables(a.counts_csv, a.labels_csv, a.scan_column, a.label_column)
+    scan_column = a.scan_column or _scan_column(a.labels_csv)
+    result = evaluate_tables(a.counts_csv, a.labels_csv, scan_column, a.label_column)
     if a.json:
         print(json.dumps(json_safe(result)))
     else:
@@ -440,7 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --density: weight of lesion voxels against background voxels in the "
         "lesion-voxel loss (1: the map's sum estimates the count without bias)",
     )
-    t.add_argument("--scan-column", default="scan")
+    t.add_argument(
+        "--scan-column",
+        help="the column naming the scans (default: scan, else participant_id, subject or file, "
+        "the first the table has)",
+    )
     t.add_argument("--label-column", default="label")
     t.add_argument("--label-name", default="lesion count", help="what the label counts")
     t.add_argument("--unit", default="lesions", help="unit of the label")
@@ -468,7 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="agreement of predicted counts with labels")
     e.add_argument("counts_csv")
     e.add_argument("labels_csv")
-    e.add_argument("--scan-column", default="scan")
+    e.add_argument(
+        "--scan-column",
+        help="the column naming the scans (default: scan, else participant_id, subject or file, "
+        "the first the table has)",
+    )
     e.add_argument("--label-column", default="label")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)

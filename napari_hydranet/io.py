@@ -829,6 +829,17 @@ def table_header(path: str | os.PathLike) -> list[str]:
         return []
 
 
+# The columns that may name a table's scans, in order of preference: a BIDS participants.tsv
+# names them in participant_id.
+SCAN_COLUMNS = ("scan", "participant_id", "subject", "file")
+
+
+def scan_column_of(path: str | os.PathLike) -> str:
+    """The first of ``SCAN_COLUMNS`` in the table's header ("scan" when none is)."""
+    header = table_header(path)
+    return next((name for name in SCAN_COLUMNS if name in header), "scan")
+
+
 def read_labels(
     path: str | os.PathLike,
     scans_dir: str | os.PathLike | None = None,

@@ -59,6 +59,17 @@ def test_predict_writes_counts_detections_heatmaps(cohort, tmp_path, capsys):
         assert np.allclose(xyz, [float(d[k]) for k in "xyz"], atol=1e-3)
 
 
+def test_a_participants_tsv_is_read_by_its_participant_id_without_naming_the_column(tmp_path, capsys):
+    """The Train and Cohort docks chose participant_id; the command line asked for
+    --scan-column participant_id."""
+    (tmp_path / "c.csv").write_text("scan,count\nsub-01_T2w.nii.gz,1\nsub-02_T2w.nii.gz,5\n")
+    (tmp_path / "participants.tsv").write_text("participant_id\tlabel\nsub-01\t2\nsub-02\t6\n")
+    assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "participants.tsv"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 2
+    assert "no 'scan' column; the scans are named by 'participant_id'" in captured.err
+
+
 def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "c.csv").write_text(
         "scan,count,count_sd\nsub-000.nii.gz,1,0\nsub-001.nii.gz,5,0\nother.nii,3,0\n"

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import display_shape, file_volume, from_display, layer_transform
 from ..errors import HydranetError
-from ..io import Scan, finite, table_header
+from ..io import SCAN_COLUMNS, Scan, finite, table_header
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
 from ..nets import ARCHITECTURES
 from ._registry import model_registry
@@ -220,7 +220,6 @@ class ColumnPicker(QWidget):
     another column and may hold several ratings. ``changed`` is emitted on a choice."""
 
     changed = Signal()
-    SCAN_NAMES = ("scan", "participant_id", "subject", "file")  # the first of these found
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -239,7 +238,7 @@ class ColumnPicker(QWidget):
         are still there."""
         header = table_header(path) if path is not None else []
         for combo, default, fallback in (
-            (self.scan_combo, "scan", next((n for n in self.SCAN_NAMES if n in header), None)),
+            (self.scan_combo, "scan", next((n for n in SCAN_COLUMNS if n in header), None)),
             (self.label_combo, "label", "label" if "label" in header else None),
         ):
             choice = next((c for c in (combo.currentText(), fallback) if c in header), None)

@@ -299,7 +299,7 @@ class TrainWidget(Dock):
         if self.masks.path() is not None:
             args += ["--masks", str(self.masks.path().resolve())]
         scan_column, label_column = self.columns.columns()
-        args += ["--scan-column", scan_column] if scan_column != "scan" else []
+        args += ["--scan-column", scan_column]
         args += ["--label-column", label_column] if label_column != "label" else []
         choice = self.start_from.currentText()
         if choice == "default model":
