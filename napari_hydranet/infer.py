@@ -184,8 +184,19 @@ def predict_scan(
     """Prepare and predict one scan (the CLI's files and the Predict dock's layers alike)."""
     prepared = prepare(scan, model.preprocess, mask)
     pred = predict_prepared(model, prepared, device, path=scan.path, **kwargs)
-    pred.notes += spacing_notes(model, prepared)
+    pred.notes += spacing_notes(model, prepared) + negative_notes(pred)
     return pred
+
+
+def negative_notes(pred: Prediction) -> list[str]:
+    """A regressor's output is unbounded: a count below 0 is kept as it is (for statistics
+    over a cohort) and said to be read as 0."""
+    if not format_count(pred.count).startswith("-"):  # -0.03 reads as 0.0
+        return []
+    return [
+        f"{pred.prepared.name}: count below 0 ({format_count(pred.count)}): the regressor "
+        "extrapolates below its training labels; read it as 0"
+    ]
 
 
 def spacing_notes(model: Model, prepared: Prepared) -> list[str]:

@@ -47,3 +47,28 @@ def test_a_model_that_outputs_nan_is_a_clear_error(tmp_path):
     scan = Scan(np.random.default_rng(0).random((20, 20, 20), dtype=np.float32), np.eye(4))
     with pytest.raises(HydranetError, match="broken: the network gave a NaN or infinite output"):
         predict_scan(model, scan, torch.device("cpu"))
+
+
+def test_a_regressors_count_below_zero_is_kept_and_noted():
+    """A regressor's output is a linear layer's: a count of -1.3 lesions went to the table
+    without a word."""
+    import numpy as np
+    import torch
+
+    from napari_hydranet.infer import predict_scan
+    from napari_hydranet.io import Scan
+    from napari_hydranet.models import Model, build_net
+
+    net = build_net("regressor", {"width": 2})
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.fill_(-1.3)
+    model = Model(net, {"preprocess": {"crop_shape": [16, 16, 16]}}, None)
+    scan = Scan(np.random.default_rng(0).random((20, 20, 20), dtype=np.float32), np.eye(4))
+    pred = predict_scan(model, scan, torch.device("cpu"), flips=1)
+    assert pred.count == pytest.approx(-1.3)
+    assert any("count below 0 (-1.3): the regressor extrapolates" in note for note in pred.notes)
+    with torch.no_grad():
+        net.fc.bias.fill_(-0.03)  # shown as 0.0: nothing to say
+    notes = predict_scan(model, scan, torch.device("cpu"), flips=1).notes
+    assert not any("below 0" in note for note in notes)
