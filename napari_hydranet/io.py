@@ -152,7 +152,8 @@ def read_scan(path: str | os.PathLike) -> Scan:
         )
     _check_claimed_size(path, img, shape, dtype)
     try:
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is told below, with its cause
+            data = np.asarray(img.dataobj, dtype=np.float32)
     except MemoryError:
         raise HydranetError(f"{path}: not enough memory to read its {_voxels(shape)}") from None
     except Exception as exc:
@@ -163,6 +164,12 @@ def read_scan(path: str | os.PathLike) -> Scan:
         raise HydranetError(f"{path}: the header's affine is not a valid voxel-to-world matrix")
     where = f"{path.parent.name}/{path.name}"  # masks share their scan's name
     data, notes = finite(data, where)
+    if notes and dtype.kind in "iu":  # whole numbers are finite: the scaling took them out of range
+        slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+        notes[0] += (
+            f" (the header's scaling, scl_slope {slope:g} and scl_inter {inter:g}, takes them "
+            "beyond 32-bit floats)"
+        )
     notes += [f"{where}: {message} (nibabel, reading its header)" for message in dict.fromkeys(said)]
     if img.header["qform_code"] == 0 and img.header["sform_code"] == 0:
         axes = ", ".join(nib.aff2axcodes(affine))

@@ -3,6 +3,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -543,3 +544,18 @@ def test_what_nibabel_says_of_a_header_is_a_note_not_terminal_output(tmp_path, c
     assert capfd.readouterr().err == ""
     read_scan(tmp_path / "z.nii")  # and again: nibabel's own handler was put back each time
     assert logging.getLogger("nibabel.global").handlers and capfd.readouterr().err == ""
+
+
+def test_a_scaling_beyond_32_bit_floats_is_told_with_its_cause(tmp_path):
+    """numpy's "overflow encountered in cast" reached the terminal, and the note said only that
+    999 voxels were NaN or infinite, though the file stores whole numbers."""
+    img = nib.Nifti1Image(np.arange(1000, dtype=np.int16).reshape(10, 10, 10) * 30, np.eye(4))
+    img.header.set_slope_inter(1e38, 0)
+    nib.save(img, tmp_path / "scaled.nii")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = read_scan(tmp_path / "scaled.nii")
+    assert scan.notes == [
+        f"{tmp_path.name}/scaled.nii: 999 NaN/inf voxels set to 0 (the header's scaling, scl_slope "
+        "1e+38 and scl_inter 0, takes them beyond 32-bit floats)"
+    ]
