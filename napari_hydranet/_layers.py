@@ -49,8 +49,52 @@ def shown_affine(state: dict) -> np.ndarray:
 
 def display_affine(affine: np.ndarray, shape) -> np.ndarray:
     """napari affine of a volume with file affine ``affine`` and file shape ``shape``, shown
-    by ``to_display``."""
-    return napari_affine(ras_grid(affine, shape)[1])
+    by ``to_display``; an oblique grid is shown straightened (``straightened``)."""
+    ras_shape, ras_affine = ras_grid(affine, shape)
+    return napari_affine(straightened(ras_affine, ras_shape))
+
+
+def straightened(ras_affine: np.ndarray, ras_shape) -> np.ndarray:
+    """An oblique RAS grid's affine without its rotation: the voxel sizes kept and the
+    volume's centre where it is. napari slices a volume only along its data axes: with a
+    tilted affine it showed the image turned but drew no detection on it (and the status bar
+    read another voxel); straightened, every layer of the scan lines up again, and napari's
+    coordinates are the scan's own frame rather than the scanner's (``tilt_note``)."""
+    matrix = ras_affine[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    if np.allclose(matrix, np.diag(spacing), rtol=0, atol=1e-6 * spacing.max()):
+        return ras_affine
+    centre = (np.asarray(ras_shape[:3], float) - 1) / 2
+    out = np.diag([*spacing, 1.0])
+    out[:3, 3] = ras_affine[:3, :3] @ centre + ras_affine[:3, 3] - spacing * centre
+    return out
+
+
+def tilt_degrees(affine: np.ndarray) -> float:
+    """The largest angle between a voxel axis and the scanner axis nearest it."""
+    matrix = np.asarray(affine, float)[:3, :3]
+    cosines = np.abs(matrix / np.linalg.norm(matrix, axis=0)).max(axis=0)
+    return float(np.degrees(np.arccos(np.clip(cosines.min(), -1, 1))))
+
+
+def tilt_note(name: str, affine: np.ndarray) -> list[str]:
+    """What napari's view of an oblique scan (``straightened``) means for its coordinates."""
+    tilt = tilt_degrees(affine)
+    if tilt < 0.5:  # under 1 mm off at 10 cm from the centre
+        return []
+    return [
+        f"{name}: an oblique scan ({tilt:.1f}° from the scanner axes), shown straightened so "
+        "that its overlays line up: napari's coordinates are in the scan's own frame, off the "
+        "scanner's away from the centre; the tables and the dock give scanner mm"
+    ]
+
+
+def scanner_mm(point, affine: np.ndarray, shape) -> np.ndarray:
+    """Scanner (x, y, z) mm of a point given in the data coordinates of ``to_display``'s
+    output, for a file volume of ``shape`` with affine ``affine``: what the tables give,
+    whatever napari shows (``straightened``)."""
+    ras_affine = ras_grid(affine, shape)[1]
+    return ras_affine[:3, :3] @ np.asarray(point, float)[::-1] + ras_affine[:3, 3]
 
 
 def display_shape(shape, affine: np.ndarray) -> tuple[int, int, int]:

@@ -7,7 +7,7 @@ import warnings
 
 import nibabel as nib
 
-from ._layers import is_mask, mask_layer, scan_layer, series_layer
+from ._layers import is_mask, mask_layer, scan_layer, series_layer, tilt_note
 from .io import gzip_misnamed, is_nifti, read_scan, scan_stem
 
 
@@ -39,7 +39,9 @@ def read_nifti(path):
             layers.append(series_layer(p, scan_stem(p)))
         else:
             scan = read_scan(p)
-            for note in scan.notes:  # napari shows them as notifications
+            mask = is_mask(scan.array)
+            tilted = [] if mask else tilt_note(scan.name, scan.affine)  # said once, of the scan
+            for note in scan.notes + tilted:  # napari shows them as notifications
                 warnings.warn(note, stacklevel=2)
-            layers.append(mask_layer(scan) if is_mask(scan.array) else scan_layer(scan))
+            layers.append(mask_layer(scan) if mask else scan_layer(scan))
     return layers

@@ -8,14 +8,20 @@ import pytest
 from conftest import NIBABEL_DATA
 
 from napari_hydranet import _writer
+from napari_hydranet._layers import scanner_mm, tilt_degrees
 from napari_hydranet._reader import napari_get_reader
 from napari_hydranet._writer import write_volume_layer
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import DETECTION_COLUMNS
 
-# napari warns that it shows oblique volumes without the out-of-slice rotation: expected
-# (the true affine is kept in the layer's metadata), see GUIDE §5.
-pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")]
+# An oblique scan is shown straightened, with a warning that says so: expected (the true
+# affine is kept in the layer's metadata).
+pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:.*an oblique scan:UserWarning")]
+
+
+def _straight(matrix: np.ndarray) -> bool:
+    rotation = matrix[:3, :3]
+    return bool(np.allclose(rotation, np.diag(np.diag(rotation))))
 
 
 def _oblique_affine() -> np.ndarray:
@@ -79,8 +85,9 @@ def test_series_brightest_voxel_at_its_world_position(make_napari_viewer, name):
     assert layer.data.shape == (img.shape[3], *_ras_shape(img)[::-1])
     assert layer.data.max() == np.asarray(img.dataobj).max()
     index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (t, S, A, R)
-    world_xyz = np.asarray(layer.data_to_world(index), float)[1:][::-1]
+    world_xyz = scanner_mm(index[1:], img.affine, img.shape[:3])
     assert _file_value_at(img, world_xyz, t=int(index[0])) == layer.data.max()
+    assert _straight(layer.affine.affine_matrix[1:, 1:])  # example4d is oblique: shown straightened
     np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
     assert [str(u) for u in layer.units] == ["second"] + ["millimeter"] * 3  # mm as the scans' layers
     assert layer.affine.affine_matrix[0, 0] == pytest.approx(img.header.get_zooms()[3])  # in seconds
@@ -97,8 +104,11 @@ def test_brightest_voxel_at_its_world_position(make_napari_viewer, made_files, n
     (layer,) = viewer.open(str(path), plugin="napari-hydranet")
     assert layer.data.shape == _ras_shape(img)[::-1]
     index = np.unravel_index(np.argmax(layer.data), layer.data.shape)  # (S, A, R)
-    world_xyz = np.asarray(layer.data_to_world(index), float)[::-1]
+    world_xyz = scanner_mm(index, img.affine, img.shape)  # where the tables put it
     assert _file_value_at(img, world_xyz) == np.asarray(img.dataobj).max()
+    assert _straight(layer.affine.affine_matrix)  # napari slices only along the data axes
+    if tilt_degrees(img.affine) < 1e-6:  # napari's coordinates are the scanner's
+        np.testing.assert_allclose(np.asarray(layer.data_to_world(index), float)[::-1], world_xyz, atol=1e-6)
     np.testing.assert_allclose(layer.metadata["affine"], img.affine, atol=1e-6)
     assert [str(u) for u in layer.units] == ["millimeter"] * 3
 

@@ -71,6 +71,52 @@ def _wait_worker(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is not None and widget.run_button.isEnabled(), timeout=TIMEOUT)
 
 
+def test_an_oblique_scan_is_shown_straightened_with_its_detections_drawn(
+    qtbot, make_napari_viewer, tiny_model, errors, tmp_path
+):
+    """napari slices only along a layer's data axes: with the tilted affine the scan was shown
+    turned, no detection ring was drawn on it and Next landed 12 mm from the lesion."""
+    from scipy.spatial.transform import Rotation
+
+    from napari_hydranet._widgets import PredictWidget
+
+    sample = load_sample()
+    tilt = np.eye(4)
+    tilt[:3, :3] = Rotation.from_euler("x", 15, degrees=True).as_matrix()  # about R: S and A mix
+    for name, path in (("oblique", sample.scan), ("oblique_mask", sample.mask)):
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), tilt @ img.affine), tmp_path / f"{name}.nii.gz")
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match=r"oblique: an oblique scan \(15.0° from the scanner axes\)"):
+        (scan,) = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin="napari-hydranet")
+    (mask,) = viewer.open(str(tmp_path / "oblique_mask.nii.gz"), plugin="napari-hydranet")
+    matrix = scan.affine.affine_matrix[:3, :3]
+    assert np.allclose(matrix, np.diag(np.diag(matrix)))  # straightened, voxel sizes kept
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(scan)
+    widget.mask_combo.set_layer(mask)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    assert "an oblique scan (15.0° from the scanner axes)" in widget.notes_label.text()
+    points = viewer.layers["oblique detections"]
+    expected, affine = predict_file(
+        load_model(tiny_model),
+        tmp_path / "oblique.nii.gz",
+        torch.device("cpu"),
+        mask_path=tmp_path / "oblique_mask.nii.gz",
+    )
+    rows = expected.detection_rows(affine)
+    assert len(points.data) == len(rows) > 1
+    for n in range(len(rows)):
+        widget.go_to(+1)
+        assert n in points._view_indices  # its ring is drawn on the slice the view went to
+        x, y, z = rows[n][5:8]  # the dock gives the table's scanner mm
+        assert widget.lesion_label.text().splitlines()[1] == f"x {x:.1f}, y {y:.1f}, z {z:.1f} mm"
+
+
 def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_model, errors, tmp_path):
     from napari_hydranet._widgets import PredictWidget
 
@@ -136,6 +182,8 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     widget.go_to(-1)
     first = np.asarray(points.data_to_world(points.data[0]))
     assert np.all(np.abs(np.asarray(viewer.dims.point) - first) <= half_step + 1e-6)
+    x, y, z = expected.detection_rows(affine)[0][5:8]  # the lesion's place as the table gives it
+    assert widget.lesion_label.text().splitlines()[1] == f"x {x:.1f}, y {y:.1f}, z {z:.1f} mm"
 
     # the threshold slider recomputes detections live; back to the count-consistent default
     n0 = len(points.data)

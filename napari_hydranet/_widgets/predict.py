@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import camera_of, detections_layer, heatmap_layer
+from .._layers import camera_of, detections_layer, heatmap_layer, scanner_mm, tilt_note
 from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
 from ..errors import HydranetError
@@ -122,7 +122,11 @@ class PredictWidget(Dock):
         self.prev_button, self.next_button = QPushButton("◀ Previous"), QPushButton("Next ▶")
         self.lesion_label = QLabel("")
         # one width whatever it says, so the dock does not change width as the user navigates
-        widest = ("lesion 88/88 (score 0.0000)", "88 detections at this threshold")
+        widest = (
+            "lesion 88/88 (score 0.0000)",
+            "x -188.8, y -188.8, z -188.8 mm",
+            "88 detections at this threshold",
+        )
         self.lesion_label.setMinimumWidth(max(map(self.lesion_label.fontMetrics().horizontalAdvance, widest)))
         self.lesion_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -251,7 +255,8 @@ class PredictWidget(Dock):
         self._current = run
         unit = self._model[1].label.get("unit", "")
         self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.detections_text()}{where}")
-        self.notes_label.setText("\n".join(f"note: {note}" for note in pred.notes))
+        notes = pred.notes + tilt_note(name, affine)
+        self.notes_label.setText("\n".join(f"note: {note}" for note in notes))
         self._set_inspection_enabled(run.points is not None)
         self.slider.blockSignals(True)
         self.slider.setValue(SLIDER_STEPS // 2)
@@ -317,7 +322,11 @@ class PredictWidget(Dock):
         camera_of(self.viewer).center = tuple(world)
         run.points.selected_data = {run.index}
         score = run.points.features["score"].iloc[run.index]
-        self.lesion_label.setText(f"lesion {run.index + 1}/{len(run.points.data)} (score {score:.3g})")
+        x, y, z = scanner_mm(run.points.data[run.index], run.affine, run.pred.prepared.source_shape)
+        self.lesion_label.setText(  # scanner mm, as in the detections table
+            f"lesion {run.index + 1}/{len(run.points.data)} (score {score:.3g})\n"
+            f"x {x:.1f}, y {y:.1f}, z {z:.1f} mm"
+        )
 
     def threshold(self) -> float:
         run = self._current
