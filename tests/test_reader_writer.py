@@ -449,9 +449,17 @@ def test_a_layer_without_voxel_size_says_1_mm_is_assumed_and_colour_is_refused()
 
     volume = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
     bare = layer_to_scan(Image(volume, name="from the console"))
-    assert bare.notes == ["layer 'from the console' has no voxel size (no affine or scale): 1 mm assumed"]
+    (note,) = bare.notes
+    assert note.endswith("; no voxel size (no affine or scale): 1 mm assumed")
     np.testing.assert_allclose(bare.affine, np.eye(4))
-    assert layer_to_scan(Image(volume, scale=(1.4, 1.2, 1.2), name="scaled")).notes == []
+    # an (i, j, k) array from nibabel, added with its voxel sizes, was counted with its axes
+    # taken in another order (half the count) without a word
+    (note,) = layer_to_scan(Image(volume, scale=(1.4, 1.2, 1.2), name="scaled")).notes
+    assert note == (
+        "layer 'scaled' is not a file opened here: its axes are taken as napari shows them, "
+        "(z, y, x) = (S, A, R) with axial slices (an (i, j, k) array from nibabel needs "
+        ".transpose(2, 1, 0), or open the file with this plugin)"
+    )
     rgb = Image(np.zeros((10, 12, 14, 3), np.uint8), rgb=True, name="photo")
     with pytest.raises(HydranetError, match="layer 'photo': colour \\(RGB\\) data"):
         layer_to_scan(rgb)

@@ -71,6 +71,42 @@ def _wait_worker(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is not None and widget.run_button.isEnabled(), timeout=TIMEOUT)
 
 
+def test_deleting_the_detections_ends_their_inspection_in_a_dock_from_the_menu(
+    qtbot, sample_viewer, tiny_model, errors
+):
+    """napari gives a dock opened from its Plugins menu a proxy of the viewer, whose layers are
+    proxies too: the dock missed its detections' removal and kept stale, live controls."""
+    viewer, scan, mask = sample_viewer
+    _, widget = viewer.window.add_plugin_dock_widget("napari-hydranet", "Predict")
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(scan)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == [] and widget.next_button.isEnabled()
+    viewer.layers.remove("sample detections")
+    assert widget.lesion_label.text() == "" and not widget.next_button.isEnabled()
+
+
+def test_a_layer_from_the_console_is_predicted_with_its_axes_said_and_its_units(
+    qtbot, make_napari_viewer, tiny_model, errors
+):
+    """A numpy array added with add_image (units: pixel) got overlays in mm: napari warned of
+    inconsistent units and dropped them; and which axis order was assumed went unsaid."""
+    from napari_hydranet._widgets import PredictWidget
+
+    scan = read_scan(load_sample().scan)
+    viewer = make_napari_viewer()
+    plain = viewer.add_image(np.ascontiguousarray(scan.array.transpose(2, 1, 0)), name="plain")
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(plain)
+    widget.run()
+    _wait_worker(qtbot, widget)  # a units warning is an error under pytest's settings
+    assert errors == []
+    assert viewer.layers["plain heatmap"].units == plain.units
+    assert "(z, y, x) = (S, A, R) with axial slices" in widget.notes_label.text()
+
+
 def test_an_oblique_scan_is_shown_straightened_with_its_detections_drawn(
     qtbot, make_napari_viewer, tiny_model, errors, tmp_path
 ):

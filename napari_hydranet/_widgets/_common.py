@@ -170,8 +170,13 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     untransformed = meta.get("affine") is None and np.allclose(affine, np.eye(4))
     if untransformed and like is not None and data.shape == display_shape(like.array.shape, like.affine):
         affine, array = like.affine, from_display(data, like.affine)
-    elif untransformed:  # the voxel size decides whether a scan is resampled
-        notes.append(f"layer '{layer.name}' has no voxel size (no affine or scale): 1 mm assumed")
+    elif meta.get("affine") is None:  # an array from the console or another plugin
+        notes.append(
+            f"layer '{layer.name}' is not a file opened here: its axes are taken as napari shows "
+            "them, (z, y, x) = (S, A, R) with axial slices (an (i, j, k) array from nibabel needs "
+            ".transpose(2, 1, 0), or open the file with this plugin)"
+            + ("; no voxel size (no affine or scale): 1 mm assumed" if untransformed else "")
+        )
     path = Path(meta["path"]) if meta.get("path") else None
     array, nan_notes = finite(np.ascontiguousarray(array, dtype=np.float32), f"layer '{layer.name}'")
     return Scan(array, affine, path, notes + nan_notes, label=f"layer '{layer.name}'")  # notes reach the dock

@@ -238,6 +238,8 @@ class PredictWidget(Dock):
                 heatmap_layer(pred, affine, f"{name} heatmap"),
                 detections_layer(pred, affine, f"{name} detections"),
             ):
+                # the scan's units: mm claimed over a unit-less layer made napari warn and drop them
+                kwargs = dict(kwargs, units=tuple(str(u) for u in scan_layer.units))
                 slot = "heat" if kind == "image" else "points"
                 layer = getattr(old, slot) if old is not None else self._opened_overlay(kwargs)
                 if layer is not None and layer in self.viewer.layers:
@@ -292,8 +294,8 @@ class PredictWidget(Dock):
         self.detections_section.setVisible(heat)
 
     def _on_layer_removed(self, event) -> None:
-        run = self._current
-        if run is not None and event.value is run.points:
+        run = self._current  # by membership: a dock from napari's menu holds proxies of its layers
+        if run is not None and run.points is not None and run.points not in self.viewer.layers:
             self._leave_inspection()
         names = {layer.name for layer in self.viewer.layers}
         for name, old in list(self._runs.items()):  # a closed scan's prediction is not kept
