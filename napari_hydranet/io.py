@@ -497,6 +497,19 @@ def _inner_masks_folder(folder: Path, scan: Path) -> Path | None:
     return None
 
 
+def mask_fits(scan_name: str, mask_name: str) -> bool:
+    """Whether the mask file named ``mask_name`` (a stem) is that of the scan named
+    ``scan_name``: the same name, or a BIDS ``…_mask`` whose entities hold the scan's
+    (``sub-01_ses-1_desc-bg_mask`` for ``sub-01_ses-1_T2w``), as ``find_mask`` takes them."""
+    if mask_name == scan_name:
+        return True
+    *entities, _suffix = scan_name.split("_")
+    *theirs, suffix = mask_name.split("_")
+    if suffix != "mask" or not entities or not entities[0].startswith("sub-"):
+        return False
+    return {e for e in entities if not e.startswith("desc-")} <= set(theirs)
+
+
 def _bids_masks(masks_dir: Path, stem: str) -> list[Path]:
     """The masks of a BIDS derivatives folder for a scan named as BIDS names them:
     ``sub-01[_ses-1]/anat/sub-01[_ses-1]_…_mask.nii.gz`` (or the same files side by side)

@@ -559,3 +559,21 @@ def test_a_scaling_beyond_32_bit_floats_is_told_with_its_cause(tmp_path):
         f"{tmp_path.name}/scaled.nii: 999 NaN/inf voxels set to 0 (the header's scaling, scl_slope "
         "1e+38 and scl_inter 0, takes them beyond 32-bit floats)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("scan", "mask", "fits"),
+    [
+        ("sub-1", "sub-1", True),
+        ("sub-01_ses-1_T2w", "sub-01_ses-1_desc-bg_mask", True),
+        ("sub-01_desc-preproc_T2w", "sub-01_mask", True),
+        ("sub-01_ses-1_T2w", "sub-01_ses-2_mask", False),
+        ("sub-01_T2w", "sub-010_mask", False),
+        ("subA", "subB", False),
+        ("T2", "T2_mask", False),  # not a BIDS name: only the same name pairs
+    ],
+)
+def test_a_mask_fits_the_scan_named_like_it_or_holding_its_bids_entities(scan, mask, fits):
+    from napari_hydranet.io import mask_fits
+
+    assert mask_fits(scan, mask) is fits

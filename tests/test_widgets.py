@@ -107,6 +107,37 @@ def test_a_layer_from_the_console_is_predicted_with_its_axes_said_and_its_units(
     assert "(z, y, x) = (S, A, R) with axial slices" in widget.notes_label.text()
 
 
+def test_the_roi_mask_follows_the_chosen_scan(make_napari_viewer, tmp_path):
+    """Two subjects on one grid, each opened with its mask: choosing the second scan kept the
+    first one's mask, and the second subject was counted inside it."""
+    from napari_hydranet._widgets import PredictWidget
+
+    sample = load_sample()
+    files = {
+        "a/subA.nii.gz": sample.scan,
+        "ma/subA.nii.gz": sample.mask,
+        "b/sub-02_T2w.nii.gz": sample.scan,
+        "mb/sub-02_desc-bg_mask.nii.gz": sample.mask,
+        "c/subC.nii.gz": sample.scan,
+    }
+    for name, source in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(source, tmp_path / name)
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    opened = {name: viewer.open(str(tmp_path / name), plugin="napari-hydranet")[0] for name in files}
+    a, mask_a = opened["a/subA.nii.gz"], opened["ma/subA.nii.gz"]
+    b, mask_b = opened["b/sub-02_T2w.nii.gz"], opened["mb/sub-02_desc-bg_mask.nii.gz"]
+    widget.image_combo.set_layer(a)
+    assert widget.mask_combo.layer() is mask_a
+    widget.image_combo.set_layer(b)  # a BIDS mask of it
+    assert widget.mask_combo.layer() is mask_b
+    widget.image_combo.set_layer(opened["c/subC.nii.gz"])  # none of its own: not another's
+    assert widget.mask_combo.layer() is None
+    widget.mask_combo.set_layer(mask_a)  # the user's choice stands until the scan changes
+    assert widget.mask_combo.layer() is mask_a
+
+
 def test_an_oblique_scan_is_shown_straightened_with_its_detections_drawn(
     qtbot, make_napari_viewer, tiny_model, errors, tmp_path
 ):

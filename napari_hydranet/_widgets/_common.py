@@ -326,6 +326,14 @@ class LayerCombo(QComboBox):
             return self._layers[index]
         return None
 
+    def layers(self) -> list:
+        """The layers listed."""
+        return list(self._layers)
+
+    def choose(self, layer) -> None:
+        """Show ``layer`` (None: ``none_text``) as chosen, on the dock's behalf."""
+        self._select(layer)
+
     def set_layer(self, layer) -> None:
         """Choose ``layer`` (None: ``none_text``), as the user would."""
         self._user_chose = True

@@ -29,6 +29,7 @@ from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import Prediction, predict_scan
+from ..io import mask_fits, scan_stem
 from ..models import load_model
 from ._common import Dock, LayerCombo, ModelPicker, error_text, layer_to_scan, scrolling_layout
 
@@ -70,6 +71,19 @@ def _layer_file(layer) -> str:
     share one layer name with it ('sub-1', 'sub-1 [1]', 'sub-1 [2]')."""
     path = (layer.metadata or {}).get("path")
     return f"{layer.name} ({Path(path).parent.name}/{Path(path).name})" if path else layer.name
+
+
+def _file_stem(layer) -> str:
+    path = (layer.metadata or {}).get("path")
+    return scan_stem(path) if path else layer.name
+
+
+def _mask_of(mask, scan) -> bool:
+    """Whether the layer ``mask`` is the ROI mask of the layer ``scan``: named like it (a mask
+    sharing the scan's file name gets napari's "name [1]") or a BIDS mask of it."""
+    if not isinstance(mask, Labels) and (mask.metadata or {}).get("kind") != "mask":
+        return False  # a scan opened twice is no mask of itself
+    return mask.name.startswith(f"{scan.name} [") or mask_fits(_file_stem(scan), _file_stem(mask))
 
 
 @dataclass
@@ -175,6 +189,9 @@ class PredictWidget(Dock):
         self._show_model_kind()
         self._set_inspection_enabled(False)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.image_combo.currentIndexChanged.connect(self._mask_of_scan)
+        self.viewer.layers.events.inserted.connect(self._mask_of_scan)  # a mask opened after its scan
+        self._mask_of_scan()
 
     # running ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -292,6 +309,23 @@ class PredictWidget(Dock):
         heat = self.model_picker.has_heatmap()
         self.combine_box.setVisible(heat)
         self.detections_section.setVisible(heat)
+
+    def _mask_of_scan(self, *_) -> None:
+        """The ROI mask follows the scan: its own mask when one is open (named like it, as
+        ``find_mask`` pairs files); none rather than another open scan's. After opening two
+        subjects on one grid, the second was counted inside the first one's mask."""
+        scan = self.image_combo.layer()
+        if scan is None:
+            return
+        current = self.mask_combo.layer()
+        own = [m for m in self.mask_combo.layers() if m is not scan and _mask_of(m, scan)]
+        if own:
+            if not any(current is m for m in own):
+                self.mask_combo.choose(own[-1])
+        elif current is not None and any(
+            _mask_of(current, other) for other in self.image_combo.layers() if other is not scan
+        ):
+            self.mask_combo.choose(None)
 
     def _on_layer_removed(self, event) -> None:
         run = self._current  # by membership: a dock from napari's menu holds proxies of its layers
