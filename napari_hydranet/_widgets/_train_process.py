@@ -51,7 +51,10 @@ class TrainProcess(QObject):
     def is_running(self) -> bool:
         return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
-    def start(self, args: list[str]) -> None:
+    def start(self, args: list[str], window=None) -> None:
+        """Start the training; it is asked to stop (as by Stop) when ``window`` is destroyed:
+        ``viewer.close()`` in a script or notebook closes napari's window without closing
+        its docks, and the training went on to its end with no dock to show it."""
         self._buffer, self._stderr = b"", ""
         # no parent: napari deletes its window, and every child with it, before aboutToQuit,
         # and a QProcess deleted while running kills its child; self.process and _RUNNING keep it
@@ -65,6 +68,8 @@ class TrainProcess(QObject):
         proc.errorOccurred.connect(self._on_error)
         proc.start(sys.executable, ["-m", "napari_hydranet.cli", *args])
         _track(proc)
+        if window is not None:  # the process, not this object: the window's children go with it
+            window.destroyed.connect(lambda *_: proc.closeWriteChannel())
 
     def terminate(self) -> None:
         """Close the child's stdin: run with ``--stop-on-eof``, the CLI stops after the current

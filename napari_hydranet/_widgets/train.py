@@ -370,7 +370,7 @@ class TrainWidget(Dock):
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")
         self._fold_settings(True)
-        self.runner.start(args)
+        self.runner.start(args, window=self.window())
 
     def _fold_settings(self, running: bool) -> None:
         """While a training runs its settings are folded under a button (and cannot change)."""
