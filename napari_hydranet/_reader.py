@@ -3,16 +3,30 @@ volumes (ROI or lesion masks) → Labels layers."""
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 
 import nibabel as nib
 
 from ._layers import is_mask, mask_layer, scan_layer, series_layer, tilt_note
-from .io import gzip_misnamed, is_nifti, read_scan, scan_stem
+from .errors import HydranetError
+from .io import find_scans, gzip_misnamed, is_nifti, read_scan, scan_stem
+
+# A folder opened in napari gives its scans as layers up to this many; counting more is the
+# Cohort dock's work (one layer each would fill the memory with real scans).
+MAX_FOLDER_LAYERS = 12
 
 
 def napari_get_reader(path):
-    """Return a reader for one NIfTI path (or a list of them), else None; never raises."""
+    """Return a reader for one NIfTI path (or a list of them, or a folder holding them),
+    else None; never raises."""
+    if isinstance(path, str) and os.path.isdir(path):
+        try:
+            scans = [str(p) for p in find_scans([path])]
+        except HydranetError:  # no NIfTI file in it: not ours
+            return None
+        return functools.partial(read_folder, path, scans)
     paths = [path] if isinstance(path, str) else list(path) if isinstance(path, (list, tuple)) else []
     if not paths or not all(isinstance(p, str) and is_nifti(p) for p in paths):
         return None
@@ -25,6 +39,17 @@ def napari_get_reader(path):
         except Exception:
             return None
     return read_nifti
+
+
+def read_folder(folder: str, scans: list[str], _path=None):
+    """A folder's scans (not its subfolders'), each as ``read_nifti`` gives it."""
+    if len(scans) > MAX_FOLDER_LAYERS:
+        raise HydranetError(
+            f"{folder}: {len(scans)} scans; napari opens up to {MAX_FOLDER_LAYERS} of a folder. Count "
+            "a whole folder with Plugins › napari-hydranet › Cohort (a row opens its scan), or "
+            "open scans one by one"
+        )
+    return read_nifti(scans)
 
 
 def read_nifti(path):

@@ -1,6 +1,7 @@
 """Reader geometry in a real viewer, and writers that round-trip the file's affine."""
 
 import csv
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -483,3 +484,26 @@ def test_a_labels_layer_is_saved_with_whole_numbers(make_napari_viewer, tmp_path
         img = nib.load(written)
         assert img.get_data_dtype() == dtype
         np.testing.assert_array_equal(np.asarray(img.dataobj), np.transpose(layer.data, (2, 1, 0)))
+
+
+def test_a_folder_opens_its_scans_or_says_to_count_it_in_cohort(make_napari_viewer, tmp_path):
+    """File › Open Folder gave "not a compatible reader … Available readers: ['napari']"."""
+    from napari_hydranet._reader import MAX_FOLDER_LAYERS
+    from napari_hydranet.sample import load_sample
+
+    sample = load_sample()
+    folder = tmp_path / "two"
+    folder.mkdir()
+    shutil.copy(sample.scan, folder / "a.nii.gz")
+    shutil.copy(sample.mask, folder / "a_roi.nii.gz")
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(folder), plugin="napari-hydranet")
+    assert [(ly.name, type(ly).__name__) for ly in layers] == [("a", "Image"), ("a_roi", "Labels")]
+    for n in range(MAX_FOLDER_LAYERS - 1):
+        shutil.copy(sample.scan, folder / f"b{n}.nii.gz")
+    with pytest.raises(
+        Exception, match=r"13 scans; napari opens up to 12 of a folder. Count a whole folder with"
+    ):
+        viewer.open(str(folder), plugin="napari-hydranet")
+    (tmp_path / "empty").mkdir()
+    assert napari_get_reader(str(tmp_path / "empty")) is None  # not ours: napari's readers may take it
