@@ -171,6 +171,7 @@ def read_scan(path: str | os.PathLike) -> Scan:
             "beyond 32-bit floats)"
         )
     notes += [f"{where}: {message} (nibabel, reading its header)" for message in dict.fromkeys(said)]
+    notes += _qform_sform_note(img, where, shape[:3])
     if img.header["qform_code"] == 0 and img.header["sform_code"] == 0:
         axes = ", ".join(nib.aff2axcodes(affine))
         notes.append(
@@ -179,6 +180,26 @@ def read_scan(path: str | os.PathLike) -> Scan:
             "positions are not scanner mm"
         )
     return Scan(np.ascontiguousarray(data), affine, path, notes)
+
+
+def _qform_sform_note(img, where: str, shape) -> list[str]:
+    """A note when the header's two affines (both set) put the volume in different places:
+    the sform is used, as by nibabel and FSL; software that prefers the qform (ITK-based
+    tools, for one) would place the scan, and the detections' mm, elsewhere."""
+    header = img.header
+    if header["qform_code"] == 0 or header["sform_code"] == 0:
+        return []
+    corners = np.array(
+        [[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
+    apart = np.abs(corners @ (header.get_qform() - header.get_sform()).T)[:, :3].max()
+    if apart < 0.5:  # mm: float32 storage and quaternion rounding differ far less
+        return []
+    return [
+        f"{where}: the header's qform and sform differ (by up to {apart:.1f} mm at the volume's "
+        "corners); the sform is used, as by nibabel and FSL, so tools that take the qform place "
+        "the scan and its detections elsewhere"
+    ]
 
 
 def _voxels(shape) -> str:

@@ -401,7 +401,32 @@ def _check_mask_grid(mask: Scan, scan: Scan) -> None:
             "(voxels along each file's i, j, k)"
         )
     if not np.allclose(mask_affine, scan_affine, atol=1e-3):
-        raise HydranetError(f"{where}: mask affine differs from the scan's ({scan.where})")
+        corners = np.array(
+            [
+                [i, j, k, 1]
+                for i in (0, scan_shape[0] - 1)
+                for j in (0, scan_shape[1] - 1)
+                for k in (0, scan_shape[2] - 1)
+            ]
+        )
+        apart = np.linalg.norm(corners @ (mask_affine - scan_affine).T, axis=1).max()
+        sizes = [np.linalg.norm(a[:3, :3], axis=0) for a in (mask_affine, scan_affine)]
+        differ = (
+            ""
+            if np.allclose(*sizes, atol=1e-3)
+            else (
+                f"; voxels {'×'.join(f'{v:.2f}' for v in sizes[0])} mm against the scan's "
+                f"{'×'.join(f'{v:.2f}' for v in sizes[1])}"
+            )
+        )
+        unset = any("gives no orientation" in note for note in mask.notes)
+        unset = "; the mask's header gives no orientation (qform and sform codes 0)" if unset else ""
+        raise HydranetError(
+            f"{where}: mask affine differs from the scan's ({scan.where}): the mask's voxels lie up "
+            f"to {apart:.2g} mm from the scan's{differ}{unset}. Resample the mask onto the scan with "
+            "nearest-neighbour interpolation (e.g. nilearn.image.resample_to_img(mask, scan, "
+            "interpolation='nearest')), or save it with the scan's header"
+        )
     if not mask.array.any():
         raise HydranetError(f"{where}: the mask is empty")
     if not np.any(mask.array > 0):

@@ -291,8 +291,15 @@ def test_a_mask_saved_in_another_voxel_order_of_the_same_grid_is_accepted():
     np.testing.assert_array_equal(other.array, same.array)
     shifted = ras_affine.copy()
     shifted[0, 3] += 1.2
-    with pytest.raises(HydranetError, match="mask affine differs"):
+    # how far, and what to do: the message named neither
+    with pytest.raises(
+        HydranetError, match=r"mask affine differs .*: the mask's voxels lie up to 1.2 mm .*Resample"
+    ):
         prepare(Scan(arr, affine), cfg, Scan(ras_mask, shifted))
+    finer = ras_affine.copy()
+    finer[:3, :3] *= 0.5
+    with pytest.raises(HydranetError, match=r"voxels 0.60×0.60×0.70 mm against the scan's 1.20×1.20×1.40"):
+        prepare(Scan(arr, affine), cfg, Scan(ras_mask, finer))
 
 
 @pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (1.2, 1.2, 4.0), (1.0, 1.0, 3.0), (0.6, 1.2, 2.0)])
