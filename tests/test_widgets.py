@@ -107,6 +107,27 @@ def test_a_layer_from_the_console_is_predicted_with_its_axes_said_and_its_units(
     assert "(z, y, x) = (S, A, R) with axial slices" in widget.notes_label.text()
 
 
+def test_a_renamed_scan_gets_its_overlays_refilled_and_renamed(qtbot, sample_viewer, tiny_model, errors):
+    """Predict after renaming the scan added a second heatmap and detections pair, the old
+    pair left under the new one."""
+    from napari_hydranet._widgets import PredictWidget
+
+    viewer, scan, mask = sample_viewer
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(scan)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    n_layers = len(viewer.layers)
+    scan.name = "patient A"
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == [] and len(viewer.layers) == n_layers
+    assert {"patient A heatmap", "patient A detections"} <= {ly.name for ly in viewer.layers}
+    assert widget.result_label.text().startswith("patient A: ")
+    assert widget.next_button.isEnabled() and list(widget._runs) == ["patient A"]
+
+
 def test_the_roi_mask_follows_the_chosen_scan(make_napari_viewer, tmp_path):
     """Two subjects on one grid, each opened with its mask: choosing the second scan kept the
     first one's mask, and the second subject was counted inside it."""

@@ -93,6 +93,7 @@ class _Run:
     name: str
     pred: Prediction
     affine: np.ndarray
+    scan: object  # the scan's layer
     heat: object = None
     points: object = None
     default_threshold: float = 0.0
@@ -248,8 +249,9 @@ class PredictWidget(Dock):
             self.result_label.setText(f"{name} was closed while it was predicted; no overlays added.")
             return
         pred: Prediction = out["pred"]
-        old = self._runs.get(name)
-        run = _Run(name, pred, np.asarray(affine, float))
+        name = scan_layer.name  # renamed while the network ran, or since its last prediction
+        old = self._runs.pop(next((k for k, r in self._runs.items() if r.scan is scan_layer), None), None)
+        run = _Run(name, pred, np.asarray(affine, float), scan_layer)
         if pred.heatmap is not None:
             for data, kwargs, kind in (
                 heatmap_layer(pred, affine, f"{name} heatmap"),
@@ -261,6 +263,7 @@ class PredictWidget(Dock):
                 layer = getattr(old, slot) if old is not None else self._opened_overlay(kwargs)
                 if layer is not None and layer in self.viewer.layers:
                     _refill(layer, data, kwargs)  # much cheaper than remove + add
+                    layer.name = kwargs["name"]
                 else:
                     layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
                 setattr(run, slot, layer)
@@ -331,10 +334,11 @@ class PredictWidget(Dock):
         run = self._current  # by membership: a dock from napari's menu holds proxies of its layers
         if run is not None and run.points is not None and run.points not in self.viewer.layers:
             self._leave_inspection()
-        names = {layer.name for layer in self.viewer.layers}
         for name, old in list(self._runs.items()):  # a closed scan's prediction is not kept
             overlays = [ly for ly in (old.heat, old.points) if ly is not None]
-            if name not in names or (overlays and not any(ly in self.viewer.layers for ly in overlays)):
+            if old.scan not in self.viewer.layers or (
+                overlays and not any(ly in self.viewer.layers for ly in overlays)
+            ):
                 del self._runs[name]
 
     def _set_inspection_enabled(self, on: bool) -> None:
