@@ -30,6 +30,12 @@ def camera_of(viewer):
     return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
 
 
+def brain_view(viewer) -> None:
+    """Anterior at the top of axial slices (superior at the top of the others), as scans are
+    read, instead of napari's default of the first display axis pointing down."""
+    camera_of(viewer).orientation2d = ("up", "right")
+
+
 def napari_affine(affine: np.ndarray) -> np.ndarray:
     """Voxel affine (i, j, k → x, y, z) → napari affine ((k, j, i) → (z, y, x))."""
     return _REVERSE @ np.asarray(affine, float) @ _REVERSE

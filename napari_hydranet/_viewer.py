@@ -6,7 +6,7 @@ from pathlib import Path
 
 import napari
 
-from ._layers import camera_of, prediction_layers
+from ._layers import brain_view, prediction_layers
 from .infer import Prediction
 from .io import read_scan
 from .models import Model
@@ -28,10 +28,9 @@ def show_prediction(
 ) -> napari.Viewer:
     viewer = napari.Viewer(title="napari-hydranet demo")
     layers = add_prediction(viewer, scan_path, pred, mask_path)
-    camera = camera_of(viewer)
     # napari 0.9 moved the canvas overlays to viewer.canvas
     text = viewer.canvas.overlays.text if hasattr(viewer, "canvas") else viewer.text_overlay
-    camera.orientation2d = ("up", "right")  # anterior at the top of axial slices
+    brain_view(viewer)
     text.visible = True
     text.position = "top_left"
     text.text = f"{pred.scan}: {pred.summary(model.label.get('unit', ''))} ({pred.detections_text()})"

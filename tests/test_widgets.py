@@ -211,6 +211,8 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     viewer, scan, mask = sample_viewer
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    assert tuple(map(str, camera.orientation2d)) == ("up", "right")  # anterior at the top, as in the demo
     widget.model_picker.select(tiny_model)
     assert "tiny test model" in widget.model_picker.card.text()
     assert widget.model_picker.card.toolTip() == load_model(tiny_model).card(full=True)

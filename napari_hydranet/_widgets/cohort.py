@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QPushButton,
 )
 
-from .._layers import detections_layer, heatmap_layer, scan_layer
+from .._layers import brain_view, detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import DETECTION_COLUMNS, predict_file
@@ -82,6 +82,7 @@ class CohortWidget(Dock):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        brain_view(napari_viewer)  # as the demo shows scans: anterior at the top
         self.worker = None
         self.results: dict[str, tuple] = {}  # scan file name → (path, Prediction, affine)
         self.labels: dict[str, float] = {}

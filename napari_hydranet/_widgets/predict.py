@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import camera_of, detections_layer, heatmap_layer, scanner_mm, tilt_note
+from .._layers import brain_view, camera_of, detections_layer, heatmap_layer, scanner_mm, tilt_note
 from ..detect import at_threshold, count_consistent, score_map
 from ..device import select_device
 from ..errors import HydranetError
@@ -105,6 +105,7 @@ class PredictWidget(Dock):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        brain_view(napari_viewer)  # as the demo shows scans: anterior at the top
         self.worker = None
         self._model = None  # ((folder, device), Model) of the last run
         self._runs: dict[str, _Run] = {}
