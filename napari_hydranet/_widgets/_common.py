@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QLineEdit,
     QMainWindow,
     QPushButton,
@@ -133,9 +134,10 @@ class _VerticalScroll(QScrollArea):
         return hint
 
 
-def scrolling_layout(dock: QWidget) -> QVBoxLayout:
+def scrolling_layout(dock: QWidget, footer: QLayout | None = None) -> QVBoxLayout:
     """A layout for the dock's contents inside a vertical scroll area, so that a dock taller
-    than the screen (or than its share of napari's dock area) still shows every control."""
+    than the screen (or than its share of napari's dock area) still shows every control;
+    ``footer`` (the dock's main buttons) stays in view below it."""
     inner = QWidget()
     scroll = _VerticalScroll()
     scroll.setWidgetResizable(True)
@@ -145,6 +147,9 @@ def scrolling_layout(dock: QWidget) -> QVBoxLayout:
     outer = QVBoxLayout(dock)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
+    if footer is not None:
+        footer.setContentsMargins(9, 0, 9, 9)  # the scroll area's contents' margins
+        outer.addLayout(footer)
     return QVBoxLayout(inner)
 
 

@@ -135,14 +135,13 @@ class CohortWidget(Dock):
         out.addWidget(self.send_button)
         out.addWidget(self.export_button)
         out.addWidget(self.detections_button)
-        box = scrolling_layout(self)
+        box = scrolling_layout(self, footer=out)  # Send and Export in view below a long table
         box.addLayout(form)
         box.addLayout(run)
         box.addWidget(self.progress)
         box.addWidget(self.status)
         box.addWidget(QLabel("Click a row to open the scan; type a count to correct it."))
         box.addWidget(self.table, 1)
-        box.addLayout(out)
         box.addWidget(self.stats)
         box.addWidget(self.plots)
 

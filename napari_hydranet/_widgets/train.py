@@ -200,10 +200,9 @@ class TrainWidget(Dock):
         self.settings_toggle.setCheckable(True)
         self.settings_toggle.setVisible(False)
         self.settings_toggle.toggled.connect(self._show_settings)
-        box = scrolling_layout(self)
+        box = scrolling_layout(self, footer=buttons)  # Start and Stop in view on a laptop's screen
         box.addWidget(self.settings_toggle)
         box.addWidget(self.inputs_panel)
-        box.addLayout(buttons)
         box.addWidget(self.progress)
         box.addWidget(self.time_label)
         box.addWidget(self.status)
