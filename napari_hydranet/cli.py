@@ -176,6 +176,7 @@ def train_config(a: argparse.Namespace):
         density_target=a.density_target,
         count_weight=a.count_weight,
         lesion_weight=a.lesion_weight,
+        augment_smooth=a.augment_smooth,
         recalibrate=not a.no_recalibrate,
         recalibrate_only=a.recalibrate_only,
     )
@@ -444,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="with --density: weight of the count loss beside the lesion-voxel loss",
+    )
+    t.add_argument(
+        "--augment-smooth",
+        type=_number(float, 0, 1),
+        default=0.0,
+        help="with --density: probability of blurring a training view (Gaussian up to 0.7 voxel "
+        "per axis), so that the lesion map does not depend on the scans' noise texture",
     )
     t.add_argument(
         "--lesion-weight",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .augment import augment
+from .augment import augment, smooth
 from .calibrate import calibrate_output, recalibrate, recalibrate_density
 from .data import Cohort, load_cohort, split_validation
 from .device import place, select_device
@@ -101,6 +101,7 @@ class TrainConfig:
     density_target: str = "voxels"  # data.lesion_target's kind: "voxels" or "lesions"
     count_weight: float = 0.0  # pretraining: weight of the count loss beside the lesion-map loss
     lesion_weight: float = 20.0  # pretraining: weight of lesion voxels in the lesion-map loss
+    augment_smooth: float = 0.0  # pretraining: probability of blurring a training view (``smooth``)
     recalibrate: bool = True  # fine-tunes: refit the count first, kept if validation agrees
     recalibrate_only: bool = False  # fine-tunes: only that (seconds), no gradient steps
 
@@ -152,6 +153,13 @@ class TrainConfig:
         for name, value in (("lr", self.lr), ("time-limit", self.time_limit)):
             if value is not None and not value > 0:
                 raise HydranetError(f"--{name} must be > 0")
+        if not 0 <= self.augment_smooth <= 1:
+            raise HydranetError("--augment-smooth must be in [0, 1]")
+        if self.augment_smooth and not self.density_dir:
+            raise HydranetError(
+                "--augment-smooth needs --density (lesion masks): on counts alone, smoothed views "
+                'taught the network their texture (docs/benchmarks.md, "Augmentation")'
+            )
         if not self.lesion_weight > 0 or not self.count_weight >= 0:
             raise HydranetError("--lesion-weight must be > 0 and --count-weight ≥ 0")
         if self.density_dir and not self.init and not _density_head(self.arch, self.arch_args):
@@ -648,6 +656,8 @@ def _step_loss(net, cfg: TrainConfig, batch, gen: torch.Generator, use_amp: bool
         else:  # the lesion target moves with its scan
             both = augment(torch.cat([x, d], 1), gen)
             x, d = both[:, :1], both[:, 1:]
+            if cfg.augment_smooth:
+                x = smooth(x, gen, cfg.augment_smooth)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         if d is None:
             pred = net(x)
