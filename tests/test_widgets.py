@@ -939,6 +939,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     row_a = next(r for r in range(3) if widget.table.scan_at(r) == "a.nii.gz")
     widget.table.cellClicked.emit(row_a, 0)
     assert [ly.name for ly in viewer.layers] == ["a", "a heatmap", "a detections"]
+    points = viewer.layers["a detections"]  # on the slice of its first detection, its ring drawn
+    assert len(points.data) and 0 in points._view_indices
     (folder / "scans" / "c.nii.gz").rename(tmp_path / "c moved.nii.gz")  # gone since it was predicted
     widget.table.cellClicked.emit(row_c, 0)
     assert len(errors) == 1 and "c.nii.gz: no such file" in errors.pop()

@@ -305,6 +305,10 @@ class CohortWidget(Dock):
             ]
         self._shown = [getattr(self.viewer, f"add_{kind}")(data, **kw) for data, kw, kind in tuples]
         self.viewer.reset_view()
+        points = self._shown[-1] if pred.heatmap is not None else None
+        if points is not None and len(points.data):  # the first detection's slice, its ring drawn
+            world = np.asarray(points.data_to_world(points.data[0]), float)
+            self.viewer.dims.set_point(range(len(world)), world)
 
     # outputs ----------------------------------------------------------------------------
     def rows(self) -> list[list]:
