@@ -149,6 +149,8 @@ def test_the_roi_mask_follows_the_chosen_scan(make_napari_viewer, tmp_path):
     opened = {name: viewer.open(str(tmp_path / name), plugin="napari-hydranet")[0] for name in files}
     a, mask_a = opened["a/subA.nii.gz"], opened["ma/subA.nii.gz"]
     b, mask_b = opened["b/sub-02_T2w.nii.gz"], opened["mb/sub-02_desc-bg_mask.nii.gz"]
+    assert widget.image_combo.layer() is opened["c/subC.nii.gz"]  # the scan opened last
+    assert widget.mask_combo.layer() is None  # none of its own
     widget.image_combo.set_layer(a)
     assert widget.mask_combo.layer() is mask_a
     widget.image_combo.set_layer(b)  # a BIDS mask of it
@@ -157,6 +159,8 @@ def test_the_roi_mask_follows_the_chosen_scan(make_napari_viewer, tmp_path):
     assert widget.mask_combo.layer() is None
     widget.mask_combo.set_layer(mask_a)  # the user's choice stands until the scan changes
     assert widget.mask_combo.layer() is mask_a
+    viewer.open(str(tmp_path / "a/subA.nii.gz"), plugin="napari-hydranet")  # a second look at A
+    assert widget.image_combo.layer() is opened["c/subC.nii.gz"]  # chosen by the user: kept
 
 
 def test_an_oblique_scan_is_shown_straightened_with_its_detections_drawn(

@@ -276,14 +276,22 @@ class LayerCombo(QComboBox):
     """Chooses a layer of the given types; follows the viewer's layers (added, removed, renamed).
 
     ``prefer``: until the user chooses an entry, a layer it accepts is chosen when the combo is
-    made (the last such layer) and when one is added, while nothing is chosen.
+    made (the last such layer) and when one is added, while nothing is chosen (``follow``:
+    whatever is chosen).
     """
 
     def __init__(
-        self, viewer, kinds: tuple, none_text: str | None = None, accept=None, prefer=None, parent=None
+        self,
+        viewer,
+        kinds: tuple,
+        none_text: str | None = None,
+        accept=None,
+        prefer=None,
+        follow: bool = False,
+        parent=None,
     ):
         super().__init__(parent)
-        self.viewer, self.kinds, self.none_text = viewer, kinds, none_text
+        self.viewer, self.kinds, self.none_text, self.follow = viewer, kinds, none_text, follow
         self.accept = accept or (lambda layer: True)
         self.prefer = prefer or (lambda layer: False)
         self._layers: list = []  # the layers listed, in order (after none_text)
@@ -303,9 +311,9 @@ class LayerCombo(QComboBox):
     def refresh(self, *_) -> None:
         current = self.layer()
         layers = [ly for ly in self.viewer.layers if isinstance(ly, self.kinds) and self.accept(ly)]
-        if current is None and not self._user_chose:
+        if (current is None or self.follow) and not self._user_chose:
             new = [ly for ly in layers if not any(ly is old for old in self._layers) and self.prefer(ly)]
-            current = new[-1] if new else None
+            current = new[-1] if new else current
         self._layers = layers
         self.blockSignals(True)
         self.clear()

@@ -114,7 +114,9 @@ class PredictWidget(Dock):
         def kind(layer):
             return (layer.metadata or {}).get("kind")
 
-        self.image_combo = LayerCombo(self.viewer, (Image,), accept=lambda ly: kind(ly) is None)
+        self.image_combo = LayerCombo(  # the scan opened last, until the user chooses one
+            self.viewer, (Image,), accept=lambda ly: kind(ly) is None, prefer=lambda ly: True, follow=True
+        )
         self.mask_combo = LayerCombo(  # our heatmaps are not masks; a mask opened from a file is
             self.viewer,
             (Image, Labels),
