@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    if a.n <= REFIT + 2:
+        ap.error(f"--n must be more than {REFIT + 2}: the first {REFIT} scans fit the rescaling")
     with open(a.cohort / "expert.csv", newline="") as fh:
         expert = {r["scan"]: float(r["label"]) for r in csv.DictReader(fh)}
     with open(a.cohort / "labels.csv", newline="") as fh:

@@ -24,7 +24,7 @@ def napari_get_reader(path):
     if isinstance(path, str) and os.path.isdir(path):
         try:
             scans = [str(p) for p in find_scans([path])]
-        except HydranetError:  # no NIfTI file in it: not ours
+        except (HydranetError, OSError):  # no NIfTI file in it, or unreadable: not ours
             return None
         return functools.partial(read_folder, path, scans)
     paths = [path] if isinstance(path, str) else list(path) if isinstance(path, (list, tuple)) else []
@@ -45,7 +45,7 @@ def read_folder(folder: str, scans: list[str], _path=None):
     """A folder's scans (not its subfolders'), each as ``read_nifti`` gives it."""
     if len(scans) > MAX_FOLDER_LAYERS:
         raise HydranetError(
-            f"{folder}: {len(scans)} scans; napari opens up to {MAX_FOLDER_LAYERS} of a folder. Count "
+            f"{folder}: {len(scans)} NIfTI files; napari opens up to {MAX_FOLDER_LAYERS} of a folder. Count "
             "a whole folder with Plugins › napari-hydranet › Cohort (a row opens its scan), or "
             "open scans one by one"
         )

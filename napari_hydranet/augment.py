@@ -48,7 +48,7 @@ def augment(
 def smooth(x: torch.Tensor, generator: torch.Generator, p: float, max_sigma: float = 0.7) -> torch.Tensor:
     """Blur each image with probability ``p`` by a Gaussian whose width along each axis is
     drawn from U(0, ``max_sigma``) voxels: the texture of scans interpolated or filtered after
-    acquisition, which the bundled model counted 40–60 % lower (docs/benchmarks.md, "Scans
+    acquisition, on which the bundled model counted 22–64 % less (docs/benchmarks.md, "Scans
     interpolated after acquisition"). For pretraining on lesion masks only: the target stays
     where the lesions are, so the map must find them whatever the texture.
 

@@ -192,7 +192,11 @@ def _qform_sform_note(img, where: str, shape) -> list[str]:
     corners = np.array(
         [[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
     )
-    apart = np.abs(corners @ (header.get_qform() - header.get_sform()).T)[:, :3].max()
+    try:
+        qform = header.get_qform()
+    except ValueError:  # an invalid quaternion (nibabel refuses it); the sform is used anyway
+        return [f"{where}: the header's qform is invalid; the sform is used"]
+    apart = np.abs(corners @ (qform - header.get_sform()).T)[:, :3].max()
     if apart < 0.5:  # mm: float32 storage and quaternion rounding differ far less
         return []
     return [
@@ -628,8 +632,10 @@ def atomic_write_files(files: dict) -> None:
     """Write several files (path: bytes) that belong together: every temporary file is
     written and flushed first, then all are renamed in order, back to back, so a failure while
     writing (a full disk) leaves every old file as it was."""
-    tmps = {Path(path): _atomic_target(Path(path), ".tmp") for path in files}
+    tmps: dict[Path, Path] = {}
     try:
+        for path in files:  # inside the try: a failure to make the second removes the first
+            tmps[Path(path)] = _atomic_target(Path(path), ".tmp")
         for (path, tmp), data in zip(tmps.items(), files.values()):
             with _writing(path):
                 tmp.write_bytes(data)

@@ -423,9 +423,14 @@ def _check_mask_grid(mask: Scan, scan: Scan) -> None:
         unset = "; the mask's header gives no orientation (qform and sform codes 0)" if unset else ""
         raise HydranetError(
             f"{where}: mask affine differs from the scan's ({scan.where}): the mask's voxels lie up "
-            f"to {apart:.2g} mm from the scan's{differ}{unset}. Resample the mask onto the scan with "
-            "nearest-neighbour interpolation (e.g. nilearn.image.resample_to_img(mask, scan, "
-            "interpolation='nearest')), or save it with the scan's header"
+            f"to {apart:.1f} mm from the scan's{differ}{unset}. "
+            + (
+                "Save the mask with the scan's header (it lies on the scan's voxels but for rounding)"
+                if apart < 0.1 and not differ
+                else "Resample the mask onto the scan with nearest-neighbour interpolation (e.g. "
+                "nilearn.image.resample_to_img(mask, scan, interpolation='nearest')), or save it "
+                "with the scan's header"
+            )
         )
     if not mask.array.any():
         raise HydranetError(f"{where}: the mask is empty")

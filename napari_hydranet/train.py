@@ -155,6 +155,8 @@ class TrainConfig:
                 raise HydranetError(f"--{name} must be > 0")
         if not 0 <= self.augment_smooth <= 1:
             raise HydranetError("--augment-smooth must be in [0, 1]")
+        if self.augment_smooth and not self.augment:
+            raise HydranetError("--augment-smooth is part of the augmentation; leave out --no-augment")
         if self.augment_smooth and not self.density_dir:
             raise HydranetError(
                 "--augment-smooth needs --density (lesion masks): on counts alone, smoothed views "

@@ -78,3 +78,8 @@ def test_smoothing_is_refused_without_lesion_masks(tmp_path):
     cfg = TrainConfig(scans_dir=str(tmp_path), labels="l.csv", out=str(tmp_path / "m"), augment_smooth=0.5)
     with pytest.raises(HydranetError, match="--augment-smooth needs --density"):
         cfg.validate()
+    cfg = TrainConfig(
+        scans_dir=str(tmp_path), labels="l.csv", out=str(tmp_path / "m"), augment_smooth=0.5, augment=False
+    )
+    with pytest.raises(HydranetError, match="leave out --no-augment"):  # it was ignored
+        cfg.validate()

@@ -597,3 +597,17 @@ def test_a_header_whose_qform_and_sform_disagree_is_noted(tmp_path):
     img.set_qform(affine, code=1)
     nib.save(img, tmp_path / "one.nii.gz")
     assert read_scan(tmp_path / "one.nii.gz").notes == []
+
+
+def test_an_invalid_qform_beside_a_valid_sform_is_read_with_a_note(tmp_path):
+    """nibabel refuses a quaternion out of range: the new qform/sform check raised its
+    ValueError, where the scan (its sform valid) had been read."""
+    img = nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4))
+    img.set_sform(np.eye(4), code=1)
+    img.set_qform(np.eye(4), code=1)
+    for field in ("quatern_b", "quatern_c", "quatern_d"):
+        img.header[field] = 0.8
+    nib.save(img, tmp_path / "q.nii.gz")
+    assert read_scan(tmp_path / "q.nii.gz").notes == [
+        f"{tmp_path.name}/q.nii.gz: the header's qform is invalid; the sform is used"
+    ]

@@ -502,7 +502,7 @@ def test_a_folder_opens_its_scans_or_says_to_count_it_in_cohort(make_napari_view
     for n in range(MAX_FOLDER_LAYERS - 1):
         shutil.copy(sample.scan, folder / f"b{n}.nii.gz")
     with pytest.raises(
-        Exception, match=r"13 scans; napari opens up to 12 of a folder. Count a whole folder with"
+        Exception, match=r"13 NIfTI files; napari opens up to 12 of a folder. Count a whole folder with"
     ):
         viewer.open(str(folder), plugin="napari-hydranet")
     (tmp_path / "empty").mkdir()
