@@ -53,26 +53,27 @@ def shown_affine(state: dict) -> np.ndarray:
     return affine @ Affine(**parts, ndim=affine.shape[0] - 1).affine_matrix
 
 
-def display_affine(affine: np.ndarray, shape) -> np.ndarray:
+def display_affine(affine: np.ndarray, shape, straighten: bool = True) -> np.ndarray:
     """napari affine of a volume with file affine ``affine`` and file shape ``shape``, shown
-    by ``to_display``; an oblique grid is shown straightened (``straightened``)."""
-    ras_shape, ras_affine = ras_grid(affine, shape)
-    return napari_affine(straightened(ras_affine, ras_shape))
+    by ``to_display``; an oblique grid is shown straightened (``straightened``) unless
+    ``straighten`` is False (the overlays of a layer that napari shows tilted)."""
+    ras_affine = ras_grid(affine, shape)[1]
+    return napari_affine(straightened(ras_affine) if straighten else ras_affine)
 
 
-def straightened(ras_affine: np.ndarray, ras_shape) -> np.ndarray:
-    """An oblique RAS grid's affine without its rotation: the voxel sizes kept and the
-    volume's centre where it is. napari slices a volume only along its data axes: with a
-    tilted affine it showed the image turned but drew no detection on it (and the status bar
-    read another voxel); straightened, every layer of the scan lines up again, and napari's
-    coordinates are the scan's own frame rather than the scanner's (``tilt_note``)."""
+def straightened(ras_affine: np.ndarray) -> np.ndarray:
+    """An oblique RAS grid's affine with its rotation undone about the scanner's origin: the
+    voxel sizes kept, and scans that share a tilt (one session's) still overlay each other.
+    napari slices a volume only along its data axes: with a tilted affine it showed the image
+    turned but drew no detection on it (and the status bar read another voxel); straightened,
+    every layer of the scan lines up again, and napari's coordinates are the scanner's turned
+    back by the tilt (``tilt_note``)."""
     matrix = ras_affine[:3, :3]
     spacing = np.linalg.norm(matrix, axis=0)
     if np.allclose(matrix, np.diag(spacing), rtol=0, atol=1e-6 * spacing.max()):
         return ras_affine
-    centre = (np.asarray(ras_shape[:3], float) - 1) / 2
     out = np.diag([*spacing, 1.0])
-    out[:3, 3] = ras_affine[:3, :3] @ centre + ras_affine[:3, 3] - spacing * centre
+    out[:3, 3] = np.linalg.solve(matrix / spacing, ras_affine[:3, 3])
     return out
 
 
@@ -90,8 +91,8 @@ def tilt_note(name: str, affine: np.ndarray) -> list[str]:
         return []
     return [
         f"{name}: an oblique scan ({tilt:.1f}° from the scanner axes), shown straightened so "
-        "that its overlays line up: napari's coordinates are in the scan's own frame, off the "
-        "scanner's away from the centre; the tables and the dock give scanner mm"
+        "that its overlays line up: napari's coordinates are the scanner's turned back by the "
+        "tilt; the tables and the Predict dock give scanner mm"
     ]
 
 
@@ -259,14 +260,14 @@ def mask_layer(scan: Scan) -> tuple:
     return data, dict(kwargs, units="mm"), "labels"
 
 
-def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
+def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str, straighten: bool = True) -> tuple:
     heat = pred.source_heatmap()
     top = float(np.percentile(heat[heat > 0], 99.9)) if np.any(heat > 0) else 1.0
     return (
         to_display(heat, affine),
         {
             "name": name,
-            "affine": display_affine(affine, heat.shape),
+            "affine": display_affine(affine, heat.shape, straighten),
             "metadata": _prediction_meta(pred, affine, "heatmap"),
             "colormap": "inferno",
             "blending": "additive",
@@ -278,7 +279,7 @@ def heatmap_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
     )
 
 
-def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
+def detections_layer(pred: Prediction, affine: np.ndarray, name: str, straighten: bool = True) -> tuple:
     dets = pred.result.detections if pred.result else []
     ras = pred.prepared.to_ras_index(np.array([d.centre for d in dets], float).reshape(-1, 3))
     features = {
@@ -296,7 +297,7 @@ def detections_layer(pred: Prediction, affine: np.ndarray, name: str) -> tuple:
         data,
         {
             "name": name,
-            "affine": display_affine(affine, pred.prepared.source_shape),
+            "affine": display_affine(affine, pred.prepared.source_shape, straighten),
             "metadata": _prediction_meta(pred, affine, "detections", threshold=threshold, detected=detected),
             "features": features,
             "size": 4,

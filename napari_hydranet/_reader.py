@@ -62,6 +62,8 @@ def read_nifti(path):
             shape = ()
         if len(shape) == 4 and shape[3] > 1:  # a series: shown, not counted
             layers.append(series_layer(p, scan_stem(p)))
+            for note in tilt_note(scan_stem(p), layers[-1][1]["metadata"]["affine"]):
+                warnings.warn(note, stacklevel=2)
         else:
             scan = read_scan(p)
             mask = is_mask(scan.array)

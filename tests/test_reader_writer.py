@@ -507,3 +507,24 @@ def test_a_folder_opens_its_scans_or_says_to_count_it_in_cohort(make_napari_view
         viewer.open(str(folder), plugin="napari-hydranet")
     (tmp_path / "empty").mkdir()
     assert napari_get_reader(str(tmp_path / "empty")) is None  # not ours: napari's readers may take it
+
+
+def test_two_oblique_scans_of_one_session_still_overlay_once_straightened():
+    """Each volume was straightened about its own centre: a 1 mm scan and a 0.5×0.5×2 mm scan
+    with one tilt put one scanner point 9 mm apart in napari."""
+    from napari_hydranet._layers import display_affine
+    from napari_hydranet.preprocess import ras_grid
+
+    tilt = _oblique_affine()[:3, :3] / np.linalg.norm(_oblique_affine()[:3, :3], axis=0)
+    point = np.array([-10.0, 35.0, 12.0, 1.0])  # scanner mm
+    shown = []
+    for spacing, origin, shape in (
+        ((1, 1, 1), (-40.0, 10, -5), (60, 70, 50)),
+        ((0.5, 0.5, 2), (-20.0, 30, 9), (90, 80, 20)),
+    ):
+        affine = np.eye(4)
+        affine[:3, :3] = tilt @ np.diag(spacing)
+        affine[:3, 3] = origin
+        ras_index = np.linalg.solve(ras_grid(affine, shape)[1], point)[:3]  # of the RAS-ordered volume
+        shown.append(display_affine(affine, shape) @ np.r_[ras_index[::-1], 1.0])  # napari's world
+    np.testing.assert_allclose(shown[0], shown[1], atol=1e-6)

@@ -125,7 +125,53 @@ def test_a_renamed_scan_gets_its_overlays_refilled_and_renamed(qtbot, sample_vie
     assert errors == [] and len(viewer.layers) == n_layers
     assert {"patient A heatmap", "patient A detections"} <= {ly.name for ly in viewer.layers}
     assert widget.result_label.text().startswith("patient A: ")
-    assert widget.next_button.isEnabled() and list(widget._runs) == ["patient A"]
+    assert widget.next_button.isEnabled() and [r.name for r in widget._runs.values()] == ["patient A"]
+
+
+def test_a_mask_drawn_over_an_oblique_scan_fits_it_and_a_tilted_console_layer_keeps_its_tilt(
+    qtbot, make_napari_viewer, tiny_model, errors, tmp_path
+):
+    """napari's "new labels" copies the scan layer's (straightened) transform but not its
+    metadata: the mask was refused as 13 mm off the scan. A layer from the console keeps its
+    tilt, and its overlays were straightened, 8 mm away."""
+    from scipy.spatial.transform import Rotation
+
+    from napari_hydranet._widgets import PredictWidget
+    from napari_hydranet._widgets._common import layer_to_scan
+
+    sample = load_sample()
+    tilt = np.eye(4)
+    tilt[:3, :3] = Rotation.from_euler("x", 15, degrees=True).as_matrix()
+    img = nib.load(sample.scan)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), tilt @ img.affine), tmp_path / "oblique.nii.gz")
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="an oblique scan"):
+        (scan_layer,) = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin="napari-hydranet")
+    drawn = viewer.add_labels(
+        np.ones(scan_layer.data.shape, np.uint8), affine=scan_layer.affine.affine_matrix, name="drawn"
+    )
+    scan = layer_to_scan(scan_layer)
+    mask = layer_to_scan(drawn, like=scan)
+    np.testing.assert_allclose(mask.affine, scan.affine)
+    assert mask.notes == []  # not "a file opened elsewhere"
+    prepare(scan, PreprocessConfig(crop_shape=None), mask)  # on the scan's grid
+
+    console = viewer.add_image(
+        np.asarray(scan_layer.data),
+        affine=scan_layer.affine.affine_matrix @ np.linalg.inv(tilt),
+        name="tilted",
+    )
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(tiny_model)
+    widget.image_combo.set_layer(console)
+    widget.mask_combo.set_layer(None)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    assert errors == []
+    np.testing.assert_allclose(
+        viewer.layers["tilted heatmap"].affine.affine_matrix, console.affine.affine_matrix
+    )
+    assert "oblique" not in widget.notes_label.text()  # napari shows it as it is
 
 
 def test_the_roi_mask_follows_the_chosen_scan(make_napari_viewer, tmp_path):
@@ -158,7 +204,10 @@ def test_the_roi_mask_follows_the_chosen_scan(make_napari_viewer, tmp_path):
     widget.image_combo.set_layer(opened["c/subC.nii.gz"])  # none of its own: not another's
     assert widget.mask_combo.layer() is None
     widget.mask_combo.set_layer(mask_a)  # the user's choice stands until the scan changes
+    widget._on_mask_chosen()  # what the user's pick in the box does
     assert widget.mask_combo.layer() is mask_a
+    viewer.add_points(np.zeros((1, 3)), name="a point")  # an overlay, a dock's results
+    assert widget.mask_combo.layer() is mask_a  # it was reset at every layer added
     viewer.open(str(tmp_path / "a/subA.nii.gz"), plugin="napari-hydranet")  # a second look at A
     assert widget.image_combo.layer() is opened["c/subC.nii.gz"]  # chosen by the user: kept
 
@@ -312,9 +361,9 @@ def test_predict_adds_overlays_and_replaces_its_own(qtbot, sample_viewer, tiny_m
     assert foreign in viewer.layers and scan in viewer.layers and mask in viewer.layers
     assert [ly.name for ly in viewer.layers].count("sample detections") == 1
     # a closed scan's prediction (its heatmap, its score maps) is let go
-    assert "sample" in widget._runs
+    assert [r.name for r in widget._runs.values()] == ["sample"]
     viewer.layers.remove(scan)
-    assert "sample" not in widget._runs
+    assert widget._runs == {}
 
 
 def test_an_unexpected_error_leaves_its_traceback_on_the_console(capsys):

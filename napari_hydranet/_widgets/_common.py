@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import display_shape, file_volume, from_display, layer_transform
+from .._layers import display_affine, display_shape, file_volume, from_display, layer_transform, shown_affine
 from ..errors import HydranetError
 from ..io import SCAN_COLUMNS, Scan, finite, table_header
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
@@ -159,8 +159,9 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     Layers opened with our reader carry the true affine in ``metadata["affine"]`` and show the
     volume in RAS order (``_layers.to_display``). Any other 3D layer is taken as it is, its
     affine recovered from the layer's whole napari transform (affine, scale, translation),
-    except one without any transform whose shape is ``like``'s (the scan's) as shown: made
-    over the scan in the console, it is taken on the scan's grid.
+    except one whose shape is ``like``'s (the scan's) as shown and which has no transform or
+    the scan layer's: made over the scan (in the console, or napari's "new labels"), it is
+    taken on the scan's grid.
     """
     data = np.asarray(layer.data)
     if getattr(layer, "rgb", False):
@@ -173,7 +174,16 @@ def layer_to_scan(layer, like: Scan | None = None) -> Scan:
     state = {"metadata": meta, **layer_transform(layer)}
     array, affine = file_volume(data, state)
     untransformed = meta.get("affine") is None and np.allclose(affine, np.eye(4))
-    if untransformed and like is not None and data.shape == display_shape(like.array.shape, like.affine):
+    over_like = (  # made over the scan: in the console, or with napari's "new labels"
+        meta.get("affine") is None
+        and like is not None
+        and data.shape == display_shape(like.array.shape, like.affine)
+        and (
+            untransformed
+            or np.allclose(shown_affine(state), display_affine(like.affine, like.array.shape), atol=1e-6)
+        )
+    )
+    if over_like:  # the scan's true grid: an oblique scan is shown straightened
         affine, array = like.affine, from_display(data, like.affine)
     elif meta.get("affine") is None:  # an array from the console or another plugin
         notes.append(

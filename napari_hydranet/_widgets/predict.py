@@ -108,7 +108,9 @@ class PredictWidget(Dock):
         brain_view(napari_viewer)  # as the demo shows scans: anterior at the top
         self.worker = None
         self._model = None  # ((folder, device), Model) of the last run
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[int, _Run] = {}  # by id of the scan's layer: names may be reused
+        self._mask_for = None  # the scan whose mask the dock chose last
+        self._mask_chosen_for = None  # the scan the user chose a mask for
         self._current: _Run | None = None
 
         def kind(layer):
@@ -194,6 +196,7 @@ class PredictWidget(Dock):
         self._set_inspection_enabled(False)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.image_combo.currentIndexChanged.connect(self._mask_of_scan)
+        self.mask_combo.activated.connect(self._on_mask_chosen)
         self.viewer.layers.events.inserted.connect(self._mask_of_scan)  # a mask opened after its scan
         self._mask_of_scan()
 
@@ -253,12 +256,14 @@ class PredictWidget(Dock):
             return
         pred: Prediction = out["pred"]
         name = scan_layer.name  # renamed while the network ran, or since its last prediction
-        old = self._runs.pop(next((k for k, r in self._runs.items() if r.scan is scan_layer), None), None)
+        old = self._runs.pop(id(scan_layer), None)
         run = _Run(name, pred, np.asarray(affine, float), scan_layer)
+        # a layer this plugin opened is shown straightened; another keeps its own transform
+        ours = (scan_layer.metadata or {}).get("affine") is not None
         if pred.heatmap is not None:
             for data, kwargs, kind in (
-                heatmap_layer(pred, affine, f"{name} heatmap"),
-                detections_layer(pred, affine, f"{name} detections"),
+                heatmap_layer(pred, affine, f"{name} heatmap", straighten=ours),
+                detections_layer(pred, affine, f"{name} detections", straighten=ours),
             ):
                 # the scan's units: mm claimed over a unit-less layer made napari warn and drop them
                 kwargs = dict(kwargs, units=tuple(str(u) for u in scan_layer.units))
@@ -276,11 +281,11 @@ class PredictWidget(Dock):
                 layer = getattr(old, slot)
                 if layer is not None and getattr(run, slot) is not layer and layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
-        self._runs[name] = run
+        self._runs[id(scan_layer)] = run
         self._current = run
         unit = self._model[1].label.get("unit", "")
         self.result_label.setText(f"{name}: {pred.summary(unit)}  ·  {pred.detections_text()}{where}")
-        notes = pred.notes + tilt_note(name, affine)
+        notes = pred.notes + (tilt_note(name, affine) if ours else [])
         self.notes_label.setText("\n".join(f"note: {note}" for note in notes))
         self._set_inspection_enabled(run.points is not None)
         self.slider.blockSignals(True)
@@ -316,33 +321,48 @@ class PredictWidget(Dock):
         self.combine_box.setVisible(heat)
         self.detections_section.setVisible(heat)
 
-    def _mask_of_scan(self, *_) -> None:
-        """The ROI mask follows the scan: its own mask when one is open (named like it, as
-        ``find_mask`` pairs files); none rather than another open scan's. After opening two
+    def _on_mask_chosen(self, *_) -> None:
+        self._mask_chosen_for = self.image_combo.layer()
+
+    def _mask_of_scan(self, event=None) -> None:
+        """The ROI mask follows the scan: on a new scan, its own mask when one is open (named
+        like it, as ``find_mask`` pairs files), none rather than another open scan's; a mask of
+        the scan opened later is taken unless the user chose one for it. After opening two
         subjects on one grid, the second was counted inside the first one's mask."""
         scan = self.image_combo.layer()
         if scan is None:
             return
-        current = self.mask_combo.layer()
-        own = [m for m in self.mask_combo.layers() if m is not scan and _mask_of(m, scan)]
-        if own:
-            if not any(current is m for m in own):
-                self.mask_combo.choose(own[-1])
-        elif current is not None and any(
-            _mask_of(current, other) for other in self.image_combo.layers() if other is not scan
+        if scan is not self._mask_for:
+            self._mask_for, self._mask_chosen_for = scan, None
+            current = self.mask_combo.layer()
+            own = [m for m in self.mask_combo.layers() if m is not scan and _mask_of(m, scan)]
+            if own:
+                if not any(current is m for m in own):
+                    self.mask_combo.choose(own[-1])
+            elif current is not None and any(
+                _mask_of(current, other) for other in self.image_combo.layers() if other is not scan
+            ):
+                self.mask_combo.choose(None)
+            return
+        added = getattr(event, "value", None)
+        if (
+            added is not None
+            and self._mask_chosen_for is not scan
+            and any(added is m for m in self.mask_combo.layers())
+            and _mask_of(added, scan)
         ):
-            self.mask_combo.choose(None)
+            self.mask_combo.choose(added)
 
     def _on_layer_removed(self, event) -> None:
         run = self._current  # by membership: a dock from napari's menu holds proxies of its layers
         if run is not None and run.points is not None and run.points not in self.viewer.layers:
             self._leave_inspection()
-        for name, old in list(self._runs.items()):  # a closed scan's prediction is not kept
+        for key, old in list(self._runs.items()):  # a closed scan's prediction is not kept
             overlays = [ly for ly in (old.heat, old.points) if ly is not None]
             if old.scan not in self.viewer.layers or (
                 overlays and not any(ly in self.viewer.layers for ly in overlays)
             ):
-                del self._runs[name]
+                del self._runs[key]
 
     def _set_inspection_enabled(self, on: bool) -> None:
         for w in (self.prev_button, self.next_button, self.slider, self.reset_button):
