@@ -71,6 +71,19 @@ def _wait_worker(qtbot, widget):
     qtbot.waitUntil(lambda: widget.worker is not None and widget.run_button.isEnabled(), timeout=TIMEOUT)
 
 
+def _predicted(qtbot, viewer, model, scan, mask):
+    """A Predict dock that has run ``model`` on the layer ``scan`` inside ``mask`` (None: none)."""
+    from napari_hydranet._widgets import PredictWidget
+
+    widget = PredictWidget(viewer)
+    widget.model_picker.select(model)
+    widget.image_combo.set_layer(scan)
+    widget.mask_combo.set_layer(mask)
+    widget.run()
+    _wait_worker(qtbot, widget)
+    return widget
+
+
 def test_deleting_the_detections_ends_their_inspection_in_a_dock_from_the_menu(
     qtbot, sample_viewer, tiny_model, errors
 ):
@@ -136,7 +149,6 @@ def test_a_mask_drawn_over_an_oblique_scan_fits_it_and_a_tilted_console_layer_ke
     tilt, and its overlays were straightened, 8 mm away."""
     from scipy.spatial.transform import Rotation
 
-    from napari_hydranet._widgets import PredictWidget
     from napari_hydranet._widgets._common import layer_to_scan
 
     sample = load_sample()
@@ -161,12 +173,7 @@ def test_a_mask_drawn_over_an_oblique_scan_fits_it_and_a_tilted_console_layer_ke
         affine=scan_layer.affine.affine_matrix @ np.linalg.inv(tilt),
         name="tilted",
     )
-    widget = PredictWidget(viewer)
-    widget.model_picker.select(tiny_model)
-    widget.image_combo.set_layer(console)
-    widget.mask_combo.set_layer(None)
-    widget.run()
-    _wait_worker(qtbot, widget)
+    widget = _predicted(qtbot, viewer, tiny_model, console, mask=None)
     assert errors == []
     np.testing.assert_allclose(
         viewer.layers["tilted heatmap"].affine.affine_matrix, console.affine.affine_matrix
@@ -515,16 +522,10 @@ def test_predict_picks_an_opened_mask_unless_one_is_chosen(make_napari_viewer):
 
 
 def test_predict_reports_errors_without_traceback(qtbot, sample_viewer, tiny_model, errors, tmp_path):
-    from napari_hydranet._widgets import PredictWidget
 
     viewer, scan, _ = sample_viewer
     bad_mask = viewer.add_labels(np.zeros((5, 5, 5), np.uint8), name="wrong grid")
-    widget = PredictWidget(viewer)
-    widget.model_picker.select(tiny_model)
-    widget.image_combo.set_layer(scan)
-    widget.mask_combo.set_layer(bad_mask)
-    widget.run()
-    _wait_worker(qtbot, widget)
+    widget = _predicted(qtbot, viewer, tiny_model, scan, mask=bad_mask)
     assert len(errors) == 1 and "mask shape" in errors[0]
     assert "sample detections" not in viewer.layers
     text = widget.result_label.text()  # the dock says so too, not only a passing toast
