@@ -189,9 +189,7 @@ def _qform_sform_note(img, where: str, shape) -> list[str]:
     header = img.header
     if header["qform_code"] == 0 or header["sform_code"] == 0:
         return []
-    corners = np.array(
-        [[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
-    )
+    corners = corner_voxels(shape)
     try:
         qform = header.get_qform()
     except ValueError:  # an invalid quaternion (nibabel refuses it); the sform is used anyway
@@ -204,6 +202,13 @@ def _qform_sform_note(img, where: str, shape) -> list[str]:
         "corners); the sform is used, as by nibabel and FSL, so tools that take the qform place "
         "the scan and its detections elsewhere"
     ]
+
+
+def corner_voxels(shape) -> np.ndarray:
+    """The 8 corner voxels of a volume of ``shape``, as homogeneous (i, j, k, 1) rows: where two
+    affines of it part most."""
+    ends = [(0, n - 1) for n in shape[:3]]
+    return np.array([[i, j, k, 1] for i in ends[0] for j in ends[1] for k in ends[2]])
 
 
 def _voxels(shape) -> str:
@@ -528,29 +533,37 @@ def mask_fits(scan_name: str, mask_name: str) -> bool:
     (``sub-01_ses-1_desc-bg_mask`` for ``sub-01_ses-1_T2w``), as ``find_mask`` takes them."""
     if mask_name == scan_name:
         return True
-    *entities, _suffix = scan_name.split("_")
+    wanted = _mask_entities(scan_name)
     *theirs, suffix = mask_name.split("_")
-    if suffix != "mask" or not entities or not entities[0].startswith("sub-"):
-        return False
-    return {e for e in entities if not e.startswith("desc-")} <= set(theirs)
+    return wanted is not None and suffix == "mask" and wanted <= set(theirs)
+
+
+def _mask_entities(stem: str) -> set[str] | None:
+    """The entities a BIDS mask of the scan named ``stem`` holds (``sub-01_ses-1_desc-x_T2w``:
+    sub-01, ses-1; a preprocessed scan's ``desc-`` is not its mask's), or None for a name
+    that is not BIDS."""
+    *entities, _suffix = stem.split("_")
+    if not entities or not entities[0].startswith("sub-") or not all("-" in e for e in entities):
+        return None
+    return {e for e in entities if not e.startswith("desc-")}
 
 
 def _bids_masks(masks_dir: Path, stem: str) -> list[Path]:
     """The masks of a BIDS derivatives folder for a scan named as BIDS names them:
     ``sub-01[_ses-1]/anat/sub-01[_ses-1]_…_mask.nii.gz`` (or the same files side by side)
     whose entities hold every entity of the scan's name (``sub-01_ses-1_T2w``: sub-01, ses-1)."""
-    *entities, _suffix = stem.split("_")
-    if not entities or not entities[0].startswith("sub-") or not all("-" in e for e in entities):
+    wanted = _mask_entities(stem)
+    if wanted is None:
         return []
-    session = [e for e in entities if e.startswith("ses-")]
-    subject = masks_dir / entities[0]
+    subject_id = stem.split("_")[0]
+    session = sorted(e for e in wanted if e.startswith("ses-"))
+    subject = masks_dir / subject_id
     folders = [masks_dir, subject, subject / "anat"]
     folders += [subject / s / d for s in session for d in ("", "anat")]
-    wanted = {e for e in entities if not e.startswith("desc-")}  # a preproc scan's brain mask
     return [
         f
         for folder in dict.fromkeys(folders)
-        for theirs, f in _masks_by_subject(str(folder), _mtime(folder)).get(entities[0], ())
+        for theirs, f in _masks_by_subject(str(folder), _mtime(folder)).get(subject_id, ())
         if wanted <= theirs
     ]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
 from . import __version__
@@ -161,13 +161,13 @@ def save_model(folder: str | os.PathLike, net: torch.nn.Module, config: dict) ->
     return folder
 
 
-def _check_digest(folder: Path, config: dict) -> None:
-    """Refuse weights that are not those the config was saved with (older models record no
-    digest and are not checked)."""
+def _check_digest(folder: Path, config: dict, weights: bytes) -> None:
+    """Refuse ``weights`` (the file's bytes) that are not those the config was saved with
+    (older models record no digest and are not checked)."""
     digest = config.get(DIGEST)
     if digest is None:
         return
-    if hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest() != digest:
+    if hashlib.sha256(weights).hexdigest() != digest:
         raise HydranetError(
             f"{folder}: {WEIGHTS} is not the one {CONFIG} was saved with (a save interrupted "
             "between the two files, or one file copied from another model); use a complete copy "
@@ -225,7 +225,8 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
     except HydranetError as exc:
         raise HydranetError(f"{folder / CONFIG}: {exc}") from None
     try:
-        state = load_file(str(folder / WEIGHTS))
+        weights = (folder / WEIGHTS).read_bytes()  # read once: loaded and checked against the digest
+        state = safetensors_load(weights)
     except (SafetensorError, OSError) as exc:
         raise HydranetError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from None
     expected = net.state_dict()
@@ -244,7 +245,7 @@ def load_model(folder: str | os.PathLike, device: torch.device | str = "cpu") ->
     if problems:
         shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
         raise HydranetError(f"{folder}: weights do not fit a {arch.get('name')} network ({shown})")
-    _check_digest(folder, config)
+    _check_digest(folder, config, weights)
     net.load_state_dict(state)
     place(net, device).eval()
     return Model(net, config, folder)

@@ -18,7 +18,7 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from scipy import ndimage
 
 from .errors import HydranetError
-from .io import Scan
+from .io import Scan, corner_voxels
 from .options import INTENSITY_REFERENCES
 from .text import plural
 
@@ -401,15 +401,7 @@ def _check_mask_grid(mask: Scan, scan: Scan) -> None:
             "(voxels along each file's i, j, k)"
         )
     if not np.allclose(mask_affine, scan_affine, atol=1e-3):
-        corners = np.array(
-            [
-                [i, j, k, 1]
-                for i in (0, scan_shape[0] - 1)
-                for j in (0, scan_shape[1] - 1)
-                for k in (0, scan_shape[2] - 1)
-            ]
-        )
-        apart = np.linalg.norm(corners @ (mask_affine - scan_affine).T, axis=1).max()
+        apart = np.linalg.norm(corner_voxels(scan_shape) @ (mask_affine - scan_affine).T, axis=1).max()
         sizes = [np.linalg.norm(a[:3, :3], axis=0) for a in (mask_affine, scan_affine)]
         differ = (
             ""
