@@ -22,6 +22,9 @@ from .preprocess import from_ras, ras_grid
 
 TRANSFORM_KEYS = ("affine", "scale", "translate", "rotate", "shear")  # a layer's data → world parts
 _TIME_UNITS = {"sec": "s", "msec": "ms", "usec": "us"}  # NIfTI's time units in napari's words
+# Share of neighbouring non-zero voxel pairs of one value above which a volume is a label map:
+# in a lesion-ID map or a segmentation only region borders differ; in a scan, noise.
+LABEL_MAP_SAME = 0.9
 _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
 
 
@@ -252,9 +255,32 @@ def is_mask(array: np.ndarray) -> bool:
     return bool(np.all((array == 0) | (array == 1)))
 
 
+def is_label_map(array: np.ndarray, declared: bool = False) -> bool:
+    """A volume of whole numbers ≥ 0, mostly 0, whose neighbouring non-zero voxels nearly all
+    share a value: a lesion-ID map or a segmentation, not a scan (whose neighbours differ by
+    their noise). ``declared``: the header says labels (its intent), so whole numbers ≥ 0 do."""
+    if not array.size or array.min() < 0 or array.max() > np.iinfo(np.int32).max:
+        return False
+    if not np.array_equal(array, np.round(array)):
+        return False
+    if declared:
+        return True
+    if np.mean(array == 0) < 0.5:
+        return False
+    pairs = same = 0
+    for axis in range(array.ndim):
+        a, b = np.moveaxis(array, axis, 0)[:-1], np.moveaxis(array, axis, 0)[1:]
+        both = (a != 0) & (b != 0)
+        pairs += int(both.sum())
+        same += int((both & (a == b)).sum())
+    return pairs > 0 and same >= LABEL_MAP_SAME * pairs
+
+
 def mask_layer(scan: Scan) -> tuple:
-    """A binary volume as a Labels layer, so that it overlays a scan and is offered as a mask."""
-    data = to_display(scan.array.astype(np.uint8), scan.affine)
+    """A mask or label map as a Labels layer, so that it overlays a scan and is offered as a
+    mask (every voxel > 0 the ROI)."""
+    dtype = np.uint8 if scan.array.max() <= 255 else np.int32
+    data = to_display(scan.array.astype(dtype), scan.affine)
     affine = display_affine(scan.affine, scan.array.shape)
     kwargs = {"name": scan.name, "affine": affine, "metadata": _scan_meta(scan, kind="mask"), "opacity": 0.3}
     return data, dict(kwargs, units="mm"), "labels"

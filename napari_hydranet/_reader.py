@@ -1,5 +1,5 @@
 """npe2 reader: NIfTI files → Image layers with the scan's geometry (see ``_layers``); binary
-volumes (ROI or lesion masks) → Labels layers."""
+volumes (ROI or lesion masks) and label maps (lesion IDs, segmentations) → Labels layers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 
 import nibabel as nib
 
-from ._layers import is_mask, mask_layer, scan_layer, series_layer, tilt_note
+from ._layers import is_label_map, is_mask, mask_layer, scan_layer, series_layer, tilt_note
 from .errors import HydranetError
 from .io import find_scans, gzip_misnamed, is_nifti, read_scan, scan_stem
 
@@ -52,6 +52,14 @@ def read_folder(folder: str, scans: list[str], _path=None):
     return read_nifti(scans)
 
 
+def _labelled(path: str) -> bool:
+    """Whether the header's intent says the file holds labels (NIFTI_INTENT_LABEL)."""
+    try:
+        return nib.load(path).header.get_intent()[0] == "label"
+    except Exception:  # an unknown intent code: read_scan has read the file, so not a label map
+        return False
+
+
 def read_nifti(path):
     paths = [path] if isinstance(path, str) else list(path)
     layers = []
@@ -66,7 +74,7 @@ def read_nifti(path):
                 warnings.warn(note, stacklevel=2)
         else:
             scan = read_scan(p)
-            mask = is_mask(scan.array)
+            mask = is_mask(scan.array) or is_label_map(scan.array, declared=_labelled(p))
             tilted = [] if mask else tilt_note(scan.name, scan.affine)  # said once, of the scan
             for note in scan.notes + tilted:  # napari shows them as notifications
                 warnings.warn(note, stacklevel=2)

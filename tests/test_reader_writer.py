@@ -129,7 +129,8 @@ def test_binary_volumes_open_as_masks_on_the_scans_grid(make_napari_viewer, tmp_
     mask[3:6, 2:5, 1:4] = 1
     affine = _oblique_affine()
     nib.save(nib.Nifti1Image(mask, affine), tmp_path / "roi.nii.gz")
-    nib.save(nib.Nifti1Image(mask.astype(np.float32) * 2, affine), tmp_path / "scan.nii.gz")
+    noise = np.random.default_rng(0).normal(0, 0.1, mask.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(mask * 2 + noise, affine), tmp_path / "scan.nii.gz")
     half = mask.astype(np.float32) * 0.5
     half[4, 3, 2] = 1
     nib.save(nib.Nifti1Image(half, affine), tmp_path / "half.nii.gz")
@@ -145,7 +146,7 @@ def test_binary_volumes_open_as_masks_on_the_scans_grid(make_napari_viewer, tmp_
     with pytest.warns(UserWarning, match="1 NaN/inf voxels set to 0"):
         (nan,) = viewer.open(str(tmp_path / "nan.nii.gz"), plugin="napari-hydranet")
     assert isinstance(roi, Labels) and roi.metadata["kind"] == "mask"
-    assert isinstance(scan, Image) and "kind" not in scan.metadata  # 0 and 2: not a mask
+    assert isinstance(scan, Image) and "kind" not in scan.metadata  # about 0 and 2: not a mask
     assert set(np.unique(half_layer.data)) == {0, 0.5, 1}
     assert isinstance(half_layer, Image) and "kind" not in half_layer.metadata  # 0, 0.5 and 1: a scan
     assert isinstance(empty, Labels) and not empty.data.any()
@@ -153,6 +154,36 @@ def test_binary_volumes_open_as_masks_on_the_scans_grid(make_napari_viewer, tmp_
     np.testing.assert_array_equal(roi.data, np.transpose(mask, (2, 1, 0)))
     np.testing.assert_allclose(roi.affine.affine_matrix, scan.affine.affine_matrix)
     np.testing.assert_allclose(roi.metadata["affine"], affine, atol=1e-6)
+
+
+def test_label_maps_open_as_labels_and_integer_scans_as_scans(make_napari_viewer, tmp_path):
+    """A lesion-ID map or a segmentation is no scan: opened as one, the Predict dock took it for
+    the scan to count (the scan opened last)."""
+    from napari.layers import Image, Labels
+
+    ids = np.zeros((12, 9, 7), np.int16)
+    ids[1:3, 1:3, 1:5], ids[6:8, 4:6, 2:4], ids[9:11, 6:8, 1:3] = 1, 2, 300
+    rng = np.random.default_rng(1)
+    brain = np.zeros(ids.shape, np.int16)  # a skull-stripped scan stored as int16: mostly 0
+    brain[2:8, 2:7, 2:5] = rng.integers(200, 900, (6, 5, 3))
+    declared = nib.Nifti1Image((ids > 0).astype(np.float32) * rng.integers(1, 4, ids.shape), np.eye(4))
+    declared.header.set_intent("label")  # isolated voxels of three values, but the header says labels
+    files = {
+        "ids": nib.Nifti1Image(ids, np.eye(4)),
+        "brain": nib.Nifti1Image(brain, np.eye(4)),
+        "declared": declared,
+        "mask255": nib.Nifti1Image((ids > 0).astype(np.uint8) * 255, np.eye(4)),
+    }
+    for name, img in files.items():
+        nib.save(img, tmp_path / f"{name}.nii.gz")
+    viewer = make_napari_viewer()
+    opened = {
+        name: viewer.open(str(tmp_path / f"{name}.nii.gz"), plugin="napari-hydranet")[0] for name in files
+    }
+    for name in ("ids", "declared", "mask255"):
+        assert isinstance(opened[name], Labels) and opened[name].metadata["kind"] == "mask", name
+    np.testing.assert_array_equal(opened["ids"].data, np.transpose(ids, (2, 1, 0)))  # 300 kept
+    assert isinstance(opened["brain"], Image) and "kind" not in opened["brain"].metadata
 
 
 def test_reader_declines_other_files(tmp_path):
