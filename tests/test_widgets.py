@@ -402,10 +402,16 @@ def test_predict_with_a_regressor_hides_detections(qtbot, sample_viewer, tiny_mo
     assert widget.combine_box.isVisibleTo(widget) and widget.detections_section.isVisibleTo(widget)
     widget.model_picker.select(regressor)
     assert not widget.combine_box.isVisibleTo(widget) and not widget.detections_section.isVisibleTo(widget)
+    widget.model_picker.select(tiny_model)
     widget.image_combo.set_layer(scan)
     widget.run()
     _wait_worker(qtbot, widget)
+    widget.model_picker.select(regressor)  # the detections shown stay inspectable until replaced
+    assert widget.detections_section.isVisibleTo(widget) and widget.next_button.isEnabled()
+    widget.run()
+    _wait_worker(qtbot, widget)
     assert errors == []
+    assert not widget.combine_box.isVisibleTo(widget) and not widget.detections_section.isVisibleTo(widget)
     assert "no heatmap or detections (a regressor)" in widget.result_label.text()
     assert [layer.name for layer in viewer.layers] == [scan.name, sample_viewer[2].name]
     widget.model_picker.select(tiny_model)  # back to a model with a heatmap

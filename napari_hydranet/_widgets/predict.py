@@ -288,6 +288,7 @@ class PredictWidget(Dock):
         notes = pred.notes + (tilt_note(name, affine) if ours else [])
         self.notes_label.setText("\n".join(f"note: {note}" for note in notes))
         self._set_inspection_enabled(run.points is not None)
+        self._show_model_kind()
         self.slider.blockSignals(True)
         self.slider.setValue(SLIDER_STEPS // 2)
         self.slider.blockSignals(False)
@@ -314,10 +315,12 @@ class PredictWidget(Dock):
         self._current = None
         self._set_inspection_enabled(False)
         self._show_threshold()
+        self._show_model_kind()
 
     def _show_model_kind(self) -> None:
-        """A model without a heatmap (a regressor) has no detections to combine or step through."""
-        heat = self.model_picker.has_heatmap()
+        """A model without a heatmap (a regressor) has no detections to combine or step through;
+        the detections shown stay inspectable while another model is picked."""
+        heat = self.model_picker.has_heatmap() or self._live() is not None
         self.combine_box.setVisible(heat)
         self.detections_section.setVisible(heat)
 
