@@ -240,6 +240,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         should_stop=stop,
         flips=a.flips,
         intensity_weight=a.intensity_weight,
+        whole_volume=a.whole_volume,
     )
     failed = []
     noted: dict[tuple, tuple] = {}  # each kind of note, printed once: who it was on first, all scans
@@ -477,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--heatmaps", help="folder for <scan>_heatmap.nii.gz")
     q.add_argument("--detections", help="detections CSV to write")
     q.add_argument("--masks", help="folder of ROI masks named like the scans")
+    q.add_argument(
+        "--whole-volume",
+        action="store_true",
+        help="no masks: count whole volumes with a model trained inside ROI masks (not comparable)",
+    )
     q.add_argument("--device", default="auto")
     q.add_argument(
         "--flips", type=_number(int, 1, 8), default=8, help="test-time flips (1-8) for count and spread"

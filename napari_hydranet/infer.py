@@ -239,6 +239,20 @@ def check_outputs(
         by_stem[stem] = path
 
 
+def check_roi_masks(model: Model, masks_dir, whole_volume: bool) -> None:
+    """Refuse a cohort without ROI masks for a model that counts inside them, unless whole
+    volumes are asked for: its counts of whole volumes are far higher than masked ones (3 scans
+    of a simulated cohort: 1.5×, 3.8× and 47×), and a table of them reads like any other."""
+    if whole_volume and masks_dir is not None:
+        raise HydranetError("--whole-volume and --masks contradict each other: give one of them")
+    if model.preprocess.use_mask and masks_dir is None and not whole_volume:
+        raise HydranetError(
+            f"{model.path or 'the model'}: this model counts inside ROI masks; give the folder of ROI "
+            "masks named like the scans (--masks), or --whole-volume to count whole volumes anyway "
+            "(counts far higher than masked ones, not comparable with them)"
+        )
+
+
 def predict_files(
     model: Model,
     paths: Sequence[Path],
@@ -248,12 +262,14 @@ def predict_files(
     heatmaps_dir: Path | None = None,
     detections_csv: Path | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    whole_volume: bool = False,
     **kwargs,
 ) -> Iterator[dict]:
     """Predict every file and write the outputs; yields one event per scan: ``scan``, or
     ``failed`` with the reason for a scan that could not be read or prepared (the others go on);
     ``stopped`` ends the events early when ``should_stop`` says so.
 
+    ``whole_volume``: count whole volumes with a model trained inside ROI masks (``check_roi_masks``).
     The output paths are checked before any work (none may name an input, a folder or lie
     under a file; scans must differ in file name without .nii/.nii.gz, which keys the tables
     and heatmaps). The
@@ -269,6 +285,7 @@ def predict_files(
             f"{model.path or 'the model'}: a {type(model.net).__name__} gives counts only; heatmaps and "
             "detections need a GP-UNet (leave out --heatmaps and --detections)"
         )
+    check_roi_masks(model, masks_dir, whole_volume)
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []
     write_csv(out_csv, COUNT_COLUMNS, count_rows)  # no earlier run's rows, whatever follows

@@ -154,7 +154,7 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
 
 def test_4d_input_is_refused_by_predict(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), tmp_path / "f.nii.gz")
-    assert main(["predict", "default", str(tmp_path / "f.nii.gz"), "--out", str(tmp_path / "c.csv")]) == 2
+    assert _predict(tmp_path / "f.nii.gz", "--out", tmp_path / "c.csv") == 2
     assert "(8, 8, 8, 3)" in capsys.readouterr().err
     assert _rows(tmp_path / "c.csv") == []  # a table of the scans predicted: none
 
@@ -262,7 +262,8 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     )
     assert not heatmaps.exists() and not (tmp_path / "c.csv").exists()
     # its table: counts, and no detection column that reads "0 found"
-    assert main(["predict", str(tmp_path / "m"), str(scan), "--out", str(tmp_path / "c.csv")]) == 0
+    masks = ["--masks", str(cohort / "masks")]
+    assert main(["predict", str(tmp_path / "m"), str(scan), "--out", str(tmp_path / "c.csv"), *masks]) == 0
     ((row),) = _rows(tmp_path / "c.csv")
     assert row["count"] != "" and row["detections"] == "" and row["threshold"] == ""
     # out of time before the first epoch finished: no model, and the command says so
@@ -310,7 +311,25 @@ def test_info_describes_a_model_and_refuses_other_folders(tmp_path, capsys):
 
 
 def _predict(*args):
-    return main(["predict", "default", *map(str, args), "--flips", "1"])
+    """``hydranet predict default``; without masks, of whole volumes (``check_roi_masks``)."""
+    whole = [] if "--masks" in args else ["--whole-volume"]
+    return main(["predict", "default", *map(str, args), "--flips", "1", *whole])
+
+
+def test_predict_without_masks_is_refused_for_a_masked_model_unless_whole_volumes_are_asked(
+    cohort, tmp_path, capsys
+):
+    """A model trained inside ROI masks counted the whole volumes of three scans 1.5–47× higher,
+    in a table like any other, and the command ended with 0."""
+    scan, out = cohort / "scans" / "sub-000.nii.gz", tmp_path / "c.csv"
+    assert main(["predict", "default", str(scan), "--out", str(out), "--flips", "1"]) == 2
+    assert "this model counts inside ROI masks" in capsys.readouterr().err and not out.exists()
+    masks = ["--masks", str(cohort / "masks")]
+    assert main(["predict", "default", str(scan), "--out", str(out), "--whole-volume", *masks]) == 2
+    assert "--whole-volume and --masks contradict" in capsys.readouterr().err and not out.exists()
+    assert _predict(scan, "--out", out) == 0
+    ((row),) = _rows(out)
+    assert float(row["count"]) > 0 and "no ROI mask given" in row["notes"]
 
 
 def test_predict_refuses_outputs_that_would_destroy_inputs(cohort, tmp_path, capsys):
