@@ -17,6 +17,10 @@ from . import __version__, options
 from .errors import HydranetError
 from .text import figure, first_of, json_safe, note_kind, plural
 
+# Exit statuses beside 0: 1 no model saved (train), 2 a user error (nothing or not all done),
+# 3 predict wrote its tables but some scans could not be predicted, 130 stopped (Ctrl-C).
+EXIT_SOME_FAILED = 3
+
 
 def _progress(done: int, total: int, text: str) -> None:
     width = 28
@@ -271,7 +275,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
         if a.heatmaps:
             print(f"heatmaps written to {a.heatmaps}")
     if failed:
-        raise HydranetError(f"{len(failed)} of {len(paths)} scans could not be predicted (listed above)")
+        print(
+            f"hydranet: {len(failed)} of {len(paths)} scans could not be predicted (listed above); their "
+            f"rows in {a.out} have no count and say why",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     return 0
 
 

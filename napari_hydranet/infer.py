@@ -29,6 +29,7 @@ from .preprocess import Prepared, prepare
 
 COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path", "notes"]
 OLD_COUNT_COLUMNS = COUNT_COLUMNS[:-1]  # before 0.4: an earlier run's table is overwritten too
+NOT_COUNTED = "not counted: "  # the notes of a scan that could not be predicted, before the reason
 DETECTION_COLUMNS = ["scan", "lesion", "i", "j", "k", "x", "y", "z", "size", "score", "size_mm3"]
 
 
@@ -305,6 +306,9 @@ def predict_files(
                 message = f"{path}: not enough memory for it"
             else:
                 raise
+            # a row without a count, so that the table still lists every scan of the cohort
+            count_rows.append([path.name, "", "", "", "", unit, str(path), f"{NOT_COUNTED}{message}"])
+            write_csv(out_csv, COUNT_COLUMNS, count_rows)
             yield {
                 "event": "failed",
                 "done": done,

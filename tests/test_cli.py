@@ -154,9 +154,10 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
 
 def test_4d_input_is_refused_by_predict(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), tmp_path / "f.nii.gz")
-    assert _predict(tmp_path / "f.nii.gz", "--out", tmp_path / "c.csv") == 2
+    assert _predict(tmp_path / "f.nii.gz", "--out", tmp_path / "c.csv") == 3
     assert "(8, 8, 8, 3)" in capsys.readouterr().err
-    assert _rows(tmp_path / "c.csv") == []  # a table of the scans predicted: none
+    ((row),) = _rows(tmp_path / "c.csv")  # the scan listed, without a count, and why
+    assert row["count"] == "" and row["notes"].startswith("not counted: ") and "(8, 8, 8, 3)" in row["notes"]
 
 
 def test_demo_headless_writes_outputs_and_finds_lesions(tmp_path, capsys):
@@ -388,11 +389,14 @@ def test_a_scan_out_of_memory_is_skipped_and_the_others_go_on(cohort, tmp_path, 
 
     monkeypatch.setattr(infer, "predict_file", short_of_memory)
     scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(4)]
-    assert _predict(*scans, "--out", tmp_path / "c.csv", "--masks", cohort / "masks") == 2
+    assert _predict(*scans, "--out", tmp_path / "c.csv", "--masks", cohort / "masks") == 3
     err = capsys.readouterr().err
     assert f"skipped: {scans[1]}: not enough memory for it" in err
     assert f"skipped: {scans[2]}: not enough memory for it" in err
-    assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["sub-000.nii.gz", "sub-003.nii.gz"]
+    rows = _rows(tmp_path / "c.csv")
+    assert [r["scan"] for r in rows] == [s.name for s in scans]
+    assert [r["count"] == "" for r in rows] == [False, True, True, False]
+    assert rows[1]["notes"] == f"not counted: {scans[1]}: not enough memory for it"
 
 
 def test_predict_notes_each_kind_once_and_in_the_table(cohort, tmp_path, capsys):
@@ -469,11 +473,13 @@ def test_predict_goes_on_past_a_bad_scan_and_reports_it(cohort, tmp_path, capsys
     nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), folder / "blank.nii.gz")
     (folder / "._a.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS sidecar")  # hidden: not a scan
     nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)), folder / "a_heatmap.nii.gz")
-    assert _predict(folder, "--out", tmp_path / "c.csv") == 2
+    assert _predict(folder, "--out", tmp_path / "c.csv") == 3  # tables written, not every scan counted
     err = capsys.readouterr().err
     assert "b.nii.gz" in err and "blank.nii.gz" in err and "2 of 4 scans could not be predicted" in err
     assert "every voxel is 0" in err
-    assert [r["scan"] for r in _rows(tmp_path / "c.csv")] == ["a.nii.gz", "c.nii.gz"]
+    rows = _rows(tmp_path / "c.csv")
+    assert [r["scan"] for r in rows if r["count"]] == ["a.nii.gz", "c.nii.gz"]
+    assert [r["scan"] for r in rows if r["notes"].startswith("not counted: ")] == ["b.nii.gz", "blank.nii.gz"]
 
 
 def test_predict_leaves_no_earlier_rows_when_every_scan_fails(cohort, tmp_path, capsys):
@@ -483,9 +489,9 @@ def test_predict_leaves_no_earlier_rows_when_every_scan_fails(cohort, tmp_path, 
     assert _predict(scan, "--out", out, "--detections", dets) == 0
     assert len(_rows(out)) == 1 and len(_rows(dets)) > 0
     nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), scan)  # now blank
-    assert _predict(scan, "--out", out, "--detections", dets) == 2
+    assert _predict(scan, "--out", out, "--detections", dets) == 3
     assert "1 of 1 scans could not be predicted" in capsys.readouterr().err
-    assert _rows(out) == [] and _rows(dets) == []  # the header only, not the last run's rows
+    assert [r["count"] for r in _rows(out)] == [""] and _rows(dets) == []  # not the last run's rows
     assert out.read_text().startswith("scan,")
 
 
