@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -245,6 +246,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         flips=a.flips,
         intensity_weight=a.intensity_weight,
         whole_volume=a.whole_volume,
+        command=shlex.join(["hydranet", *a.argv]),
     )
     failed = []
     noted: dict[tuple, tuple] = {}  # each kind of note, printed once: who it was on first, all scans
@@ -531,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the records of runs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -26,6 +26,7 @@ from .io import (
 )
 from .models import Model
 from .preprocess import Prepared, prepare
+from .provenance import check_record_output, finish_record, start_record, write_record
 
 COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path", "notes"]
 OLD_COUNT_COLUMNS = COUNT_COLUMNS[:-1]  # before 0.4: an earlier run's table is overwritten too
@@ -264,6 +265,7 @@ def predict_files(
     detections_csv: Path | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     whole_volume: bool = False,
+    command: str | None = None,
     **kwargs,
 ) -> Iterator[dict]:
     """Predict every file and write the outputs; yields one event per scan: ``scan``, or
@@ -271,6 +273,8 @@ def predict_files(
     ``stopped`` ends the events early when ``should_stop`` says so.
 
     ``whole_volume``: count whole volumes with a model trained inside ROI masks (``check_roi_masks``).
+    The run's record (model, weights' SHA-256, settings, software; ``provenance``) is written
+    beside the counts table, named like it with ``.json``; ``command`` is its command line.
     The output paths are checked before any work (none may name an input, a folder or lie
     under a file; scans must differ in file name without .nii/.nii.gz, which keys the tables
     and heatmaps). The
@@ -287,14 +291,23 @@ def predict_files(
             "detections need a GP-UNet (leave out --heatmaps and --detections)"
         )
     check_roi_masks(model, masks_dir, whole_volume)
+    record_at = check_record_output(out_csv)
+    settings = {"masks": str(masks_dir) if masks_dir else None, "whole_volume": whole_volume}
+    settings.update(
+        device=str(device), flips=kwargs.get("flips", 8), intensity_weight=kwargs.get("intensity_weight", 0.0)
+    )
+    record = start_record(model, len(paths), settings, command)
+    write_record(record_at, record)
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []
     write_csv(out_csv, COUNT_COLUMNS, count_rows)  # no earlier run's rows, whatever follows
     if detections_csv is not None:
         write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
     inputs = {p.resolve() for p in paths}
+    counted = failed = 0
     for done, path in enumerate(paths, start=1):
         if should_stop():
+            write_record(record_at, finish_record(record, counted, failed, stopped=True))
             yield {"event": "stopped", "done": done - 1, "total": len(paths)}
             return
         try:
@@ -309,6 +322,7 @@ def predict_files(
             # a row without a count, so that the table still lists every scan of the cohort
             count_rows.append([path.name, "", "", "", "", unit, str(path), f"{NOT_COUNTED}{message}"])
             write_csv(out_csv, COUNT_COLUMNS, count_rows)
+            failed += 1
             yield {
                 "event": "failed",
                 "done": done,
@@ -319,6 +333,7 @@ def predict_files(
             continue
         count_rows.append(pred.count_row(unit))
         write_csv(out_csv, COUNT_COLUMNS, count_rows)
+        counted += 1
         if detections_csv is not None:
             det_rows.extend(pred.detection_rows(affine))
             write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
@@ -335,3 +350,4 @@ def predict_files(
             "detections": pred.n_detections,
             "notes": pred.notes,
         }
+    write_record(record_at, finish_record(record, counted, failed))

@@ -1,6 +1,7 @@
 """The `hydranet` command as users and other tools call it."""
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -480,6 +481,18 @@ def test_predict_goes_on_past_a_bad_scan_and_reports_it(cohort, tmp_path, capsys
     rows = _rows(tmp_path / "c.csv")
     assert [r["scan"] for r in rows if r["count"]] == ["a.nii.gz", "c.nii.gz"]
     assert [r["scan"] for r in rows if r["notes"].startswith("not counted: ")] == ["b.nii.gz", "blank.nii.gz"]
+    record = json.loads((tmp_path / "c.json").read_text())  # the run's record, beside its table
+    assert record["scans"] == {"given": 4, "counted": 2, "not_counted": 2} and record["finished"]
+    assert record["command"].startswith("hydranet predict default ") and "--whole-volume" in record["command"]
+    assert record["settings"]["whole_volume"] and record["settings"]["flips"] == 1
+    weights = Path(record["model"]["path"]) / "weights.safetensors"
+    assert record["model"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert set(record["columns"]) == set(rows[0])
+    # a JSON file of the user's where the record would go is refused before any work
+    (tmp_path / "mine.json").write_text('{"my": "notes"}')
+    assert _predict(folder / "a.nii.gz", "--out", tmp_path / "mine.csv") == 2
+    assert "mine.json: exists and is not the record of a hydranet predict run" in capsys.readouterr().err
+    assert not (tmp_path / "mine.csv").exists() and "my" in json.loads((tmp_path / "mine.json").read_text())
 
 
 def test_predict_leaves_no_earlier_rows_when_every_scan_fails(cohort, tmp_path, capsys):

@@ -1,0 +1,119 @@
+"""The record of a ``predict`` run beside its counts table (``counts.csv`` → ``counts.json``,
+as BIDS describes a table in a JSON file of its name): the model and its weights' SHA-256, the
+settings, the software and what each column holds, so that a table can be traced to what
+made it."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import HydranetError
+from .io import atomic_write_bytes
+from .models import DIGEST, WEIGHTS, Model
+from .text import json_safe
+
+WRITTEN_BY = "napari-hydranet predict"
+
+# What each column of the counts table holds (``infer.COUNT_COLUMNS``); "" where the model has no heatmap.
+COLUMNS = {
+    "scan": "the scan's file name",
+    "count": "the model's count (in unit), the mean over the test-time flips; empty when not counted",
+    "count_sd": "standard deviation of the count over the test-time flips (ddof 1): the model's "
+    "stability under flipping, not a measurement error; 0 with one flip",
+    "detections": "lesions found at the count-consistent threshold: the achievable number nearest "
+    "the count (connected components can make it differ by one)",
+    "threshold": "that threshold, on the heatmap smoothed by one voxel (with --intensity-weight w, "
+    "on (1 - w) × that + w × the scan's rescaled intensities)",
+    "unit": "the count's unit",
+    "path": "the scan file as given",
+    "notes": "what was noted of the scan, '; '-separated; 'not counted: ' and the reason for a scan "
+    "that could not be predicted",
+}
+
+
+def record_path(out_csv: str | Path) -> Path:
+    """Where the record of the table ``out_csv`` goes: its name with ``.json``."""
+    return Path(out_csv).with_suffix(".json")
+
+
+def check_record_output(out_csv: str | Path) -> Path:
+    """Refuse to overwrite a file beside the table that an earlier run did not write."""
+    path = record_path(out_csv)
+    if path == Path(out_csv):
+        raise HydranetError(f"{out_csv}: the counts table is a comma-separated table; name it .csv")
+    if path.is_dir() or (path.exists() and _written_by(path) != WRITTEN_BY):
+        raise HydranetError(
+            f"{path}: exists and is not the record of a hydranet predict run, which is written beside "
+            "its counts table; choose another --out, or move that file"
+        )
+    return path
+
+
+def _written_by(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def weights_digest(model: Model) -> str | None:
+    """The SHA-256 of the model's weights file (older models do not record it in their config)."""
+    if model.config.get(DIGEST):
+        return model.config[DIGEST]
+    if model.path is None or not (model.path / WEIGHTS).is_file():
+        return None
+    return hashlib.sha256((model.path / WEIGHTS).read_bytes()).hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def start_record(model: Model, n_scans: int, settings: dict, command: str | None = None) -> dict:
+    """A run's record as it begins; ``finish_record`` completes it."""
+    training = model.config.get("training") or {}
+    return {
+        "written_by": WRITTEN_BY,
+        "version": __version__,
+        "command": command,
+        "started": _now(),
+        "finished": None,
+        "model": {
+            "path": str(model.path) if model.path else None,
+            "weights_sha256": weights_digest(model),
+            "name": model.config.get("name"),
+            "created": model.config.get("created"),
+            "label": model.label,
+            "trained_with": training.get("labels_file"),
+        },
+        "settings": settings,
+        "software": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "nibabel": nibabel.__version__,
+        },
+        "scans": {"given": n_scans, "counted": 0, "not_counted": 0},
+        "columns": COLUMNS,
+    }
+
+
+def finish_record(record: dict, counted: int, not_counted: int, stopped: bool = False) -> dict:
+    record["scans"].update(counted=counted, not_counted=not_counted)
+    record["finished"] = _now()
+    if stopped:
+        record["stopped"] = True  # the tables hold the scans done before the stop
+    return record
+
+
+def write_record(path: Path, record: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(json_safe(record), indent=2) + "\n").encode())
