@@ -740,8 +740,13 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
 
 
 def _fmt(v):
+    """A table's number: 6 significant digits, every digit before the point kept (a volume of
+    1234567.8 mm³ is 1234568, not 1.23457e+06), no minus before a 0."""
     if isinstance(v, (float, np.floating)):
-        return "" if not math.isfinite(v) else f"{float(v):.6g}"
+        if not math.isfinite(v):
+            return ""
+        v = float(v) + 0.0  # -0.0 → 0.0
+        return f"{v:.0f}" if abs(v) >= 1e6 else f"{v:.6g}"
     return v
 
 
