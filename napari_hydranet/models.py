@@ -77,7 +77,8 @@ class Model:
         if self.config.get("notice"):
             lines.append(self.config["notice"])
         if val.get("icc21") is not None:
-            where = f"; {val['cohort']}" if val.get("cohort") else ""
+            # a training's own validation scans chose its epoch: a hopeful figure on a few scans
+            where = f"; {val['cohort']}" if val.get("cohort") else "; the scans that chose this epoch"
             lines.append(
                 f"validation: ICC(2,1) {val['icc21']:.2f}, MAE {val.get('mae', float('nan')):.2f}"
                 f"{' ' + lab['unit'] if lab.get('unit') else ''} "

@@ -74,6 +74,17 @@ def weights_digest(model: Model) -> str | None:
     return hashlib.sha256((model.path / WEIGHTS).read_bytes()).hexdigest()
 
 
+def software_versions() -> dict:
+    """The versions a run's numbers depend on, for its record (and a model's config)."""
+    return {
+        "napari_hydranet": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "nibabel": nibabel.__version__,
+    }
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -96,12 +107,7 @@ def start_record(model: Model, n_scans: int, settings: dict, command: str | None
             "trained_with": training.get("labels_file"),
         },
         "settings": settings,
-        "software": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "nibabel": nibabel.__version__,
-        },
+        "software": software_versions(),
         "scans": {"given": n_scans, "counted": 0, "not_counted": 0},
         "columns": COLUMNS,
     }

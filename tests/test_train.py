@@ -1,5 +1,6 @@
 """Training on a small synthetic cohort (CPU, within CI's time)."""
 
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -67,6 +68,17 @@ def test_training_learns_counts(cohort, tmp_path, heads, p_black):
     assert result["icc31"] > 0.5, result
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["training"]["settings"]["heads"] == heads and "validation" in cfg
+    # a methods section's record: the split, scan by scan, the labels file's digest, the software
+    split, listed = cfg["training"]["split"], _labels_of(cohort / "train.csv")
+    assert {**split["training"], **split["validation"]} == listed and len(split["validation"]) == 5
+    digest = hashlib.sha256((cohort / "train.csv").read_bytes()).hexdigest()
+    assert cfg["training"]["labels_sha256"] == {str(cohort / "train.csv"): digest}
+    assert cfg["training"]["software"]["torch"] == torch.__version__
+    assert "the scans that chose this epoch" in load_model(tmp_path / "m").card()  # not held out
+
+
+def _labels_of(table) -> dict[str, float]:
+    return {s: float(v) for s, v in (line.split(",") for line in table.read_text().split()[1:])}
 
 
 def test_black_slots_never_reach_the_network(cohort, tmp_path, monkeypatch):
