@@ -309,11 +309,17 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         for note in result.pop("notes"):
             print(f"note: {note}")
         print(f"n        {result['n']}")
-        print(f"ICC(2,1) {figure(result['icc21'], 4)}   (absolute agreement)")
+        interval = f"{figure(result['icc21_low'], 4)} to {figure(result['icc21_high'], 4)}"
+        print(f"ICC(2,1) {figure(result['icc21'], 4)}   (absolute agreement; 95 % interval {interval})")
         print(f"ICC(3,1) {figure(result['icc31'], 4)}   (consistency)")
         unit = f" {result['unit']}" if result["unit"] else ""
         print(f"MAE      {result['mae']:.4f}{unit}")
         print(f"MSE      {result['mse']:.4f}{unit}{'²' if unit else ''}")
+        print(f"Spearman {figure(result['spearman'], 4)}")
+        print(
+            f"bias     {result['bias']:+.4f}{unit}   (counts − labels; 95 % limits of agreement "
+            f"{result['loa_low']:+.4f} to {result['loa_high']:+.4f})"
+        )
     return 0
 
 

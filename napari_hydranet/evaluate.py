@@ -8,12 +8,13 @@ import numpy as np
 
 from .errors import HydranetError
 from .io import bids_subject, match_labels, read_labels, scan_stem, table_rows
-from .metrics import FEW_FOR_ICC, SCALE_APART, agreement
+from .metrics import FEW_FOR_ICC, SCALE_APART, agreement_report
 from .text import first_of, plural
 
 
 def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_column: str = "label") -> dict:
-    """ICC(2,1), ICC(3,1), MAE, MSE and n over the scans both tables hold.
+    """ICC(2,1) with its 95 % interval, ICC(3,1), MAE, MSE, Spearman's rho, the Bland-Altman
+    bias and limits, and n over the scans both tables hold (``metrics.agreement_report``).
 
     Scans are matched by file name, or by name without .nii/.nii.gz when the tables
     differ in suffixes; scans in only one table are listed in ``notes``.
@@ -62,7 +63,7 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     for name, values in (("counts", pred), ("labels", ref)):
         if len(set(values)) == 1:
             notes.append(f"every one of the {name} is {values[0]:g}: the ICCs cannot measure agreement")
-    return {**agreement(pred, ref), "unit": _unit(counts_csv), "notes": notes}
+    return {**agreement_report(pred, ref), "unit": _unit(counts_csv), "notes": notes}
 
 
 def _unit(counts_csv) -> str:

@@ -76,6 +76,43 @@ def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict[st
     return out
 
 
+def icc21_interval(ratings: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The F-based confidence interval of ICC(2,1) (McGraw & Wong 1996, ICC(A,1); as SPSS
+    and pingouin give it); NaN where the ICC is undefined or 1."""
+    from scipy.stats import f as f_dist
+
+    n, k, msr, msc, mse, _ = _mean_squares(ratings)
+    r = icc(ratings, "2,1")
+    if not np.isfinite(r) or r >= 1 or mse <= 0:
+        return float("nan"), float("nan")
+    a = k * r / (n * (1 - r))
+    b = 1 + k * r * (n - 1) / (n * (1 - r))
+    v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / ((n - 1) * (k - 1)))
+    q = 1 - (1 - level) / 2
+    fl, fu = f_dist.ppf(q, n - 1, v), f_dist.ppf(q, v, n - 1)
+    lower = n * (msr - fl * mse) / (fl * (k * msc + (k * n - k - n) * mse) + n * msr)
+    upper = n * (fu * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fu * msr)
+    return float(lower), float(upper)
+
+
+def agreement_report(predicted: Sequence[float], reference: Sequence[float]) -> dict[str, float]:
+    """``agreement`` with what a methods section reports beside it: the 95 % interval of
+    ICC(2,1), Spearman's rank correlation, and the Bland-Altman bias (predicted − reference)
+    with its 95 % limits of agreement."""
+    from scipy.stats import spearmanr
+
+    out = agreement(predicted, reference)
+    p, r = np.asarray(predicted, float), np.asarray(reference, float)
+    out["icc21_low"] = out["icc21_high"] = out["spearman"] = float("nan")
+    if p.size >= 3:
+        out["icc21_low"], out["icc21_high"] = icc21_interval(np.stack([p, r], 1))
+        if np.ptp(p) > 0 and np.ptp(r) > 0:
+            out["spearman"] = float(spearmanr(p, r).statistic)
+    bias, half = bland_altman(p, r)
+    out.update(bias=bias, loa_low=bias - half, loa_high=bias + half)
+    return out
+
+
 @dataclass
 class Matching:
     """Detections matched one-to-one to true lesions within a radius."""

@@ -83,6 +83,8 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
     out = capsys.readouterr().out
     assert "ICC(2,1)" in out and "only 2 scans in common" in out
+    assert "95 % interval – to –" in out  # none from 2 scans
+    assert "bias     -1.0000   (counts − labels; 95 % limits of agreement -1.0000 to -1.0000)" in out
     (tmp_path / "l.csv").write_text("scan,label\nsub-000.nii.gz,2\nsub-001.nii.gz,2\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
     assert "every one of the labels is 2" in capsys.readouterr().out

@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
 
-from napari_hydranet.metrics import agreement, detection_scores, froc, icc, match, sensitivity_at
+from napari_hydranet.metrics import (
+    agreement,
+    agreement_report,
+    detection_scores,
+    froc,
+    icc,
+    icc21_interval,
+    match,
+    sensitivity_at,
+)
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges, and their Table 4 results.
 SHROUT_FLEISS = np.array(
@@ -12,6 +21,31 @@ SHROUT_FLEISS = np.array(
 @pytest.mark.parametrize("kind, expected", [("1,1", 0.17), ("2,1", 0.29), ("3,1", 0.71)])
 def test_icc_matches_shrout_fleiss(kind, expected):
     assert icc(SHROUT_FLEISS, kind) == pytest.approx(expected, abs=0.005)
+
+
+def test_icc21_interval_holds_the_shrout_fleiss_example_and_covers_95_percent():
+    """The F-based interval of McGraw & Wong (1996): on Shrout & Fleiss's table it spans
+    0.02 to 0.76 (as SPSS and pingouin report); on simulated model-against-reference pairs with
+    no rater bias it holds the true ICC in about 95 % of draws."""
+    low, high = icc21_interval(SHROUT_FLEISS)
+    assert low == pytest.approx(0.02, abs=0.005) and high == pytest.approx(0.76, abs=0.005)
+    rng, true, hits = np.random.default_rng(0), 4 / 5, 0
+    for _ in range(400):
+        subject = rng.normal(0, 2, 25)[:, None]
+        hits += (lambda lo_hi: lo_hi[0] <= true <= lo_hi[1])(
+            icc21_interval(5 + subject + rng.normal(0, 1, (25, 2)))
+        )
+    assert 0.92 <= hits / 400 <= 0.98
+
+
+def test_agreement_report_adds_spearman_and_bland_altman():
+    ref = np.arange(10.0)
+    out = agreement_report(ref**2 + 1, ref)  # monotonic, not linear, and above
+    assert out["spearman"] == pytest.approx(1.0) and out["icc21_low"] < out["icc21"] < out["icc21_high"]
+    diff = ref**2 + 1 - ref
+    assert out["bias"] == pytest.approx(diff.mean())
+    assert out["loa_high"] - out["bias"] == pytest.approx(1.96 * diff.std(ddof=1))
+    assert np.isnan(agreement_report(np.ones(5), ref[:5])["spearman"])  # a constant has no ranks
 
 
 def test_agreement_absolute_vs_consistency():
