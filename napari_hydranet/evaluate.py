@@ -36,13 +36,22 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         if scan in found:
             pred.append(value)
             ref.append(found[scan])
-    unlabelled = [s for s in counts if s not in found]
+    listed = _named(labels_csv, scan_column)  # with a label or with a blank (NaN, n/a) one
+    named = [s for s in counts if s not in found and {scan_stem(s), bids_subject(scan_stem(s))} & listed]
+    unlabelled = [s for s in counts if s not in found and s not in named]
+    blank = named
     if unlabelled:
         notes.append(
             f"{plural(len(unlabelled), 'predicted scan')} without a label, left out: "
             f"{first_of(unlabelled, 3)}"
         )
+    if blank:
+        notes.append(
+            f"{plural(len(blank), 'predicted scan')} whose label is blank or not a number in "
+            f"{labels_csv}, left out: {first_of(blank, 3)}"
+        )
     matched = {scan_stem(s) for s in counts} | {bids_subject(scan_stem(s)) for s in found}  # sub-01 too
+    matched |= _named(counts_csv, "scan")  # a row without a count is noted above, not "not predicted"
     missing = [s for s in labels if scan_stem(s) not in matched]
     if missing:
         notes.append(f"{plural(len(missing), 'labelled scan')} not predicted: {first_of(missing, 3)}")
@@ -64,6 +73,15 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         if len(set(values)) == 1:
             notes.append(f"every one of the {name} is {values[0]:g}: the ICCs cannot measure agreement")
     return {**agreement_report(pred, ref), "unit": _unit(counts_csv), "notes": notes}
+
+
+def _named(table, column: str) -> set[str]:
+    """The scans a table names in ``column``, with a value or without (``predict`` lists a
+    scan it could not count), by name without .nii/.nii.gz, and by subject (``sub-01``)."""
+    header, *rows = table_rows(Path(table))
+    at = header.index(column) if column in header else 0
+    stems = {scan_stem(row[at].strip()) for row in rows if len(row) > at and row[at].strip()}
+    return stems | {bids_subject(s) for s in stems} - {None}
 
 
 def _unit(counts_csv) -> str:

@@ -91,7 +91,16 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "c3.csv").write_text("scan,count\nsub-000,1\nsub-001,5\nsub-002,nan\n")
     (tmp_path / "l3.csv").write_text("scan,label\nsub-000,2\nsub-001,6\nsub-002,3\n")
     assert main(["evaluate", str(tmp_path / "c3.csv"), str(tmp_path / "l3.csv")]) == 0
-    assert "c3.csv: row 4: 'sub-002' has no count (nan) and is left out" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "c3.csv: row 4: 'sub-002' has no count (nan) and is left out" in out
+    assert "not predicted" not in out  # a scan predict could not count is listed, without a count
+    (tmp_path / "l4.csv").write_text("scan,label\nsub-000,2\nsub-001,NaN\nsub-002,3\nsub-003,4\n")
+    (tmp_path / "c4.csv").write_text("scan,count\nsub-000,1\nsub-001,5\nsub-002,3\nsub-009,1\n")
+    assert main(["evaluate", str(tmp_path / "c4.csv"), str(tmp_path / "l4.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "1 predicted scan whose label is blank or not a number in" in out and ": sub-001" in out
+    assert "1 predicted scan without a label, left out: sub-009" in out
+    assert "1 labelled scan not predicted: sub-003" in out
     # one scan in two rows of a table would be dropped or counted twice: refused
     (tmp_path / "l.csv").write_text("scan,label\nsub-000,90\nother/sub-000.nii.gz,50\nsub-001.nii.gz,4\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 2
