@@ -498,12 +498,13 @@ def train(
             if not fit["kept"]:
                 net.load_state_dict(saved)
             meta["training"]["recalibration"] = fit
+            digits = _change_digits(before["icc21"], after["icc21"])
             yield {
                 "event": "status",
                 "message": f"count recalibration (fitted on {len(train_set)} training scans"
                 f"{_level_change(counts_before, counts_after)}) "
                 f"{'kept' if fit['kept'] else 'not kept'}: validation ICC(2,1) "
-                f"{_icc_text(before['icc21'])} → {_icc_text(after['icc21'])} "
+                f"{_icc_text(before['icc21'], digits)} → {_icc_text(after['icc21'], digits)} "
                 f"on {plural(len(val_set), 'scan')}"
                 + (
                     "; the saved model is the starting one"
@@ -595,9 +596,14 @@ def _level_change(before, after) -> str:
     return f"; counts ×{mean_after / mean_before:.2f}" if mean_before > 0 else ""
 
 
-def _icc_text(icc: float) -> str:
+def _icc_text(icc: float, digits: int = 2) -> str:
     """An ICC for a message: "–" where it is undefined (constant counts or labels)."""
-    return figure(icc) if math.isfinite(icc) else "– (undefined: constant counts or labels)"
+    return figure(icc, digits) if math.isfinite(icc) else "– (undefined: constant counts or labels)"
+
+
+def _change_digits(a: float, b: float) -> int:
+    """Decimals that show two ICCs apart (0.7956 → 0.8048 read "0.80 → 0.80" with two)."""
+    return 2 if not (math.isfinite(a) and math.isfinite(b)) or round(a, 2) != round(b, 2) or a == b else 4
 
 
 def _labels_seen(train_set: Cohort, val_set: Cohort) -> dict[str, list]:

@@ -22,6 +22,7 @@ from napari_hydranet.train import (
     FINETUNE_PATIENCE,
     WARMUP_STEPS,
     TrainConfig,
+    _change_digits,
     check_resume_settings,
     lesion_map_loss,
     lr_factor,
@@ -628,3 +629,10 @@ def test_resume_refuses_labels_edited_since_the_training_started(cohort, tmp_pat
         list(train(cfg, resume=True))
     labels.write_text("\n".join(rows) + "\n")  # as it was: the training goes on
     assert any(e["event"] == "epoch" for e in train(cfg, resume=True))
+
+
+def test_a_recalibration_message_shows_icc_changes_that_two_decimals_hide():
+    """A methodologist read "0.80 → 0.80" for a refit that took the ICC from 0.7956 to 0.8048."""
+    assert _change_digits(0.7956, 0.8048) == 4
+    assert _change_digits(0.70, 0.80) == 2 and _change_digits(0.8, 0.8) == 2
+    assert _change_digits(float("nan"), 0.8) == 2
