@@ -53,7 +53,9 @@ with MODEL6 PREk PREk/resume, which chose model 6 each time. Stage 10 (model 7, 
 the stage 6 command on SIM/pretrain_wide with --init MODEL6 --time-limit 60
 --lr-schedule cosine --epochs 20 --lesion-weight 1 (lesion voxels weighted like background
 voxels; stages 1-9 used 20): 20 epochs in 45 min, best epoch 10; then this script with MODEL6
-PRE10 PRE10/resume, which chose the last epoch (docs/benchmarks.md, "Model 7"). NOTE is the card's
+PRE10 PRE10/resume, which chose the last epoch (docs/benchmarks.md, "Model 7"). Stage 11 (not
+shipped) continued model 7 with --augment-smooth 0.5 on 900 regenerated scans for 6 epochs;
+this script kept model 7 (docs/benchmarks.md, "A pretraining stage with smoothed views"). NOTE is the card's
 account of these stages; the card's selection names were then written out by hand ("model 4",
 "stage 5, best (epoch 21)", ...).) This script refits the count
 scale and threshold on the pretraining scans (``recalibrate_density``); given several models,
