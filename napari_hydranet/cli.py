@@ -18,8 +18,9 @@ from . import __version__, options
 from .errors import HydranetError
 from .text import figure, first_of, json_safe, note_kind, plural
 
-# Exit statuses beside 0: 1 no model saved (train), 2 a user error (nothing or not all done),
-# 3 predict wrote its tables but some scans could not be predicted, 130 stopped (Ctrl-C).
+# Exit statuses beside 0: 1 no model saved (train), 2 an error (a user's, found before any
+# work; or the disk, mid-run), 3 predict wrote its tables but could not count every scan,
+# 130 stopped (Ctrl-C).
 EXIT_SOME_FAILED = 3
 
 
@@ -254,7 +255,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
         if ev["event"] == "stopped":
             held = ev["done"] - len(failed)
             _repeated_notes(noted)
-            print(f"stopped after {ev['done']} of {ev['total']} scans; the tables hold the {held} predicted")
+            print(
+                f"stopped after {ev['done']} of {ev['total']} scans; the tables hold the {held} predicted"
+                + (f" and the {len(failed)} not counted, without a count" if failed else "")
+            )
             return 130
         if ev["event"] == "failed":
             failed.append(ev["message"])

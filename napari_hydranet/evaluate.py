@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         if scan in found:
             pred.append(value)
             ref.append(found[scan])
-    listed = _named(labels_csv, scan_column)  # with a label or with a blank (NaN, n/a) one
-    named = [s for s in counts if s not in found and {scan_stem(s), bids_subject(scan_stem(s))} & listed]
+    listed = _named(labels_csv, scan_column, subjects=False)  # with a label or a blank (NaN, n/a) one
+    named = [s for s in counts if s not in found and _nfc(scan_stem(s)) in listed]  # its own row
     unlabelled = [s for s in counts if s not in found and s not in named]
     blank = named
     if unlabelled:
@@ -75,13 +76,18 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     return {**agreement_report(pred, ref), "unit": _unit(counts_csv), "notes": notes}
 
 
-def _named(table, column: str) -> set[str]:
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _named(table, column: str, subjects: bool = True) -> set[str]:
     """The scans a table names in ``column``, with a value or without (``predict`` lists a
-    scan it could not count), by name without .nii/.nii.gz, and by subject (``sub-01``)."""
+    scan it could not count), by name without .nii/.nii.gz (NFC), and with ``subjects`` by
+    subject too (``sub-01``)."""
     header, *rows = table_rows(Path(table))
     at = header.index(column) if column in header else 0
-    stems = {scan_stem(row[at].strip()) for row in rows if len(row) > at and row[at].strip()}
-    return stems | {bids_subject(s) for s in stems} - {None}
+    stems = {_nfc(scan_stem(row[at].strip())) for row in rows if len(row) > at and row[at].strip()}
+    return stems | {bids_subject(s) for s in stems} - {None} if subjects else stems
 
 
 def _unit(counts_csv) -> str:

@@ -291,7 +291,7 @@ def predict_files(
             "detections need a GP-UNet (leave out --heatmaps and --detections)"
         )
     check_roi_masks(model, masks_dir, whole_volume)
-    record_at = check_record_output(out_csv)
+    record_at = check_record_output(out_csv, detections_csv, heatmaps_dir)
     settings = {"masks": str(masks_dir) if masks_dir else None, "whole_volume": whole_volume}
     settings.update(
         device=str(device), flips=kwargs.get("flips", 8), intensity_weight=kwargs.get("intensity_weight", 0.0)
@@ -305,49 +305,60 @@ def predict_files(
         write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
     inputs = {p.resolve() for p in paths}
     counted = failed = 0
-    for done, path in enumerate(paths, start=1):
-        if should_stop():
-            write_record(record_at, finish_record(record, counted, failed, stopped=True))
-            yield {"event": "stopped", "done": done - 1, "total": len(paths)}
-            return
-        try:
-            pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
-        except (HydranetError, MemoryError, RuntimeError) as exc:  # this scan is skipped, the others go on
-            if isinstance(exc, HydranetError):
-                message = str(exc)
-            elif isinstance(exc, MemoryError) or "memory" in str(exc):  # torch's CPU and CUDA ones too
-                message = f"{path}: not enough memory for it"
-            else:
-                raise
-            # a row without a count, so that the table still lists every scan of the cohort
-            count_rows.append([path.name, "", "", "", "", unit, str(path), f"{NOT_COUNTED}{message}"])
+    ended = False  # the record is finished whatever ends the run (a stop, a full disk, a crash)
+    try:
+        for done, path in enumerate(paths, start=1):
+            if should_stop():
+                write_record(record_at, finish_record(record, counted, failed, stopped=True))
+                ended = True
+                yield {"event": "stopped", "done": done - 1, "total": len(paths)}
+                return
+            try:
+                pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
+            except (
+                HydranetError,
+                MemoryError,
+                RuntimeError,
+            ) as exc:  # this scan is skipped, the others go on
+                if isinstance(exc, HydranetError):
+                    message = str(exc)
+                elif isinstance(exc, MemoryError) or "memory" in str(exc):  # torch's CPU and CUDA ones too
+                    message = f"{path}: not enough memory for it"
+                else:
+                    raise
+                # a row without a count, so that the table still lists every scan of the cohort
+                count_rows.append([path.name, "", "", "", "", unit, str(path), f"{NOT_COUNTED}{message}"])
+                write_csv(out_csv, COUNT_COLUMNS, count_rows)
+                failed += 1
+                yield {
+                    "event": "failed",
+                    "done": done,
+                    "total": len(paths),
+                    "scan": path.name,
+                    "message": message,
+                }
+                continue
+            count_rows.append(pred.count_row(unit))
             write_csv(out_csv, COUNT_COLUMNS, count_rows)
-            failed += 1
+            counted += 1
+            if detections_csv is not None:
+                det_rows.extend(pred.detection_rows(affine))
+                write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
+            if heatmaps_dir is not None and pred.heatmap is not None:
+                target = Path(heatmaps_dir) / f"{scan_stem(path)}{HEATMAP_SUFFIX}.nii.gz"
+                write_volume(target, pred.source_heatmap(), affine, protect=inputs, like=path)
             yield {
-                "event": "failed",
+                "event": "scan",
                 "done": done,
                 "total": len(paths),
-                "scan": path.name,
-                "message": message,
+                "scan": pred.scan,
+                "count": pred.count,
+                "count_sd": pred.count_sd,
+                "detections": pred.n_detections,
+                "notes": pred.notes,
             }
-            continue
-        count_rows.append(pred.count_row(unit))
-        write_csv(out_csv, COUNT_COLUMNS, count_rows)
-        counted += 1
-        if detections_csv is not None:
-            det_rows.extend(pred.detection_rows(affine))
-            write_csv(detections_csv, DETECTION_COLUMNS, det_rows)
-        if heatmaps_dir is not None and pred.heatmap is not None:
-            target = Path(heatmaps_dir) / f"{scan_stem(path)}{HEATMAP_SUFFIX}.nii.gz"
-            write_volume(target, pred.source_heatmap(), affine, protect=inputs, like=path)
-        yield {
-            "event": "scan",
-            "done": done,
-            "total": len(paths),
-            "scan": pred.scan,
-            "count": pred.count,
-            "count_sd": pred.count_sd,
-            "detections": pred.n_detections,
-            "notes": pred.notes,
-        }
-    write_record(record_at, finish_record(record, counted, failed))
+        write_record(record_at, finish_record(record, counted, failed))
+        ended = True
+    finally:
+        if not ended:
+            write_record(record_at, finish_record(record, counted, failed, stopped=True))

@@ -746,7 +746,8 @@ def _fmt(v):
         if not math.isfinite(v):
             return ""
         v = float(v) + 0.0  # -0.0 → 0.0
-        return f"{v:.0f}" if abs(v) >= 1e6 else f"{v:.6g}"
+        text = f"{v:.6g}"
+        return f"{v:.0f}" if "e+" in text else text  # 999999.5 rounds to 1e+06 too
     return v
 
 

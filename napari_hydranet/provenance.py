@@ -41,15 +41,24 @@ COLUMNS = {
 
 
 def record_path(out_csv: str | Path) -> Path:
-    """Where the record of the table ``out_csv`` goes: its name with ``.json``."""
-    return Path(out_csv).with_suffix(".json")
+    """Where the record of the table ``out_csv`` goes: ``counts.csv`` → ``counts.json``; a
+    name without .csv keeps its suffix (``run.v1`` → ``run.v1.json``)."""
+    out = Path(out_csv)
+    return out.with_suffix(".json") if out.suffix.lower() == ".csv" else out.with_name(out.name + ".json")
 
 
-def check_record_output(out_csv: str | Path) -> Path:
-    """Refuse to overwrite a file beside the table that an earlier run did not write."""
+def check_record_output(out_csv: str | Path, *others: str | Path | None) -> Path:
+    """Refuse to overwrite a file beside the table that an earlier run did not write, or one
+    of the run's other outputs (``others``: the detections table, the heatmaps folder)."""
     path = record_path(out_csv)
-    if path == Path(out_csv):
+    if Path(out_csv).suffix.lower() == ".json":
         raise HydranetError(f"{out_csv}: the counts table is a comma-separated table; name it .csv")
+    taken = [o for o in others if o is not None and Path(o).resolve() == path.resolve()]
+    if taken:
+        raise HydranetError(
+            f"{taken[0]}: is where the run's record goes ({path.name}, beside the counts table); "
+            "name it otherwise"
+        )
     if path.is_dir() or (path.exists() and _written_by(path) != WRITTEN_BY):
         raise HydranetError(
             f"{path}: exists and is not the record of a hydranet predict run, which is written beside "
@@ -116,8 +125,8 @@ def start_record(model: Model, n_scans: int, settings: dict, command: str | None
 def finish_record(record: dict, counted: int, not_counted: int, stopped: bool = False) -> dict:
     record["scans"].update(counted=counted, not_counted=not_counted)
     record["finished"] = _now()
-    if stopped:
-        record["stopped"] = True  # the tables hold the scans done before the stop
+    if stopped:  # a stop, or an error that ended the run: the tables hold the scans done before
+        record["stopped"] = True
     return record
 
 

@@ -647,3 +647,28 @@ def test_an_undefined_validation_icc_prints_as_a_dash(cohort, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "val ICC(2,1)      –  MAE" in out and "nan" not in out.lower()
+
+
+def test_the_run_record_is_finished_on_a_stop_and_never_takes_another_output(cohort, tmp_path, capsys):
+    """A stopped run's record says so, with the scans done; the record's file may not be the
+    detections table (`--detections counts.json` lost the detections to it)."""
+    from napari_hydranet.infer import predict_files
+    from napari_hydranet.models import load_model
+
+    scans = [cohort / "scans" / f"sub-00{i}.nii.gz" for i in range(3)]
+    out = tmp_path / "c.csv"
+    assert _predict(scans[0], "--out", out, "--detections", tmp_path / "c.json") == 2
+    assert "c.json: is where the run's record goes" in capsys.readouterr().err and not out.exists()
+    done = []
+    events = predict_files(
+        load_model("default"),
+        scans,
+        "cpu",
+        tmp_path / "run.v1",
+        masks_dir=cohort / "masks",
+        should_stop=lambda: len(done) == 1,
+        flips=1,
+    )
+    done.extend(e for e in events if e["event"] == "scan")
+    record = json.loads((tmp_path / "run.v1.json").read_text())  # run.v1 keeps its suffix
+    assert record["stopped"] and record["finished"] and record["scans"]["counted"] == 1

@@ -155,7 +155,14 @@ def test_write_volume_keeps_the_space_codes_of_the_scan_on_its_grid(tmp_path):
 
 
 def test_write_csv(tmp_path):
-    rows = [["x", 1.23456789], ["y", float("nan")], ["mm3", 1234567.8], ["zero", -0.0], ["small", 2.5e-7]]
+    rows = [
+        ["x", 1.23456789],
+        ["y", float("nan")],
+        ["mm3", 1234567.8],
+        ["zero", -0.0],
+        ["small", 2.5e-7],
+        ["edge", 999999.5],
+    ]
     write_csv(tmp_path / "t.csv", ["a", "b"], rows)
     assert (tmp_path / "t.csv").read_text().splitlines() == [
         "a,b",
@@ -164,6 +171,7 @@ def test_write_csv(tmp_path):
         "mm3,1234568",  # a volume in mm³ keeps its digits (not 1.23457e+06)
         "zero,0",
         "small,2.5e-07",
+        "edge,1000000",
     ]
 
 
