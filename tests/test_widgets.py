@@ -1053,8 +1053,11 @@ def test_cohort_predicts_exports_and_sends_corrections(
         and "every voxel inside the ROI mask (8000 voxels) is 0" in errors[0]
     )
     assert errors[0].endswith("(skipped; any others are listed at the end)")
-    labels = {r[0]: (r[4], r[5]) for r in widget.rows()}
+    labels = {r[0]: (r[4], r[5]) for r in widget.rows() if r[1] != ""}
     assert labels == {"a.nii.gz": (7.0, 0), "b.nii.gz": (5.0, 0), "c.nii.gz": (4.0, 1)}
+    # the export lists the skipped scans too, without a count, as `hydranet predict` does
+    skipped = [(r[0], r[7].split(": ")[0]) for r in widget.rows() if r[1] == ""]
+    assert skipped == [("blank.nii.gz", "not counted"), ("blank2.nii.gz", "not counted")]
     assert "1 of the 3 labelled scans is not in the scans folder" in widget.stats.text()
     width = widget.minimumSizeHint().width()
     deep = tmp_path / ("a folder named at length by a study's data manager " * 4).strip()
@@ -1068,7 +1071,11 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert len(errors) == 1 and "label 'many'" in widget.stats.text()
     # the note wraps: it does not widen the dock (unwrapped, over 1,000 px, over the image)
     assert widget.stats.minimumSizeHint().width() <= width
-    assert {r[0]: r[4] for r in widget.rows()} == {"a.nii.gz": "", "b.nii.gz": "", "c.nii.gz": 4.0}
+    assert {r[0]: r[4] for r in widget.rows() if r[1] != ""} == {
+        "a.nii.gz": "",
+        "b.nii.gz": "",
+        "c.nii.gz": 4.0,
+    }
 
 
 def _accent_pixels(widget) -> int:

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 from .._layers import brain_view, detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
-from ..infer import DETECTION_COLUMNS, predict_file
+from ..infer import DETECTION_COLUMNS, NOT_COUNTED, predict_file
 from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, scan_stem, write_csv
 from ..models import load_model
 from ..text import plural
@@ -312,8 +312,13 @@ class CohortWidget(Dock):
 
     # outputs ----------------------------------------------------------------------------
     def rows(self) -> list[list]:
-        """The table in the export format (``EXPORT_COLUMNS``)."""
-        return self.table.export_rows(self._unit)
+        """The table in the export format (``EXPORT_COLUMNS``), with a row without a count for
+        each scan the run skipped (as ``hydranet predict`` lists them), in scan order."""
+        skipped = [
+            [name, "", "", "", self.labels.get(name, ""), 0, self._unit, f"{NOT_COUNTED}{reason}"]
+            for name, reason in self.failed
+        ]
+        return sorted(self.table.export_rows(self._unit) + skipped, key=lambda row: row[0])
 
     def export(self, path=None) -> Path | None:
         if not self.results:
@@ -351,7 +356,7 @@ class CohortWidget(Dock):
     def send_to_train(self, path=None):
         """Write every labelled row (the labels CSV's, with the user's corrections over them)
         as a labels CSV and fill the Train dock with it."""
-        labelled = [(r[0], r[4]) for r in self.rows() if r[4] != ""]
+        labelled = [(r[0], r[4]) for r in self.table.export_rows(self._unit) if r[4] != ""]
         if not labelled:
             show_error(
                 "Cohort: no labels yet (load a labels CSV, or type the right count in a row's count cell)"
