@@ -315,11 +315,8 @@ def predict_files(
                 return
             try:
                 pred, affine = predict_file(model, path, device, masks_dir, **kwargs)
-            except (
-                HydranetError,
-                MemoryError,
-                RuntimeError,
-            ) as exc:  # this scan is skipped, the others go on
+            # this scan is skipped, the others go on
+            except (HydranetError, MemoryError, RuntimeError) as exc:
                 if isinstance(exc, HydranetError):
                     message = str(exc)
                 elif isinstance(exc, MemoryError) or "memory" in str(exc):  # torch's CPU and CUDA ones too

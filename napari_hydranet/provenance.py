@@ -78,9 +78,15 @@ def weights_digest(model: Model) -> str | None:
     """The SHA-256 of the model's weights file (older models do not record it in their config)."""
     if model.config.get(DIGEST):
         return model.config[DIGEST]
-    if model.path is None or not (model.path / WEIGHTS).is_file():
+    return file_sha256(model.path / WEIGHTS) if model.path is not None else None
+
+
+def file_sha256(path) -> str | None:
+    """A file's SHA-256, or None where it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
         return None
-    return hashlib.sha256((model.path / WEIGHTS).read_bytes()).hexdigest()
 
 
 def software_versions() -> dict:

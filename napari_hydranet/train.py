@@ -9,7 +9,6 @@ epochs all leave the best checkpoint in the output folder and, once an epoch has
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -31,7 +30,7 @@ from .metrics import SCALE_APART, agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
 from .options import DENSITY_TARGETS, EPOCHS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
 from .preprocess import MAX_CROP, MIN_CROP, MedianNotPositive, PreprocessConfig
-from .provenance import software_versions
+from .provenance import file_sha256, software_versions
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
 from .text import figure, plural
@@ -768,13 +767,6 @@ def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort,
     return train_set, val_set, notes
 
 
-def _sha256(path) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -> dict:
     labels = train_set.labels
     return {
@@ -789,7 +781,7 @@ def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -
             "label_mean": float(labels.mean()),
             "spacing_mm": train_set.spacing,
             "settings": {k: v for k, v in asdict(cfg).items() if k not in ("scans_dir", "labels", "out")},
-            "labels_sha256": {str(f): _sha256(f) for f in (cfg.labels, cfg.val_labels) if f},
+            "labels_sha256": {str(f): file_sha256(f) for f in (cfg.labels, cfg.val_labels) if f},
             "split": _labels_seen(train_set, val_set),  # every scan and label, by part
             "software": software_versions(),
         },
