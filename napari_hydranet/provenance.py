@@ -1,7 +1,7 @@
-"""The record of a ``predict`` run beside its counts table (``counts.csv`` → ``counts.json``,
-as BIDS describes a table in a JSON file of its name): the model and its weights' SHA-256, the
-settings, the software and what each column holds, so that a table can be traced to what
-made it."""
+"""The record of a counts table, written beside it (``counts.csv`` → ``counts.json``, as BIDS
+describes a table in a JSON file of its name) by ``predict`` and by the Cohort dock's export:
+the model and its weights' SHA-256, the settings, the software and what each column holds, so
+that a table can be traced to what made it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from .models import DIGEST, WEIGHTS, Model
 from .text import json_safe
 
 WRITTEN_BY = "napari-hydranet predict"
+COHORT_WRITTEN_BY = "napari-hydranet Cohort dock"
 
 # What each column of the counts table holds (``infer.COUNT_COLUMNS``); "" where the model has no heatmap.
 COLUMNS = {
@@ -37,6 +38,14 @@ COLUMNS = {
     "path": "the scan file as given",
     "notes": "what was noted of the scan, '; '-separated; 'not counted: ' and the reason for a scan "
     "that could not be predicted",
+}
+
+# The Cohort dock's exported table (``_widgets.cohort.EXPORT_COLUMNS``).
+COHORT_COLUMNS = {
+    **{c: COLUMNS[c] for c in ("scan", "count", "count_sd", "detections")},
+    "label": "the label of the scan: the labels table's, or the user's correction of it in the dock",
+    "corrected": "1 where the user typed the label in the dock, 0 where it is the labels table's",
+    **{c: COLUMNS[c] for c in ("unit", "notes")},
 }
 
 
@@ -59,10 +68,10 @@ def check_record_output(out_csv: str | Path, *others: str | Path | None) -> Path
             f"{taken[0]}: is where the run's record goes ({path.name}, beside the counts table); "
             "name it otherwise"
         )
-    if path.is_dir() or (path.exists() and _written_by(path) != WRITTEN_BY):
+    if path.is_dir() or (path.exists() and _written_by(path) not in (WRITTEN_BY, COHORT_WRITTEN_BY)):
         raise HydranetError(
             f"{path}: exists and is not the record of a hydranet predict run, which is written beside "
-            "its counts table; choose another --out, or move that file"
+            "its counts table; choose another name for the table, or move that file"
         )
     return path
 
@@ -100,18 +109,25 @@ def software_versions() -> dict:
     }
 
 
-def _now() -> str:
+def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def start_record(model: Model, n_scans: int, settings: dict, command: str | None = None) -> dict:
+def start_record(
+    model: Model,
+    n_scans: int,
+    settings: dict,
+    command: str | None = None,
+    written_by: str = WRITTEN_BY,
+    columns: dict = COLUMNS,
+) -> dict:
     """A run's record as it begins; ``finish_record`` completes it."""
     training = model.config.get("training") or {}
     return {
-        "written_by": WRITTEN_BY,
+        "written_by": written_by,
         "version": __version__,
         "command": command,
-        "started": _now(),
+        "started": now_utc(),
         "finished": None,
         "model": {
             "path": str(model.path) if model.path else None,
@@ -124,13 +140,13 @@ def start_record(model: Model, n_scans: int, settings: dict, command: str | None
         "settings": settings,
         "software": software_versions(),
         "scans": {"given": n_scans, "counted": 0, "not_counted": 0},
-        "columns": COLUMNS,
+        "columns": columns,
     }
 
 
 def finish_record(record: dict, counted: int, not_counted: int, stopped: bool = False) -> dict:
     record["scans"].update(counted=counted, not_counted=not_counted)
-    record["finished"] = _now()
+    record["finished"] = now_utc()
     if stopped:  # a stop, or an error that ended the run: the tables hold the scans done before
         record["stopped"] = True
     return record

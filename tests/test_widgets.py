@@ -1,6 +1,7 @@
 """The Predict, Train and Cohort docks with a real viewer (pytest-xvfb provides the display)."""
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -970,6 +971,18 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert list(rows[0]) == ["scan", "count", "count_sd", "detections", "label", "corrected", "unit", "notes"]
     assert {r["unit"] for r in rows} == {"lesions"}
     assert [r["notes"] for r in rows] == ["", "", ""] and "notes" not in widget.status.text()
+    record = json.loads((tmp_path / "table.json").read_text())  # as predict writes beside its table
+    assert record["written_by"] == "napari-hydranet Cohort dock" and list(record["columns"]) == list(rows[0])
+    weights = hashlib.sha256((Path(tiny_model) / WEIGHTS).read_bytes()).hexdigest()
+    assert record["model"]["weights_sha256"] == weights
+    assert record["scans"] == {"given": 3, "counted": 3, "not_counted": 0}
+    assert record["settings"]["masks"] == str(folder / "masks") and not record["settings"]["whole_volume"]
+    assert record["labels"] == str(folder / "labels.csv") and record["corrected"] == 0
+    assert record["finished"] <= record["exported"]
+    (tmp_path / "mine.json").write_text("{}")  # a file of the user's beside the table's name
+    assert widget.export(tmp_path / "mine.csv") is None and not (tmp_path / "mine.csv").exists()
+    assert "mine.json: exists and is not the record" in errors.pop()
+    assert (tmp_path / "mine.json").read_text() == "{}"
     model = load_model(tiny_model)
     with open(widget.export_detections(tmp_path / "detections.csv"), newline="") as fh:  # as predict writes
         detections = list(csv.DictReader(fh))

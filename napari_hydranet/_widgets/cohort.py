@@ -23,6 +23,15 @@ from ..errors import HydranetError
 from ..infer import DETECTION_COLUMNS, NOT_COUNTED, predict_file
 from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, scan_stem, write_csv
 from ..models import load_model
+from ..provenance import (
+    COHORT_COLUMNS,
+    COHORT_WRITTEN_BY,
+    check_record_output,
+    finish_record,
+    now_utc,
+    start_record,
+    write_record,
+)
 from ..text import plural
 from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
@@ -32,9 +41,10 @@ EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected
 
 
 def _cohort_job(model_dir, scans_dir, masks_dir):
-    """Worker generator: yields ("total", n, unit), then ("scan", path, pred, affine) or
-    ("error", name, reason) per scan, or ("fatal", message) when nothing can be predicted
-    (the model, the folder); stops cleanly when the worker is quit."""
+    """Worker generator: yields ("total", n, unit, record) (the record for the exported
+    table, ``provenance``), then ("scan", path, pred, affine) or ("error", name, reason) per
+    scan, or ("fatal", message) when nothing can be predicted (the model, the folder); stops
+    cleanly when the worker is quit."""
     try:
         device = select_device("auto")
         model = load_model(model_dir, device)
@@ -43,7 +53,10 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
     except Exception as exc:
         yield ("fatal", error_text(exc))
         return
-    yield ("total", len(paths), model.label.get("unit", ""))
+    settings = {"scans": str(scans_dir), "masks": str(masks_dir) if masks_dir else None}
+    settings.update(whole_volume=masks_dir is None, device=str(device), flips=8, intensity_weight=0.0)
+    record = start_record(model, len(paths), settings, written_by=COHORT_WRITTEN_BY, columns=COHORT_COLUMNS)
+    yield ("total", len(paths), model.label.get("unit", ""), record)
     for path in paths:
         try:
             pred, affine = predict_file(model, path, device, masks_dir=masks_dir)
@@ -89,6 +102,7 @@ class CohortWidget(Dock):
         self.labels_note = ""  # what loading the labels CSV found wrong or missing
         self.corrections: dict[Path, dict[str, float]] = {}  # scans folder → the user's counts
         self._unit = ""  # what the model's counts are in
+        self._record = None  # the run's record, written beside an exported table
         self._folder: Path | None = None  # the folder the table shows, and its masks
         self._masks: Path | None = None
         self._shown: list = []  # layers this dock opened for the selected row
@@ -189,7 +203,7 @@ class CohortWidget(Dock):
             self.status.setText(f"⚠ not run: {item[1]}")
         elif kind == "total":
             self.progress.setRange(0, item[1])
-            self._unit = item[2]
+            self._unit, self._record = item[2], item[3]
         elif kind == "error":
             name, reason = item[1], item[2]
             if not self.failed:  # one message a run: the status lists every skipped scan at the end
@@ -215,8 +229,10 @@ class CohortWidget(Dock):
             return  # the run never started; the reason is shown
         done, total = len(self.results), self.progress.maximum()
         text = f"{done} of {total} scans predicted"
-        if done + len(self.failed) < total:
+        cancelled = done + len(self.failed) < total
+        if cancelled:
             text += " (cancelled)"
+        finish_record(self._record, done, len(self.failed), stopped=cancelled)
         if self.failed:
             text += f"; {len(self.failed)} skipped: " + "; ".join(
                 f"{name} ({reason.split(': ', 1)[-1]})" for name, reason in self.failed[:3]
@@ -328,9 +344,22 @@ class CohortWidget(Dock):
             path, _ = QFileDialog.getSaveFileName(self, "Export counts", "cohort_counts.csv", "CSV (*.csv)")
             if not path:
                 return None
-        if not _write_table(path, EXPORT_COLUMNS, self.rows()):
+        try:
+            record_at = check_record_output(path)
+        except HydranetError as exc:
+            show_error(f"Cohort: {exc}")
             return None
-        show_info(f"Cohort: table written to {path}")
+        rows = self.rows()
+        if not _write_table(path, EXPORT_COLUMNS, rows):
+            return None
+        record = dict(self._record, labels=str(self.labels_csv.path() or "") or None)
+        record.update(corrected=sum(row[5] for row in rows), exported=now_utc())
+        try:
+            write_record(record_at, record)
+        except OSError as exc:
+            show_error(f"Cohort: table written, but not its record {record_at} ({exc.strerror or exc})")
+            return Path(path)
+        show_info(f"Cohort: table written to {path}, its record to {record_at.name}")
         return Path(path)
 
     def export_detections(self, path=None) -> Path | None:
