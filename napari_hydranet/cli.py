@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__, options
 from .errors import HydranetError
-from .text import figure, first_of, json_safe, note_kind, plural
+from .text import figure, first_of, json_safe, note_kind, plural, signed
 
 # Exit statuses beside 0: 1 no model saved (train), 2 an error (a user's, found before any
 # work; or the disk, mid-run), 3 predict wrote its tables but could not count every scan,
@@ -322,7 +322,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"Spearman {figure(result['spearman'], 4)}")
         print(
             f"bias     {result['bias']:+.4f}{unit}   (counts − labels; 95 % limits of agreement "
-            f"{result['loa_low']:+.4f} to {result['loa_high']:+.4f})"
+            f"{signed(result['loa_low'], 4)} to {signed(result['loa_high'], 4)})"
         )
     return 0
 

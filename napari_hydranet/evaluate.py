@@ -23,7 +23,10 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     if not Path(counts_csv).is_file():
         raise HydranetError(f"{counts_csv}: no such counts table")
     hint = "the counts table comes first, as `hydranet predict --out` writes it: scan, count"
-    read = read_labels(counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint)
+    none_left = "no scan has a count (the run could not count any; its notes column says why)"
+    read = read_labels(
+        counts_csv, None, "scan", "count", allow_negative=True, columns_hint=hint, none_left=none_left
+    )
     counts = read.values
     labels_read = read_labels(labels_csv, None, scan_column, label_column)
     labels = labels_read.values

@@ -913,11 +913,13 @@ def read_labels(
     label_column: str = "label",
     allow_negative: bool = False,
     columns_hint: str = "use --scan-column/--label-column to name yours",
+    none_left: str = "no labelled scans",
 ) -> Labels:
     """Read a labels CSV, checking each row; errors name the file and row number.
 
     Rows with an empty label are left out with a note. With ``scans_dir`` given, every
-    listed scan must exist there. ``columns_hint`` ends the error for a missing column.
+    listed scan must exist there. ``columns_hint`` ends the error for a missing column,
+    ``none_left`` the error for a table with no value at all.
     """
     path = Path(path)
     if not path.is_file():
@@ -1024,7 +1026,7 @@ def read_labels(
     if errors:
         raise HydranetError(f"{path}: {first_of(errors)}", errors)
     if not values:
-        raise HydranetError(f"{path}: no labelled scans")
+        raise HydranetError(f"{path}: {none_left}")
     if suffixed:
         notes.append(
             f"{plural(suffixed, 'scan')} named without .nii/.nii.gz (or with the other), matched to "

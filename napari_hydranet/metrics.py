@@ -16,10 +16,11 @@ FEW_FOR_ICC = 10  # scans below which an ICC's 95 % interval spans most of its r
 
 def bland_altman(pred, label) -> tuple[float, float]:
     """Bias (mean of predicted − label) and the half-width of the 95 % limits of agreement
-    (1.96 SD of the differences; 0 for fewer than two pairs)."""
+    (1.96 SD of the differences); NaN where undefined (the bias without pairs, the limits
+    with fewer than two)."""
     diff = np.asarray(pred, float) - np.asarray(label, float)
-    bias = float(diff.mean()) if len(diff) else 0.0
-    return bias, 1.96 * float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    bias = float(diff.mean()) if len(diff) else float("nan")
+    return bias, 1.96 * float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
 
 
 def _mean_squares(ratings: np.ndarray):
@@ -78,12 +79,15 @@ def agreement(predicted: Sequence[float], reference: Sequence[float]) -> dict[st
 
 def icc21_interval(ratings: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The F-based confidence interval of ICC(2,1) (McGraw & Wong 1996, ICC(A,1); as SPSS
-    and pingouin give it); NaN where the ICC is undefined or 1."""
+    and pingouin give it): 1 to 1 for identical ratings, NaN where the ICC is undefined or
+    the error term is 0 with a bias between raters."""
     from scipy.stats import f as f_dist
 
     n, k, msr, msc, mse, _ = _mean_squares(ratings)
     r = icc(ratings, "2,1")
-    if not np.isfinite(r) or r >= 1 or mse <= 0:
+    if not np.ptp(np.asarray(ratings, float), axis=1).any():  # every rater gave every target the same
+        return 1.0, 1.0
+    if not np.isfinite(r) or mse <= 0:
         return float("nan"), float("nan")
     a = k * r / (n * (1 - r))
     b = 1 + k * r * (n - 1) / (n * (1 - r))

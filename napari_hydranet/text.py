@@ -14,6 +14,11 @@ def figure(value, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def signed(value, digits: int = 2) -> str:
+    """``figure`` with its sign always shown (a bias, a limit of agreement)."""
+    return "–" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
 def note_kind(note: str) -> str:
     """What a per-scan note ("<scan>: <text>") says, without its scan and with its numbers as
     "#": notes of one kind on several scans (each scan's voxel size) compare equal."""

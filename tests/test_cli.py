@@ -94,6 +94,10 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "c3.csv: row 4: 'sub-002' has no count (nan) and is left out" in out
     assert "not predicted" not in out  # a scan predict could not count is listed, without a count
+    failed = "scan,count,notes\nsub-000,,not counted: bad\nsub-001,,not counted: bad\n"
+    (tmp_path / "c0.csv").write_text(failed)
+    assert main(["evaluate", str(tmp_path / "c0.csv"), str(tmp_path / "l3.csv")]) == 2
+    assert "c0.csv: no scan has a count (the run could not count any" in capsys.readouterr().err
     (tmp_path / "l4.csv").write_text("scan,label\nsub-000,2\nsub-001,NaN\nsub-002,3\nsub-003,4\n")
     (tmp_path / "c4.csv").write_text("scan,count\nsub-000,1\nsub-001,5\nsub-002,3\nsub-009,1\n")
     assert main(["evaluate", str(tmp_path / "c4.csv"), str(tmp_path / "l4.csv")]) == 0

@@ -4,6 +4,7 @@ import pytest
 from napari_hydranet.metrics import (
     agreement,
     agreement_report,
+    bland_altman,
     detection_scores,
     froc,
     icc,
@@ -47,6 +48,15 @@ def test_agreement_report_adds_spearman_and_bland_altman():
     assert out["bias"] == pytest.approx(diff.mean())
     assert out["loa_high"] - out["bias"] == pytest.approx(1.96 * diff.std(ddof=1))
     assert np.isnan(agreement_report(np.ones(5), ref[:5])["spearman"])  # a constant has no ranks
+
+
+def test_undefined_intervals_and_limits_are_nan_and_identical_ratings_give_one():
+    counts = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    assert icc21_interval(np.stack([counts, counts], 1)) == (1.0, 1.0)
+    assert np.isnan(icc21_interval(np.stack([counts, counts + 1], 1))).all()  # no error term, a bias
+    bias, half = bland_altman([3.0], [2.0])
+    assert bias == 1.0 and np.isnan(half)  # one pair has no spread: no limits, not limits of 0
+    assert np.isnan(bland_altman([], [])).all()
 
 
 def test_agreement_absolute_vs_consistency():

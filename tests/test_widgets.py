@@ -961,8 +961,8 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert re.search(in_unit, widget.stats.text())
     from napari_hydranet._widgets._agreement import agreement_text
 
-    one = agreement_text(np.array([3.0]), np.array([2.0]))
-    assert one.endswith("\n1 labelled scan: too few to judge agreement")
+    one = agreement_text(np.array([3.0]), np.array([2.0]), "lesions")
+    assert one.endswith("bias = +1.00 lesions\n1 labelled scan: too few to judge agreement")  # no limits
     assert _accent_pixels(widget.plots) > 0  # the two labelled scans are drawn
 
     exported = widget.export(tmp_path / "table.csv")

@@ -7,7 +7,7 @@ from qtpy.QtCore import QRectF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..metrics import FEW_FOR_ICC, agreement, bland_altman
-from ..text import figure, plural
+from ..text import figure, plural, signed
 from ._plots import Frame, padded, start
 
 EMPTY = "Load a labels CSV or correct counts to see the agreement."
@@ -26,7 +26,7 @@ def agreement_text(pred: np.ndarray, label: np.ndarray, unit: str = "") -> str:
     )
     return (
         f"n = {stats['n']}   ICC(2,1) = {figure(stats['icc21'])}   MAE = {stats['mae']:.2f}{unit}   "
-        f"bias = {bias:+.2f} (limits ±{limit:.2f}){unit}{few}"
+        f"bias = {signed(bias)}{f' (limits ±{limit:.2f})' if np.isfinite(limit) else ''}{unit}{few}"
     )
 
 
@@ -67,6 +67,7 @@ class AgreementPlots(QWidget):
         scatter.line(p, ends[0], ends[0], ends[1], ends[1], dashed=True)  # predicted = label
         scatter.dots(p, zip(label, pred))
         for y, dashed in ((bias, False), (bias - limit, True), (bias + limit, True)):
-            bland.line(p, bland.xr[0], y, bland.xr[1], y, dashed=dashed)
+            if np.isfinite(y):  # no limits with one scan
+                bland.line(p, bland.xr[0], y, bland.xr[1], y, dashed=dashed)
         bland.dots(p, zip(mean, diff))
         p.end()
