@@ -409,6 +409,8 @@ def train(
         defaults["label_unit"].default,
     ):  # a fine-tune counts what its base counted unless told otherwise
         meta["label"] = dict(base.label)
+        settings = meta["training"]["settings"]  # as one would repeat it
+        settings.update(label_name=base.label.get("name"), label_unit=base.label.get("unit"))
     yield {
         "event": "start",
         "device": str(device),

@@ -251,9 +251,12 @@ def test_time_limit_stops_cleanly(cohort, tmp_path):
 
 
 def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
-    list(train(_cfg(cohort, tmp_path / "a", arch="gpunet", arch_args={"features": [4, 8]}, epochs=1)))
+    first = _cfg(cohort, tmp_path / "a", arch="gpunet", arch_args={"features": [4, 8]}, epochs=1)
+    list(train(replace(first, label_name="EPVS count", label_unit="EPVS")))
     events = list(train(_cfg(cohort, tmp_path / "b", init=str(tmp_path / "a"), epochs=1)))
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["label"] == {"name": "EPVS count", "unit": "EPVS"}  # what its base counts, and its
+    assert cfg["training"]["settings"]["label_name"] == "EPVS count"  # settings say so, as repeated
     assert cfg["architecture"]["name"] == "gpunet" and cfg["architecture"]["args"] == {"features": [4, 8]}
     assert events[-1]["event"] == "done" and np.isfinite(events[-1]["best"]["val_mae"])
     assert (
