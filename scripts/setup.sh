@@ -19,12 +19,16 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=".venv/.hydranet-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+# One stamp per set of extras (HYDRANET_EXTRAS=bench adds the benchmarks' packages to a venv
+# already set up without them); a changed pyproject.toml or set-up script installs again.
+key="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)"
+base=".venv/.hydranet-$key"
+stamp="$base${HYDRANET_EXTRAS:+-${HYDRANET_EXTRAS//,/-}}"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing Python packages into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q "torch==2.13.0"
     .venv/bin/python -m pip install -q -e ".[gui,test${HYDRANET_EXTRAS:+,$HYDRANET_EXTRAS}]"
-    rm -f .venv/.hydranet-*
-    touch "$stamp"
+    find .venv -maxdepth 1 -name '.hydranet-*' ! -name ".hydranet-$key*" -delete
+    touch "$base" "$stamp"
 fi
