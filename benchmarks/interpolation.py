@@ -7,7 +7,9 @@ filtering does) and resampled to 1 mm with linear interpolation.
 
 The cohort is what ``simulate.py`` writes; its last ``--n`` scans are used. Masks are moved
 with their scans (nearest neighbour). Counts are scored against the expert count (ICC(2,1),
-MAE) and as a ratio of the mean count to that on the scans as stored; "rescaled" scores the
+MAE) and as a ratio of the mean count to that on the scans as stored; "texture" is the range
+of ``noise_texture`` over the scans and "noted" the share whose notes say their noise is
+smoother than the model's training scans (``infer.texture_notes``); "rescaled" scores the
 scans after the first ``REFIT`` once their counts are multiplied by the scale that fits those
 ``REFIT`` to the rater's labels (what a fine-tune's recalibration does first, on a cohort
 interpolated throughout). One pass per scan (no test-time flips).
@@ -30,6 +32,7 @@ from napari_hydranet.infer import predict_scan
 from napari_hydranet.io import Scan, atomic_write_bytes, read_scan
 from napari_hydranet.metrics import agreement
 from napari_hydranet.models import load_model
+from napari_hydranet.preprocess import prepare
 
 REFIT = 25
 
@@ -87,18 +90,26 @@ def main() -> None:
     names = sorted(expert)[-a.n :]
     model, device = load_model(a.model), select_device("auto")
     counts = {v: [] for v in VARIANTS}
+    textures = {v: [] for v in VARIANTS}
+    noted = {v: 0 for v in VARIANTS}
     t0 = time.monotonic()
     for name in names:
         scan, mask = read_scan(a.cohort / "scans" / name), read_scan(a.cohort / "masks" / name)
         for variant, (move_scan, move_mask) in VARIANTS.items():
-            pred = predict_scan(model, move_scan(scan), device, move_mask(mask), flips=1)
+            moved, moved_mask = move_scan(scan), move_mask(mask)
+            pred = predict_scan(model, moved, device, moved_mask, flips=1)
             counts[variant].append(pred.count)
+            textures[variant].append(prepare(moved, model.preprocess, moved_mask).texture)
+            noted[variant] += any("noise smoother than" in note for note in pred.notes)
     truth = np.array([expert[n] for n in names])
     labels = np.array([rater[n] for n in names])
     stored = np.mean(counts["as stored"])
     result = {"cohort": str(a.cohort), "model": a.model, "n": len(names), "variants": {}}
     print(f"{len(names)} scans of {a.cohort} ({time.monotonic() - t0:.0f} s); expert mean {truth.mean():.2f}")
-    print(f"{'variant':28s} {'mean count':>10s} {'ratio':>6s} {'ICC(2,1)':>8s} {'MAE':>6s} {'rescaled':>8s}")
+    print(
+        f"{'variant':28s} {'mean count':>10s} {'ratio':>6s} {'ICC(2,1)':>8s} {'MAE':>6s} {'rescaled':>8s} "
+        f"{'texture':>11s} {'noted':>6s}"
+    )
     for variant, values in counts.items():
         values = np.array(values)
         scores = agreement(values, truth)
@@ -112,10 +123,13 @@ def main() -> None:
             **scores,
             "rescaled_icc21": rescaled,
             "scale": scale,
+            "texture": [float(min(textures[variant])), float(max(textures[variant]))],
+            "noted": noted[variant] / len(names),
         }
         print(
             f"{variant:28s} {values.mean():10.2f} {ratio:6.2f} {scores['icc21']:8.3f} {scores['mae']:6.2f} "
-            f"{rescaled:8.3f}"
+            f"{rescaled:8.3f} {min(textures[variant]):.2f}–{max(textures[variant]):.2f} "
+            f"{noted[variant] / len(names):6.0%}"
         )
     if a.out:
         atomic_write_bytes(a.out, json.dumps(result, indent=1).encode())

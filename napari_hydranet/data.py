@@ -12,6 +12,7 @@ from .io import Scan, check_masks_folder, find_mask, read_labels, read_scan
 from .options import DENSITY_TARGETS
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
 from .text import first_of, note_kind, plural
+from .texture import texture_range
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Cohort:
     densities: np.ndarray | None = None  # (N, I, J, K) lesion targets (lesion_target), pretraining only
     spacing_range: tuple[float, float] | None = None  # smallest and largest voxel edge, mm
     listed: frozenset[str] = frozenset()  # the labels table's scan files (Labels.listed)
+    texture: dict | None = None  # {"region": ..., "range": [low, high]} of noise_texture, or None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -40,6 +42,7 @@ class Cohort:
             dens,
             self.spacing_range,
             self.listed,
+            self.texture,
         )
 
 
@@ -121,7 +124,7 @@ def load_cohort(
     """
     labels = read_labels(labels_csv, scans_dir, scan_column, label_column)
     check_masks_folder(masks_dir, [Path(scans_dir) / name for name in labels.values])
-    names, images, values, spacings, densities = [], [], [], [], []
+    names, images, values, spacings, densities, textures = [], [], [], [], [], []
     notes, skipped, prepared_notes = list(labels.notes), [], []
     for name, value in labels.values.items():
         path = Path(scans_dir) / name
@@ -146,6 +149,7 @@ def load_cohort(
         images.append(prepared.array)
         values.append(value)
         spacings.append(prepared.spacing)
+        textures.append(prepared.texture)
     if not names:
         none = f"none of its {plural(len(skipped), 'scan')} can be used"
         raise HydranetError(f"{labels_csv}: {none}: {first_of(skipped)}")
@@ -159,7 +163,14 @@ def load_cohort(
         np.stack(densities).astype(np.float32) if densities else None,
         (float(np.min(spacings)), float(np.max(spacings))) if spacings else None,
         labels.listed,
+        _texture(textures, "ROI" if masks_dir else "foreground"),
     )
+
+
+def _texture(textures: list, region: str) -> dict | None:
+    """What a model records of its scans' noise (``texture.noise_texture``)."""
+    span = texture_range(textures)
+    return {"region": region, "range": span} if span else None
 
 
 def check_split(n: int, fraction: float) -> int:

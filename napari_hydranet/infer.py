@@ -27,6 +27,7 @@ from .io import (
 from .models import Model
 from .preprocess import Prepared, prepare
 from .provenance import check_record_output, finish_record, start_record, write_record
+from .texture import MARGIN as TEXTURE_MARGIN
 
 COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path", "notes"]
 OLD_COUNT_COLUMNS = COUNT_COLUMNS[:-1]  # before 0.4: an earlier run's table is overwritten too
@@ -186,7 +187,7 @@ def predict_scan(
     """Prepare and predict one scan (the CLI's files and the Predict dock's layers alike)."""
     prepared = prepare(scan, model.preprocess, mask)
     pred = predict_prepared(model, prepared, device, path=scan.path, **kwargs)
-    pred.notes += spacing_notes(model, prepared) + negative_notes(pred)
+    pred.notes += spacing_notes(model, prepared) + texture_notes(model, prepared) + negative_notes(pred)
     return pred
 
 
@@ -213,6 +214,23 @@ def spacing_notes(model: Model, prepared: Prepared) -> list[str]:
     return [
         f"{prepared.name}: voxel size {tuple(round(float(s), 2) for s in spacing)} mm differs from the "
         f"model's training data ({tuple(round(s, 2) for s in trained)} mm); counts may be off"
+    ]
+
+
+def texture_notes(model: Model, prepared: Prepared) -> list[str]:
+    """A note when the scan's noise is smoother than that of every scan the model was trained
+    on (``texture``), measured alike (in the ROI, or without masks in the foreground): as after
+    interpolation or smoothing, which lowers the counts of a model trained on scans as acquired."""
+    seen = (model.config.get("training") or {}).get("noise_texture") or {}
+    if prepared.texture is None or seen.get("region") != prepared.texture_region:
+        return []
+    low, high = seen["range"]
+    if prepared.texture >= low - TEXTURE_MARGIN:
+        return []
+    return [
+        f"{prepared.name}: noise smoother than in the model's training scans (texture "
+        f"{prepared.texture:.2f}, theirs {low:.2f}–{high:.2f}), as after interpolation or smoothing "
+        "(reslicing, registration, resampling by another tool); counts may be too low"
     ]
 
 

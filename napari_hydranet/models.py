@@ -98,6 +98,13 @@ class Model:
                 f"this range are resampled{f' to {typical} mm' if typical else ' into it'}"
             )
         training = self.config.get("training") or {}
+        texture = training.get("noise_texture")
+        if full and texture:  # texture.py; in the long card (tooltip, hydranet info) only
+            low, high = texture["range"]
+            lines.append(
+                f"noise texture of its training scans: {low:.2f}–{high:.2f} (in the {texture['region']}); "
+                "scans with smoother noise (interpolated, smoothed) are noted"
+            )
         init = (training.get("settings") or {}).get("init")
         if init:  # what a user's model started from, and whether its counts were refitted
             recal = training.get("recalibration") or {}

@@ -21,6 +21,7 @@ from .errors import HydranetError
 from .io import Scan, corner_voxels
 from .options import INTENSITY_REFERENCES
 from .text import plural
+from .texture import noise_texture
 
 MEDIAN_SPAN = 2.0  # with the median reference, 1.0 is this many times the ROI's median
 ROI_NOTE_FRACTION = 0.01  # ROI masks smaller than this share of the input box get a note
@@ -137,6 +138,8 @@ class Prepared:
     orientation : nibabel orientation taking the file's voxel order to RAS.
     zoom : network voxel edge / file voxel edge along R, A, S.
     grid_shape : shape of the network's grid before cropping (the RAS source's if no zoom).
+    texture : ``texture.noise_texture`` of the source scan in ``texture_region`` (the ROI
+        mask, or without one the foreground), None where it cannot be measured.
     """
 
     array: np.ndarray
@@ -148,6 +151,8 @@ class Prepared:
     orientation: np.ndarray = field(default_factory=lambda: RAS.copy())
     zoom: tuple[float, float, float] = (1.0, 1.0, 1.0)
     grid_shape: tuple[int, int, int] | None = None
+    texture: float | None = None
+    texture_region: str = "ROI"
 
     @property
     def on_source_grid(self) -> bool:
@@ -493,6 +498,7 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
     source_shape, orientation = tuple(scan.array.shape), scan.ras_orientation
     scan = to_ras(scan)
     notes = list(scan.notes) + mask_notes
+    texture = noise_texture(scan.array, None if mask is None else mask.array > 0)  # before resampling
     if not all(VOXEL_MM[0] <= v <= VOXEL_MM[1] for v in scan.spacing):
         raise HydranetError(
             f"{scan.where}: voxel size {'×'.join(f'{v:.4g}' for v in scan.spacing)} mm, outside "
@@ -562,4 +568,6 @@ def prepare(scan: Scan, cfg: PreprocessConfig, mask: Scan | None = None) -> Prep
         orientation=orientation,
         zoom=tuple(float(z) for z in zoom) if zoom is not None else (1.0, 1.0, 1.0),
         grid_shape=tuple(data.shape),
+        texture=texture,
+        texture_region="ROI" if mask is not None else "foreground",
     )

@@ -782,6 +782,7 @@ def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -
             "label_range": [float(labels.min()), float(labels.max())],
             "label_mean": float(labels.mean()),
             "spacing_mm": train_set.spacing,
+            "noise_texture": _texture_seen(train_set, val_set),
             "settings": {k: v for k, v in asdict(cfg).items() if k not in ("scans_dir", "labels", "out")},
             "labels_sha256": {str(f): file_sha256(f) for f in (cfg.labels, cfg.val_labels) if f},
             "split": _labels_seen(train_set, val_set),  # every scan and label, by part
@@ -789,6 +790,15 @@ def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -
         },
         "notice": "Research use only; not for clinical use.",
     }
+
+
+def _texture_seen(train_set: Cohort, val_set: Cohort) -> dict | None:
+    """The noise texture of every scan the model saw (``texture.noise_texture``), by region."""
+    parts = [c.texture for c in (train_set, val_set) if c.texture]
+    if not parts or len({part["region"] for part in parts}) > 1:
+        return None
+    low, high = min(p["range"][0] for p in parts), max(p["range"][1] for p in parts)
+    return {"region": parts[0]["region"], "range": [low, high]}
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

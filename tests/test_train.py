@@ -14,9 +14,12 @@ import torch
 from napari_hydranet import __version__
 from napari_hydranet.errors import HydranetError
 from napari_hydranet.infer import predict_file
+from napari_hydranet.io import read_scan
 from napari_hydranet.metrics import agreement
 from napari_hydranet.models import load_model
 from napari_hydranet.nets import HydraRegressor
+from napari_hydranet.preprocess import prepare
+from napari_hydranet.texture import texture_range
 from napari_hydranet.train import (
     COSINE_FLOOR,
     FINETUNE_PATIENCE,
@@ -257,6 +260,12 @@ def test_fine_tune_gpunet_from_a_model_folder(cohort, tmp_path):
     cfg = json.loads((tmp_path / "b" / "config.json").read_text())
     assert cfg["label"] == {"name": "EPVS count", "unit": "EPVS"}  # what its base counts, and its
     assert cfg["training"]["settings"]["label_name"] == "EPVS count"  # settings say so, as repeated
+    pre, names = load_model(tmp_path / "b").preprocess, (cohort / "train.csv").read_text().splitlines()[1:]
+    textures = [  # the noise texture of every scan it saw, training and validation
+        prepare(read_scan(cohort / "scans" / n), pre, read_scan(cohort / "masks" / n)).texture
+        for n in (line.split(",")[0] for line in names)
+    ]
+    assert cfg["training"]["noise_texture"] == {"region": "ROI", "range": texture_range(textures)}
     assert cfg["architecture"]["name"] == "gpunet" and cfg["architecture"]["args"] == {"features": [4, 8]}
     assert events[-1]["event"] == "done" and np.isfinite(events[-1]["best"]["val_mae"])
     assert (

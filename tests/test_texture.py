@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from napari_hydranet.infer import predict_scan
+from napari_hydranet.io import Scan
+from napari_hydranet.models import Model, build_net
+from napari_hydranet.texture import noise_texture, texture_range
+
+
+def _tissue(seed=0, shape=(48, 44, 36), noise=0.05):
+    """A smooth 'anatomy' (a bright ball on a slope) with independent noise in each voxel."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(np.float32)
+    ball = np.exp(-(((grid.T - np.array(shape) / 2) ** 2).sum(-1).T) / 200)
+    return (0.5 + 0.3 * ball + 0.002 * grid[0] + rng.normal(0, noise, shape)).astype(np.float32)
+
+
+def _half_shift(array):
+    """What a half-voxel shift with linear interpolation does: each voxel the mean of two."""
+    for axis in range(3):
+        n = array.shape[axis]
+        array = (array.take(range(n - 1), axis) + array.take(range(1, n), axis)) / 2
+    return array
+
+
+def test_independent_noise_reads_one_and_interpolated_or_smoothed_noise_less():
+    roi = np.zeros((48, 44, 36), bool)
+    roi[8:40, 8:36, 6:30] = True
+    sharp = [noise_texture(_tissue(seed), roi) for seed in range(3)]
+    assert all(0.95 < t < 1.05 for t in sharp)
+    shifted = [noise_texture(_half_shift(_tissue(seed)), roi[:-1, :-1, :-1]) for seed in range(3)]
+    assert all(t < 0.9 for t in shifted)  # simulated scans: 0.77–0.87 against 0.96–1.01 as stored
+    assert noise_texture(ndimage.gaussian_filter(_tissue(0), 0.7), roi) < 0.9
+    assert 0.95 < noise_texture(_tissue(0)) < 1.05  # without a region: the brighter half of the voxels
+    assert noise_texture(_tissue(0) * 1000 + 50, roi) == pytest.approx(sharp[0], abs=1e-4)  # gain, offset
+
+
+def test_no_texture_without_noise_or_region():
+    roi = np.zeros((48, 44, 36), bool)
+    roi[8:40, 8:36, 6:30] = True
+    assert noise_texture(np.full((48, 44, 36), 3.0, np.float32), roi) is None  # nothing to measure
+    tiny = np.zeros_like(roi)
+    tiny[20:24, 20:24, 20:24] = True
+    assert noise_texture(_tissue(0), tiny) is None  # too few voxels
+    assert noise_texture(_tissue(0), np.zeros_like(roi)) is None
+    assert texture_range([None, 0.97, 1.01, None]) == [0.97, 1.01] and texture_range([None]) is None
+
+
+def test_a_scan_smoother_than_the_models_training_scans_is_noted():
+    net = build_net("gpunet", {"features": [2, 4]})
+    config = {"preprocess": {"crop_shape": [32, 32, 24]}, "training": {}}
+    model = Model(net, config, None)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    roi = np.zeros((48, 44, 36), np.float32)
+    roi[8:40, 8:36, 6:30] = 1
+    sharp, smooth = _tissue(0), ndimage.gaussian_filter(_tissue(0), 0.7)
+    device = torch.device("cpu")
+
+    def notes(array, seen):
+        model.config["training"]["noise_texture"] = seen
+        pred = predict_scan(model, Scan(array, affine), device, Scan(roi, affine))
+        return [n for n in pred.notes if "noise" in n]
+
+    seen = {"region": "ROI", "range": [0.96, 1.01]}
+    assert notes(sharp, seen) == []
+    (note,) = notes(smooth, seen)
+    assert "scan: noise smoother than in the model's training scans (texture 0." in note
+    assert "theirs 0.96–1.01), as after interpolation or smoothing" in note
+    assert notes(smooth, {"region": "foreground", "range": [0.96, 1.01]}) == []  # measured otherwise
+    assert notes(smooth, None) == []  # a model that does not record its scans' texture
+    low = noise_texture(smooth, roi > 0)
+    assert notes(smooth, {"region": "ROI", "range": [low + 0.02, 1.01]}) == []  # within the margin
