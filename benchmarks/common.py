@@ -47,6 +47,7 @@ class SimCohort:
     spacing: np.ndarray  # (N, 3) voxel sizes, mm
     train_source: str = "rater"  # whose counts the training scans carry: "rater" or "expert"
     pre: PreprocessConfig = PreprocessConfig()
+    cache_key: str = ""  # what the cached inputs were made from (``cache_key``)
 
     def training_labels(self, idx: np.ndarray) -> np.ndarray:
         return getattr(self, self.train_source)[idx]
@@ -69,8 +70,21 @@ def load_labels(root: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return names, np.array([rater[n] for n in names]), np.array([expert[n] for n in names])
 
 
+def cache_key(root: Path, names: list[str], pre: PreprocessConfig) -> str:
+    """What a cache of prepared inputs depends on: the preprocessing, and each scan and mask
+    file's name, size and modification time (a cohort simulated again into the same folder,
+    or extended, makes its caches stale)."""
+    files = []
+    for n in names:
+        for kind in ("scans", "masks"):
+            stat = (Path(root) / kind / n).stat()
+            files.append([kind, n, stat.st_size, stat.st_mtime_ns])
+    return json.dumps({"pre": pre.to_dict(), "files": files}, sort_keys=True)
+
+
 def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
-    """Read a simulated cohort and prepare every scan once (cached in ``root/prepared.npz``)."""
+    """Read a simulated cohort and prepare every scan once (cached in ``root/prepared.npz``,
+    remade when the preprocessing or the scan files change)."""
     root = Path(root)
     pre = pre or PreprocessConfig()
     names, rater, expert = load_labels(root)
@@ -80,7 +94,7 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
             for r in csv.DictReader(fh):
                 if r["visible"].strip() == "1":
                     centres[r["scan"]].append([float(r[k]) for k in "ijk"])
-    key = json.dumps(pre.to_dict(), sort_keys=True)
+    key = cache_key(root, names, pre)
     cache = root / f"prepared{cache_suffix(pre)}.npz"
     if cache.exists() and str(np.load(cache)["key"]) == key:
         z = np.load(cache)
@@ -105,6 +119,7 @@ def load_sim(root: Path, pre: PreprocessConfig | None = None) -> SimCohort:
         offsets,
         spacing,
         pre=pre,
+        cache_key=key,
     )
 
 

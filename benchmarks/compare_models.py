@@ -35,8 +35,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, n: int = 2000,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model_a", type=Path)
-    ap.add_argument("model_b", type=Path)
+    ap.add_argument("model_a", help="a model folder, or default (the bundled model)")
+    ap.add_argument("model_b", help="a model folder, or default")
     ap.add_argument("cohorts", type=Path, nargs="+")
     ap.add_argument("--test", type=int, default=100, help="test scans (the cohort's last)")
     a = ap.parse_args()

@@ -105,13 +105,14 @@ def median_variant(method: str, family: tuple) -> str | None:
 
 
 def frangi_maps(sim) -> np.ndarray:
-    cache = sim.root / f"frangi{cache_suffix(sim.pre)}.npy"
+    """Vesselness of every prepared scan, cached beside the prepared inputs and remade with them."""
+    cache = sim.root / f"frangi{cache_suffix(sim.pre)}.npz"
     if cache.exists():
-        maps = np.load(cache)
-        if maps.shape == sim.images.shape:
-            return maps
+        z = np.load(cache)
+        if str(z["key"]) == sim.cache_key:
+            return z["maps"]
     maps = np.stack([vesselness(m) for m in sim.images])
-    np.save(cache, maps)
+    np.savez(cache, maps=maps, key=sim.cache_key)
     return maps
 
 
@@ -159,6 +160,10 @@ def train_settings(method: str, minutes: dict, base: str = "default") -> dict:
     raise ValueError(method)
 
 
+class NoModel(Exception):
+    """A training that stopped before saving a model (its time limit came first)."""
+
+
 def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) -> tuple:
     """Train on scans ``tr``; returns the best model and the run's summary."""
     workdir.mkdir(parents=True)
@@ -194,6 +199,11 @@ def run_training(sim, tr: np.ndarray, settings: dict, seed: int, workdir: Path) 
         "minutes_to_best": (best.get("elapsed") or 0) / 60,
         "history": history,
     }
+    if not (workdir / "model" / "config.json").exists():
+        raise NoModel(
+            f"no epoch finished within its {settings.get('time_limit')} minutes, so no model was "
+            "saved: give it more (--scratch-minutes, --finetune-minutes)"
+        )
     return load_model(workdir / "model"), summary
 
 
@@ -308,20 +318,24 @@ def main() -> None:
                 if path.exists():
                     continue
                 print(f"{size} scans, seed {seed}: {method}", flush=True)
-                result = run(
-                    sim,
-                    method,
-                    size,
-                    seed,
-                    minutes,
-                    pool,
-                    test,
-                    a.flips,
-                    a.out / "models",
-                    a.model,
-                    a.train_seed,
-                    a.lr,
-                )
+                try:
+                    result = run(
+                        sim,
+                        method,
+                        size,
+                        seed,
+                        minutes,
+                        pool,
+                        test,
+                        a.flips,
+                        a.out / "models",
+                        a.model,
+                        a.train_seed,
+                        a.lr,
+                    )
+                except NoModel as exc:  # no result file: the next run of the command tries again
+                    print(f"  not scored: {exc}", flush=True)
+                    continue
                 save_json(result, path)
                 t = result["test"]
                 print(f"  test ICC(2,1) {t['icc21']:.3f}  MAE {t['mae']:.2f}  MSE {t['mse']:.2f}", flush=True)

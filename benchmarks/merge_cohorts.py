@@ -29,7 +29,10 @@ def merge(out: Path, parts: list[Path], n_val: int) -> tuple[int, int]:
                 if not link.exists():
                     link.symlink_to((part / folder / name.split("-", 1)[1]).resolve())
         rows += labels
-    splits = {"train.csv": rows[:-n_val], "val.csv": rows[-n_val:]}
+    cut = len(rows) - n_val
+    if not 0 <= n_val < len(rows):
+        raise SystemExit(f"--val {n_val}: must be from 0 to {len(rows) - 1} (of {len(rows)} scans)")
+    splits = {"train.csv": rows[:cut], "val.csv": rows[cut:]}  # --val 0: all in training
     for name, split in splits.items():
         with open(out / name, "w", newline="") as fh:
             csv.writer(fh).writerows([("scan", "label"), *split])

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ from napari_hydranet.calibrate import recalibrate_density
 from napari_hydranet.data import load_cohort
 from napari_hydranet.infer import predict_file
 from napari_hydranet.metrics import agreement, detection_scores, match
-from napari_hydranet.models import load_model, save_model
+from napari_hydranet.models import load_model, resolve_model_dir, save_model
 from napari_hydranet.resume import resume_weights
 
 
@@ -121,6 +122,13 @@ def load_candidate(path: Path):
     return model
 
 
+def _held_out(sim: Path, n: int) -> str:
+    """'100 simulated scans, seed 200', from the cohort's settings.json (simulate.py)."""
+    settings = json.loads((sim / "settings.json").read_text()) if (sim / "settings.json").exists() else {}
+    seed = f", seed {settings['seed']}" if "seed" in settings else ""
+    return f"{n} simulated scans{seed}"
+
+
 def _listed(items: list[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
@@ -134,7 +142,9 @@ def refit(model, cohort, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("pretrained", type=Path, nargs="+", help="model folder(s); several: see --select")
+    ap.add_argument(
+        "pretrained", nargs="+", help="model folder(s), or default (the bundled model); several: see --select"
+    )
     ap.add_argument("sim", type=Path, help="folder with pretrain/ and heldout/ cohorts")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pretrain", type=Path, help="the pretraining cohort (default: SIM/pretrain)")
@@ -146,6 +156,7 @@ def main() -> None:
     if len(a.pretrained) > 1 and a.select is None:
         ap.error("several models need --select, a cohort to choose among them")
     pre = a.pretrain or a.sim / "pretrain"
+    a.pretrained = [resolve_model_dir(p) for p in a.pretrained]
     models = [load_candidate(path) for path in a.pretrained]
     cohort = load_cohort(pre / "scans", pre / "train.csv", models[0].preprocess, pre / "masks")
     n = min(a.calibration_scans, len(cohort))
@@ -166,7 +177,7 @@ def main() -> None:
     config = dict(model.config)
     config.update(
         name="default",
-        validation={**c, "cohort": "100 simulated scans, seed 200 (not used in training)"},
+        validation={**c, "cohort": f"{_held_out(a.sim / 'heldout', c['n'])} (not used in training)"},
         detection={**d, "radius_voxels": 3},
         notice=(
             "Research use only; not for clinical use. Trained on simulated data only: "

@@ -214,17 +214,19 @@ def main() -> None:
     ap.add_argument("--history", type=Path, nargs="*", default=[])
     ap.add_argument("--cohort", type=Path, nargs="*", default=[], help="results on other cohorts")
     ap.add_argument("--detection", type=Path, nargs="*", default=[])
-    ap.add_argument("--png", type=Path, required=True)
+    ap.add_argument("--png", type=Path, help="folder for the plots (without it: the tables only)")
     ap.add_argument("--curves", nargs="+", default=CURVES, help="methods drawn in counts.png")
     ap.add_argument("--stem", default="", help="prefix of the --counts plots' file names")
     a = ap.parse_args()
-    a.png.mkdir(parents=True, exist_ok=True)
+    if a.png:
+        a.png.mkdir(parents=True, exist_ok=True)
     if a.counts:
         res = load_counts(a.counts)
         print(counts_table(res), end="\n\n")
         print(paired_table(res), end="\n\n")
-        plot_counts(res, a.png / f"{a.stem}counts.png", a.curves)
-        plot_training(res, a.png / f"{a.stem}training.png")
+        if a.png:
+            plot_counts(res, a.png / f"{a.stem}counts.png", a.curves)
+            plot_training(res, a.png / f"{a.stem}training.png")
     if a.history:
         print(counts_table(load_counts(a.history, name_rows=True)), end="\n\n")
     for folder in a.cohort:
@@ -233,7 +235,8 @@ def main() -> None:
     for path in a.detection:
         det = json.loads(path.read_text())
         print(f"GP-UNet: {det['gpunet']}\n\n{detection_table(det)}\n")
-        plot_froc(det, a.png / f"froc_{path.stem}.png")
+        if a.png:
+            plot_froc(det, a.png / f"froc_{path.stem}.png")
 
 
 if __name__ == "__main__":
