@@ -85,9 +85,11 @@ def icc21_interval(ratings: np.ndarray, level: float = 0.95) -> tuple[float, flo
 
     n, k, msr, msc, mse, _ = _mean_squares(ratings)
     r = icc(ratings, "2,1")
+    if not np.isfinite(r):  # no variance at all (every rating the same)
+        return float("nan"), float("nan")
     if not np.ptp(np.asarray(ratings, float), axis=1).any():  # every rater gave every target the same
         return 1.0, 1.0
-    if not np.isfinite(r) or mse <= 0:
+    if mse <= 0:
         return float("nan"), float("nan")
     a = k * r / (n * (1 - r))
     b = 1 + k * r * (n - 1) / (n * (1 - r))

@@ -53,6 +53,7 @@ def test_agreement_report_adds_spearman_and_bland_altman():
 def test_undefined_intervals_and_limits_are_nan_and_identical_ratings_give_one():
     counts = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
     assert icc21_interval(np.stack([counts, counts], 1)) == (1.0, 1.0)
+    assert np.isnan(icc21_interval(np.zeros((3, 2)))).all()  # no variance: no ICC, no interval
     assert np.isnan(icc21_interval(np.stack([counts, counts + 1], 1))).all()  # no error term, a bias
     bias, half = bland_altman([3.0], [2.0])
     assert bias == 1.0 and np.isnan(half)  # one pair has no spread: no limits, not limits of 0

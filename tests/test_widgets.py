@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -931,6 +932,44 @@ def test_train_time_estimate_counts_early_stopping(make_napari_viewer, monkeypat
     widget.handle_event(dict(event="step", epoch=1, step=10, steps=10, loss=1.0))
     assert widget.time_label.text().endswith("remaining ~0:31:40")  # one step seen: elapsed / steps
     widget.close()
+
+
+def test_cohort_cancelled_at_once_or_exported_while_running_keeps_its_record_true(
+    qtbot, make_napari_viewer, tiny_model, tmp_path, errors, monkeypatch
+):
+    """Cancelled before the model was loaded, the finished run had no record to finish (the
+    dock raised and stayed at "predicting…"); exported mid-run, the record described no scan."""
+    from napari_hydranet._widgets import CohortWidget
+    from napari_hydranet._widgets import cohort as cohort_module
+
+    folder = _small_cohort(tmp_path / "cohort")
+    widget = CohortWidget(make_napari_viewer())
+    widget.scans.set_path(folder / "scans")
+    widget.masks.set_path(folder / "masks")
+    widget.model_picker.select(tiny_model)
+    widget.run()
+    widget.cancel()
+    _wait_worker(qtbot, widget)
+    assert widget.status.text().startswith("0 of ") and "(cancelled)" in widget.status.text()
+
+    slow = cohort_module.predict_file
+    started = []
+
+    def predict_slowly(*args, **kwargs):
+        started.append(1)
+        if len(started) > 1:
+            time.sleep(1.5)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(cohort_module, "predict_file", predict_slowly)
+    widget.run()
+    qtbot.waitUntil(lambda: len(widget.results) == 1, timeout=TIMEOUT)
+    assert widget.export(tmp_path / "early.csv") is None and not (tmp_path / "early.csv").exists()
+    assert errors.pop() == "Cohort: still predicting; export when the run has finished or is cancelled"
+    _wait_worker(qtbot, widget)
+    assert widget.export(tmp_path / "done.csv") is not None
+    record = json.loads((tmp_path / "done.json").read_text())
+    assert record["scans"] == {"given": 3, "counted": 3, "not_counted": 0} and record["finished"]
 
 
 def test_cohort_predicts_exports_and_sends_corrections(

@@ -176,6 +176,7 @@ class CohortWidget(Dock):
             return
         self._keep_corrections()  # a re-run (another model, say) must not lose the user's counts
         self._folder, self._masks = self.scans.path().resolve(), self.masks.path()
+        self._record = None  # this run's, once its model is loaded
         self.results.clear()
         self.failed.clear()
         self.table.clear_rows()
@@ -232,7 +233,8 @@ class CohortWidget(Dock):
         cancelled = done + len(self.failed) < total
         if cancelled:
             text += " (cancelled)"
-        finish_record(self._record, done, len(self.failed), stopped=cancelled)
+        if self._record is not None:  # None: cancelled before the model was loaded
+            finish_record(self._record, done, len(self.failed), stopped=cancelled)
         if self.failed:
             text += f"; {len(self.failed)} skipped: " + "; ".join(
                 f"{name} ({reason.split(': ', 1)[-1]})" for name, reason in self.failed[:3]
@@ -340,6 +342,9 @@ class CohortWidget(Dock):
         if not self.results:
             show_error("Cohort: nothing to export yet; predict a folder first")
             return None
+        if self.worker is not None and self.worker.is_running:
+            show_error("Cohort: still predicting; export when the run has finished or is cancelled")
+            return None
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export counts", "cohort_counts.csv", "CSV (*.csv)")
             if not path:
@@ -357,6 +362,7 @@ class CohortWidget(Dock):
         try:
             write_record(record_at, record)
         except OSError as exc:
+            record_at.unlink(missing_ok=True)  # an earlier record there would describe another table
             show_error(f"Cohort: table written, but not its record {record_at} ({exc.strerror or exc})")
             return Path(path)
         show_info(f"Cohort: table written to {path}, its record to {record_at.name}")
