@@ -123,7 +123,7 @@ def main() -> None:
             **scores,
             "rescaled_icc21": rescaled,
             "scale": scale,
-            "texture": [float(min(textures[variant])), float(max(textures[variant]))],
+            "textures": [float(t) for t in textures[variant]],
             "noted": noted[variant] / len(names),
         }
         print(

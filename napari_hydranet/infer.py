@@ -218,9 +218,10 @@ def spacing_notes(model: Model, prepared: Prepared) -> list[str]:
 
 
 def texture_notes(model: Model, prepared: Prepared) -> list[str]:
-    """A note when the scan's noise is smoother than that of every scan the model was trained
-    on (``texture``), measured alike (in the ROI, or without masks in the foreground): as after
-    interpolation or smoothing, which lowers the counts of a model trained on scans as acquired."""
+    """A note when the scan's noise is smoother than that of nearly every scan the model was
+    trained on (``texture``: below their 2nd percentile by ``MARGIN``), measured alike (in the
+    ROI, or without masks in the foreground): as after interpolation or smoothing, which
+    lowers the counts of a model trained on scans as acquired."""
     seen = (model.config.get("training") or {}).get("noise_texture") or {}
     if prepared.texture is None or seen.get("region") != prepared.texture_region:
         return []
@@ -229,8 +230,9 @@ def texture_notes(model: Model, prepared: Prepared) -> list[str]:
         return []
     return [
         f"{prepared.name}: noise smoother than in the model's training scans (texture "
-        f"{prepared.texture:.2f}, theirs {low:.2f}–{high:.2f}), as after interpolation or smoothing "
-        "(reslicing, registration, resampling by another tool); counts may be too low"
+        f"{prepared.texture:.2f}, theirs mostly {low:.2f}–{high:.2f}): interpolated or smoothed "
+        "(reslicing, registration, resampling, a scanner filter, zero-filling), or of a far higher "
+        "SNR? counts may be too low"
     ]
 
 

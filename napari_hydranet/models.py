@@ -102,8 +102,8 @@ class Model:
         if full and texture:  # texture.py; in the long card (tooltip, hydranet info) only
             low, high = texture["range"]
             lines.append(
-                f"noise texture of its training scans: {low:.2f}–{high:.2f} (in the {texture['region']}); "
-                "scans with smoother noise (interpolated, smoothed) are noted"
+                f"noise texture of its training scans: {low:.2f}–{high:.2f} (2nd–98th percentile, in "
+                f"the {texture['region']}); scans with smoother noise (interpolated, smoothed) are noted"
             )
         init = (training.get("settings") or {}).get("init")
         if init:  # what a user's model started from, and whether its counts were refitted

@@ -101,7 +101,7 @@ def test_bundled_default_model_loads_and_its_card_leads_with_what_matters():
     assert short[-1].endswith(" …") and len(short[-1]) < 300 < len(full[-1])
     assert full[-1].startswith(short[-1][:-2])
     # and says what noise its training scans had (texture.py), which the dock's card leaves out
-    texture = "noise texture of its training scans: 0.96–1.01 (in the ROI); scans with smoother noise"
+    texture = "noise texture of its training scans: 0.97–1.00 (2nd–98th percentile, in the ROI); scans"
     assert full[5].startswith(texture) and full[:5] + full[6:-1] == short[:-1]
 
 

@@ -35,6 +35,11 @@ def test_independent_noise_reads_one_and_interpolated_or_smoothed_noise_less():
     assert noise_texture(ndimage.gaussian_filter(_tissue(0), 0.7), roi) < 0.9
     assert 0.95 < noise_texture(_tissue(0)) < 1.05  # without a region: the brighter half of the voxels
     assert noise_texture(_tissue(0) * 1000 + 50, roi) == pytest.approx(sharp[0], abs=1e-4)  # gain, offset
+    # stored as integers with noise of about one grey level (a median absolute deviation read 0.82–1.64)
+    stepped = [
+        noise_texture(np.round(100 + _tissue(seed, noise=sd)), roi) for seed, sd in enumerate((0.8, 1, 2))
+    ]
+    assert all(0.95 < t < 1.05 for t in stepped)
 
 
 def test_no_texture_without_noise_or_region():
@@ -45,7 +50,7 @@ def test_no_texture_without_noise_or_region():
     tiny[20:24, 20:24, 20:24] = True
     assert noise_texture(_tissue(0), tiny) is None  # too few voxels
     assert noise_texture(_tissue(0), np.zeros_like(roi)) is None
-    assert texture_range([None, 0.97, 1.01, None]) == [0.97, 1.01] and texture_range([None]) is None
+    assert texture_range([None, 0.97, 1.01, None]) == [0.9708, 1.0092] and texture_range([None]) is None
 
 
 def test_a_scan_smoother_than_the_models_training_scans_is_noted():
@@ -67,7 +72,7 @@ def test_a_scan_smoother_than_the_models_training_scans_is_noted():
     assert notes(sharp, seen) == []
     (note,) = notes(smooth, seen)
     assert "scan: noise smoother than in the model's training scans (texture 0." in note
-    assert "theirs 0.96–1.01), as after interpolation or smoothing" in note
+    assert "theirs mostly 0.96–1.01): interpolated or smoothed (reslicing" in note
     assert notes(smooth, {"region": "foreground", "range": [0.96, 1.01]}) == []  # measured otherwise
     assert notes(smooth, None) == []  # a model that does not record its scans' texture
     low = noise_texture(smooth, roi > 0)
