@@ -12,7 +12,6 @@ from .io import Scan, check_masks_folder, find_mask, read_labels, read_scan
 from .options import DENSITY_TARGETS
 from .preprocess import MedianNotPositive, PreprocessConfig, prepare
 from .text import first_of, note_kind, plural
-from .texture import texture_range
 
 
 @dataclass
@@ -25,7 +24,8 @@ class Cohort:
     densities: np.ndarray | None = None  # (N, I, J, K) lesion targets (lesion_target), pretraining only
     spacing_range: tuple[float, float] | None = None  # smallest and largest voxel edge, mm
     listed: frozenset[str] = frozenset()  # the labels table's scan files (Labels.listed)
-    texture: dict | None = None  # {"region": ..., "range": [low, high]} of noise_texture, or None
+    textures: list = field(default_factory=list)  # each scan's noise_texture (None: not measured)
+    texture_region: str = "ROI"  # where they were measured: "ROI", or "foreground" without masks
 
     def __len__(self) -> int:
         return len(self.names)
@@ -42,7 +42,8 @@ class Cohort:
             dens,
             self.spacing_range,
             self.listed,
-            self.texture,
+            [self.textures[i] for i in idx] if self.textures else [],
+            self.texture_region,
         )
 
 
@@ -163,14 +164,9 @@ def load_cohort(
         np.stack(densities).astype(np.float32) if densities else None,
         (float(np.min(spacings)), float(np.max(spacings))) if spacings else None,
         labels.listed,
-        _texture(textures, "ROI" if masks_dir else "foreground"),
+        textures,
+        "ROI" if masks_dir else "foreground",
     )
-
-
-def _texture(textures: list, region: str) -> dict | None:
-    """What a model records of its scans' noise (``texture.noise_texture``)."""
-    span = texture_range(textures)
-    return {"region": region, "range": span} if span else None
 
 
 def check_split(n: int, fraction: float) -> int:

@@ -34,6 +34,7 @@ from .provenance import file_sha256, software_versions
 from .resume import load_state, read_state, save_state
 from .setsum import BLACK, epoch_batches, set_sum_loss, with_black
 from .text import figure, plural
+from .texture import texture_range
 
 # Adam's first steps move every weight by about lr at once: with 3D convolutions of fan-in
 # ~800 that changes each layer's output by ~60 % at 1e-3 and the count explodes or dies;
@@ -793,12 +794,12 @@ def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -
 
 
 def _texture_seen(train_set: Cohort, val_set: Cohort) -> dict | None:
-    """The noise texture of every scan the model saw (``texture.noise_texture``), by region."""
-    parts = [c.texture for c in (train_set, val_set) if c.texture]
-    if not parts or len({part["region"] for part in parts}) > 1:
+    """The noise texture of the scans the model saw, training and validation together
+    (``texture.texture_range``), and where it was measured."""
+    if train_set.texture_region != val_set.texture_region:
         return None
-    low, high = min(p["range"][0] for p in parts), max(p["range"][1] for p in parts)
-    return {"region": parts[0]["region"], "range": [low, high]}
+    span = texture_range(train_set.textures + val_set.textures)
+    return {"region": train_set.texture_region, "range": span} if span else None
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

@@ -77,3 +77,22 @@ def test_a_scan_smoother_than_the_models_training_scans_is_noted():
     assert notes(smooth, None) == []  # a model that does not record its scans' texture
     low = noise_texture(smooth, roi > 0)
     assert notes(smooth, {"region": "ROI", "range": [low + 0.02, 1.01]}) == []  # within the margin
+
+
+def test_a_model_records_the_percentiles_of_all_its_scans_so_one_odd_scan_does_not_set_them():
+    from napari_hydranet.data import Cohort
+    from napari_hydranet.train import _texture_seen
+
+    def cohort(textures):
+        n = len(textures)
+        return Cohort(
+            [f"s{i}" for i in range(n)],
+            np.zeros((n, 1, 1, 1), np.float32),
+            np.zeros(n),
+            [],
+            textures=textures,
+        )
+
+    seen = _texture_seen(cohort([0.98] * 100), cohort([0.80] + [0.98] * 24))  # the odd one in validation
+    assert seen == {"region": "ROI", "range": [0.98, 0.98]}
+    assert _texture_seen(cohort([None, None]), cohort([None])) is None

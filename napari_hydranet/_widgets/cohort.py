@@ -228,6 +228,9 @@ class CohortWidget(Dock):
         self.cancel_button.setEnabled(False)
         if self.status.text().startswith("⚠"):
             return  # the run never started; the reason is shown
+        if self._record is None:  # stopped before the model and the folder were read
+            self.status.setText("cancelled before any scan was predicted")
+            return
         done, total = len(self.results), self.progress.maximum()
         text = f"{done} of {total} scans predicted"
         cancelled = done + len(self.failed) < total
@@ -362,8 +365,14 @@ class CohortWidget(Dock):
         try:
             write_record(record_at, record)
         except OSError as exc:
-            record_at.unlink(missing_ok=True)  # an earlier record there would describe another table
-            show_error(f"Cohort: table written, but not its record {record_at} ({exc.strerror or exc})")
+            try:
+                record_at.unlink(missing_ok=True)  # an earlier record there would describe another table
+                stale = ""
+            except OSError:
+                stale = "; the record there is an earlier run's: delete it"
+            show_error(
+                f"Cohort: table written, but not its record {record_at} ({exc.strerror or exc}){stale}"
+            )
             return Path(path)
         show_info(f"Cohort: table written to {path}, its record to {record_at.name}")
         return Path(path)
