@@ -13,6 +13,7 @@ MIN_VOXELS = 500  # fewer voxels in the region: no figure
 MAX_SIDE = 128  # voxels per axis measured at most (a centred window of a larger region)
 MARGIN = 0.04  # below the training scans' 2nd percentile by more than this: noted
 PERCENTILES = (2, 98)  # what a model records of its training scans' textures
+STEPPED = 1 / 3  # more second differences than this exactly 0: intensities too coarse to measure
 WHITE = float(np.sqrt(20 / 6))  # independent noise: third over second differences, in spread
 
 
@@ -45,7 +46,8 @@ def noise_texture(array: np.ndarray, region: np.ndarray | None = None) -> float 
     a very high SNR fine anatomy still lowers it. Measured where four voxels in a row along
     the axis lie in ``region`` (the ROI, eroded by a voxel; without one, the voxels brighter
     than the median of the positive ones in a centred window), within a centred window of at
-    most ``MAX_SIDE`` voxels a side. None where the region is too small or has no noise.
+    most ``MAX_SIDE`` voxels a side. None where the region is too small, or its noise is lost
+    in the step of the stored values (over ``STEPPED`` of the second differences exactly 0).
     """
     if region is None:
         data = np.asarray(array[_window(array.shape, (slice(None),) * 3)], np.float32)
@@ -70,7 +72,10 @@ def noise_texture(array: np.ndarray, region: np.ndarray | None = None) -> float 
             inside = inside & region.take(range(step, n - 3 + step), axis)
         if inside.sum() < MIN_VOXELS:
             continue
-        second = _spread(np.diff(data, 2, axis).take(range(n - 3), axis)[inside])
+        differences = np.diff(data, 2, axis).take(range(n - 3), axis)[inside]
+        if np.mean(differences == 0) > STEPPED:  # noise below the step of the stored values
+            continue
+        second = _spread(differences)
         if second > 0:
             ratios.append(_spread(np.diff(data, 3, axis)[inside]) / second / WHITE)
     return float(np.mean(ratios)) if ratios else None

@@ -40,6 +40,10 @@ def test_independent_noise_reads_one_and_interpolated_or_smoothed_noise_less():
         noise_texture(np.round(100 + _tissue(seed, noise=sd)), roi) for seed, sd in enumerate((0.8, 1, 2))
     ]
     assert all(0.95 < t < 1.05 for t in stepped)
+    coarse = np.round(
+        100 + 0.7 * np.indices(roi.shape)[0] + np.random.default_rng(0).normal(0, 0.2, roi.shape)
+    )
+    assert noise_texture(coarse, roi) is None  # noise below the storage step: nothing to measure (read 0.87)
 
 
 def test_no_texture_without_noise_or_region():
