@@ -32,7 +32,6 @@ from napari_hydranet.infer import predict_scan
 from napari_hydranet.io import Scan, atomic_write_bytes, read_scan
 from napari_hydranet.metrics import agreement
 from napari_hydranet.models import load_model
-from napari_hydranet.preprocess import prepare
 
 REFIT = 25
 
@@ -99,7 +98,7 @@ def main() -> None:
             moved, moved_mask = move_scan(scan), move_mask(mask)
             pred = predict_scan(model, moved, device, moved_mask, flips=1)
             counts[variant].append(pred.count)
-            textures[variant].append(prepare(moved, model.preprocess, moved_mask).texture)
+            textures[variant].append(pred.prepared.texture)
             noted[variant] += any("noise smoother than" in note for note in pred.notes)
     truth = np.array([expert[n] for n in names])
     labels = np.array([rater[n] for n in names])

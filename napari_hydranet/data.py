@@ -151,6 +151,7 @@ def load_cohort(
         values.append(value)
         spacings.append(prepared.spacing)
         textures.append(prepared.texture)
+        region = prepared.texture_region  # where prepare measured it: the ROI, or the foreground
     if not names:
         none = f"none of its {plural(len(skipped), 'scan')} can be used"
         raise HydranetError(f"{labels_csv}: {none}: {first_of(skipped)}")
@@ -165,7 +166,7 @@ def load_cohort(
         (float(np.min(spacings)), float(np.max(spacings))) if spacings else None,
         labels.listed,
         textures,
-        "ROI" if masks_dir else "foreground",
+        region,
     )
 
 

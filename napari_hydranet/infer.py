@@ -26,7 +26,7 @@ from .io import (
 )
 from .models import Model
 from .preprocess import Prepared, prepare
-from .provenance import check_record_output, finish_record, start_record, write_record
+from .provenance import check_record_output, finish_record, run_settings, start_record, write_record
 from .texture import MARGIN as TEXTURE_MARGIN
 
 COUNT_COLUMNS = ["scan", "count", "count_sd", "detections", "threshold", "unit", "path", "notes"]
@@ -312,11 +312,7 @@ def predict_files(
         )
     check_roi_masks(model, masks_dir, whole_volume)
     record_at = check_record_output(out_csv, detections_csv, heatmaps_dir)
-    settings = {"masks": str(masks_dir) if masks_dir else None, "whole_volume": whole_volume}
-    settings.update(
-        device=str(device), flips=kwargs.get("flips", 8), intensity_weight=kwargs.get("intensity_weight", 0.0)
-    )
-    record = start_record(model, len(paths), settings, command)
+    record = start_record(model, len(paths), run_settings(masks_dir, whole_volume, device, **kwargs), command)
     write_record(record_at, record)
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []

@@ -113,6 +113,19 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def run_settings(
+    masks_dir, whole_volume: bool, device, flips: int = 8, intensity_weight: float = 0.0
+) -> dict:
+    """The settings a run's counts depend on, for its record (``predict_file``'s defaults)."""
+    return {
+        "masks": str(masks_dir) if masks_dir else None,
+        "whole_volume": whole_volume,
+        "device": str(device),
+        "flips": flips,
+        "intensity_weight": intensity_weight,
+    }
+
+
 def start_record(
     model: Model,
     n_scans: int,

@@ -29,6 +29,7 @@ from ..provenance import (
     check_record_output,
     finish_record,
     now_utc,
+    run_settings,
     start_record,
     write_record,
 )
@@ -53,8 +54,7 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
     except Exception as exc:
         yield ("fatal", error_text(exc))
         return
-    settings = {"scans": str(scans_dir), "masks": str(masks_dir) if masks_dir else None}
-    settings.update(whole_volume=masks_dir is None, device=str(device), flips=8, intensity_weight=0.0)
+    settings = {"scans": str(scans_dir), **run_settings(masks_dir, masks_dir is None, device)}
     record = start_record(model, len(paths), settings, written_by=COHORT_WRITTEN_BY, columns=COHORT_COLUMNS)
     yield ("total", len(paths), model.label.get("unit", ""), record)
     for path in paths:
@@ -236,8 +236,7 @@ class CohortWidget(Dock):
         cancelled = done + len(self.failed) < total
         if cancelled:
             text += " (cancelled)"
-        if self._record is not None:  # None: cancelled before the model was loaded
-            finish_record(self._record, done, len(self.failed), stopped=cancelled)
+        finish_record(self._record, done, len(self.failed), stopped=cancelled)
         if self.failed:
             text += f"; {len(self.failed)} skipped: " + "; ".join(
                 f"{name} ({reason.split(': ', 1)[-1]})" for name, reason in self.failed[:3]
