@@ -74,11 +74,13 @@ def main() -> None:
         "f GP-UNet + intensities": [combined_map(h, sim, i) for h, i in zip(heats, test)],
     }
     model_counts = dict.fromkeys(maps, counts)
+    frames = dict.fromkeys(maps, sim)  # each map is scored in the crop of the input it came from
     if a.regressor:
         reg = load_model(a.regressor)
         reg_sim = for_model(sim, reg)
         model_counts["b saliency of a regressor"], _ = model_outputs(reg, reg_sim, test, a.flips)
         maps["b saliency of a regressor"] = [saliency(reg, reg_sim.images[i]) for i in test]
+        frames["b saliency of a regressor"] = reg_sim
     if a.cam:
         cam = load_model(a.cam)
         cam_sim = for_model(sim, cam)
@@ -86,9 +88,10 @@ def main() -> None:
         model_counts["d CAM-like (no upsampling path)"] = cam_counts
         cam_maps = [score_map(h, cam_sim.images[i]) for h, i in zip(cam_heats, test)]
         maps["d CAM-like (no upsampling path)"] = cam_maps
+        frames["d CAM-like (no upsampling path)"] = cam_sim
     result = {"gpunet": str(a.gpunet), "regressor": a.regressor, "cam": a.cam, "methods": {}}
     for name in sorted(maps):
-        scores = detect_scores(maps[name], model_counts[name], sim, test)
+        scores = detect_scores(maps[name], model_counts[name], frames[name], test)
         scores["counts"] = count_scores(model_counts[name], sim, test)
         result["methods"][name] = scores
         print(
