@@ -28,6 +28,7 @@ from .errors import HydranetError
 from .io import check_folder_output, held_files, scan_place, unlisted_scans, write_csv
 from .metrics import SCALE_APART, agreement
 from .models import DEFAULT_NAME, WEIGHTS, build_net, load_model, resolve_model_dir, save_model
+from .nets import ARCHITECTURES
 from .options import DENSITY_TARGETS, EPOCHS, INTENSITY_REFERENCES, LOSSES, LR_SCHEDULES
 from .preprocess import MAX_CROP, MIN_CROP, MedianNotPositive, PreprocessConfig
 from .provenance import file_sha256, software_versions
@@ -352,7 +353,8 @@ def train(
         train_set, val_set, notes = _load_data(cfg, pre)
         notes.append(f"{exc}; --intensity-reference auto took the 99th percentile instead")
     if base is not None:
-        notes += _other_finding(base, np.concatenate([train_set.labels, val_set.labels]))
+        labels = np.concatenate([train_set.labels, val_set.labels])
+        check_labels_for_base(base.config, labels, f"{cfg.labels}: ")
     labels_seen = _labels_seen(train_set, val_set)
     if resume:
         _check_same_labels(state.get("labels"), labels_seen, out)
@@ -693,24 +695,28 @@ def _stop_message(reason: str, patience: int) -> str:
     }.get(reason, reason)
 
 
-def _other_finding(base, labels: np.ndarray) -> list[str]:
-    """A note when the labels cannot be what ``base`` was trained to count: a fine-tune
-    refits the count's scale but keeps what its heatmap responds to."""
-    if not getattr(base.net, "has_heatmap", False):  # a regressor's refit can take another unit
-        return []
-    seen = base.config.get("training") or {}
-    theirs, ours = seen.get("label_mean"), float(np.mean(labels))
+def check_labels_for_base(config: dict, labels: np.ndarray, where: str = "") -> None:
+    """Refuse labels that a fine-tune of the model ``config`` describes cannot learn: a GP-UNet
+    keeps what its heatmap responds to and refits only the count's scale, so labels whose mean
+    lies ``SCALE_APART`` times or more from its training labels' (another finding, a volume
+    against counts) would give a model that still counts what it counted, under their name."""
+    arch = ARCHITECTURES.get(config.get("architecture", {}).get("name"))
+    if arch is None or not arch.has_heatmap:  # a regressor's refit can take another unit
+        return
+    seen = config.get("training") or {}
+    theirs, ours = seen.get("label_mean"), float(np.mean(labels)) if len(labels) else 0.0
     if not theirs or theirs <= 0 or ours <= 0 or 1 / SCALE_APART < ours / theirs < SCALE_APART:
-        return []
+        return
     low, high = seen.get("label_range", [0, 0])
-    return [
-        f"a fine-tune of this model cannot learn these labels: they average {ours:.4g} "
+    label = config.get("label", {})
+    raise HydranetError(
+        f"{where}a fine-tune of this model cannot learn these labels: they average {ours:.4g} "
         f"({labels.min():.4g}–{labels.max():.4g}), about {max(ours / theirs, theirs / ours):.0f}× "
-        f"apart from those it was trained on ({base.label.get('name', 'count')}, mean {theirs:.4g}, "
-        f"{low:.4g}–{high:.4g} {base.label.get('unit', '')}). A fine-tune keeps what the model "
+        f"apart from those it was trained on ({label.get('name', 'count')}, mean {theirs:.4g}, "
+        f"{low:.4g}–{high:.4g} {label.get('unit', '')}). A fine-tune keeps what the model "
         "responds to, so it cannot learn another finding or a volume; train from scratch instead "
         "(for volumes, a regressor: --arch regressor, with --label-name and --unit)"
-    ]
+    )
 
 
 def _load_data(cfg: TrainConfig, pre: PreprocessConfig) -> tuple[Cohort, Cohort, list[str]]:

@@ -353,8 +353,8 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
     assert fit["mse_after"] < fit["mse_before"]
     with pytest.raises(HydranetError, match="--init"):
         list(train(_cfg(cohort, tmp_path / "c", recalibrate_only=True)))
-    # labels of another finding or unit (volumes in mm³ for a model of counts): said at the start
-    # of a GP-UNet's fine-tune; a regressor's refit takes another unit, so it says nothing
+    # labels of another finding or unit (volumes in mm³ for a model of counts): a GP-UNet's
+    # fine-tune refuses them; a regressor's refit takes another unit, so it says nothing
     start = next(e for e in events if e["event"] == "start")
     assert not any("cannot learn these labels" in n for n in start["notes"])
     volumes = tmp_path / "volumes.csv"
@@ -362,16 +362,18 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
         "\n".join([lines[0]] + [f"{s},{500 * float(v) + 40}" for s, v in (ln.split(",") for ln in lines[1:])])
     )
 
-    def notes(init, out):
-        cfg = _cfg(cohort, tmp_path / out, labels=str(volumes), init=init, recalibrate_only=True)
-        return next(e for e in train(cfg) if e["event"] == "start")["notes"]
+    def fine_tune(init, out):
+        return train(_cfg(cohort, tmp_path / out, labels=str(volumes), init=init, recalibrate_only=True))
 
-    assert not any("cannot learn these labels" in n for n in notes(str(tmp_path / "a"), "d"))
-    assert any(
-        n.startswith("a fine-tune of this model cannot learn these labels: they average ")
-        and "× apart from those it was trained on (EPVS count in the basal ganglia, mean 4.142, " in n
-        for n in notes("default", "e")
+    start = next(e for e in fine_tune(str(tmp_path / "a"), "d") if e["event"] == "start")
+    assert not any("cannot learn these labels" in n for n in start["notes"])
+    with pytest.raises(HydranetError) as refused:  # it saved the counting model under their name
+        list(fine_tune("default", "e"))
+    assert str(refused.value).startswith(f"{volumes}: a fine-tune of this model cannot learn these labels: ")
+    assert "× apart from those it was trained on (EPVS count in the basal ganglia, mean 4.142, " in str(
+        refused.value
     )
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.parametrize(

@@ -623,7 +623,15 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     )
     widget.start_from.setCurrentText("scratch")
     assert widget.problems.item(0).text() == "✓ 8 labelled scans"
+    # volumes (mm³) for the default model of counts: refused before Start, not after the scans load
+    volumes = tmp_path / "volumes.csv"
+    volumes.write_text(
+        "scan,label\n" + "".join(f"{ln.split(',')[0]},{2000 + i}\n" for i, ln in enumerate(lines[1:]))
+    )
+    assert widget.set_inputs(data / "scans", volumes, data / "masks")  # from scratch: any unit
     widget.start_from.setCurrentText("default model")
+    refused = widget.problems.item(0).text()
+    assert refused.startswith("✗ a fine-tune of this model cannot learn these labels: they average 2004 ")
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     assert widget.problems.count() == 1
     widget.out.set_path(tmp_path / "model")

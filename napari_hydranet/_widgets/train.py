@@ -9,6 +9,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -34,6 +35,7 @@ from ..errors import HydranetError
 from ..io import check_masks_folder, read_labels, unlisted_scans
 from ..models import DEFAULT_NAME, WEIGHTS, Model, read_config
 from ..text import figure, plural
+from ..train import check_labels_for_base
 from ._common import COLUMNS_HINT, ColumnPicker, Dock, PathPicker, scrolling_layout
 from ._curves import CurvePanels
 from ._registry import model_registry
@@ -209,7 +211,7 @@ class TrainWidget(Dock):
         box.addWidget(self.notes_label)
         box.addWidget(self.curves, 1)
 
-        for picker in (self.scans, self.labels, self.masks):
+        for picker in (self.scans, self.labels, self.masks, self.init):
             picker.edit.editingFinished.connect(self.check_labels)
         self.columns.changed.connect(self.check_labels)
         self.start_from.currentIndexChanged.connect(self._update_enabled)
@@ -248,7 +250,7 @@ class TrainWidget(Dock):
         try:
             check_split(n, self.val_fraction.value())
             check_masks_folder(self.masks.path(), [scans / name for name in found.values])
-            self._check_masks_for_start()
+            self._check_base(list(found.values.values()))
         except HydranetError as exc:
             self.problems.addItem(f"✗ {exc}")
             return False
@@ -257,20 +259,29 @@ class TrainWidget(Dock):
         self.problems.addItems([f"note: {note}" for note in found.notes + ([unlisted] if unlisted else [])])
         return True
 
-    def _check_masks_for_start(self) -> None:
-        """A model trained inside ROI masks is fine-tuned inside them (the training refuses
-        otherwise, after its start): said beside the labels, before Start."""
+    def _base_config(self) -> dict | None:
+        """The config of the model a fine-tune starts from; None from scratch or unreadable
+        (an unreadable model folder is told at Start)."""
         choice = self.start_from.currentText()
-        if self.masks.path() is not None or choice == "scratch":
-            return
         folder = DEFAULT_NAME if choice == "default model" else self.init.path()
+        if choice == "scratch" or folder is None:
+            return None
         try:
-            uses_mask = folder is not None and Model(None, read_config(folder), None).preprocess.use_mask
+            return read_config(folder)
         except HydranetError:
-            return  # an unreadable model folder is told at Start
-        if uses_mask:
+            return None
+
+    def _check_base(self, labels) -> None:
+        """What the training refuses after its start about the model it starts from, said
+        beside the labels before Start: ROI masks it needs, labels it cannot learn."""
+        config = self._base_config()
+        if config is None:
+            return
+        check_labels_for_base(config, np.asarray(labels, dtype=float))
+        if self.masks.path() is None and Model(None, config, None).preprocess.use_mask:
+            default = self.start_from.currentText() == "default model"
             raise HydranetError(
-                f"the {'default model' if folder == DEFAULT_NAME else 'model'} counts inside ROI masks: "
+                f"the {'default model' if default else 'model'} counts inside ROI masks: "
                 "choose the Masks folder (ROI masks named like the scans)"
             )
 
