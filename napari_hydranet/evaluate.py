@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import HydranetError
-from .io import bids_subject, match_labels, read_labels, scan_stem, table_rows
+from .io import bids_subject, column_index, match_labels, read_labels, scan_stem, table_rows
 from .metrics import FEW_FOR_ICC, SCALE_APART, agreement_report
 from .text import first_of, plural
 
@@ -88,7 +88,7 @@ def _named(table, column: str, subjects: bool = True) -> set[str]:
     scan it could not count), by name without .nii/.nii.gz (NFC), and with ``subjects`` by
     subject too (``sub-01``)."""
     header, *rows = table_rows(Path(table))
-    at = header.index(column) if column in header else 0
+    at = column_index(header, column) or 0
     stems = {_nfc(scan_stem(row[at].strip())) for row in rows if len(row) > at and row[at].strip()}
     return stems | {bids_subject(s) for s in stems} - {None} if subjects else stems
 

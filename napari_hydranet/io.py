@@ -34,7 +34,9 @@ from .text import first_of, plural
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # labels are float32 tensors in training
 MAX_SCAN_VOXELS = 2**29  # 2 GB as float32; a 0.3 mm whole-head scan has about 2.5e8
-SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "bars"}  # not commas: a table from elsewhere
+# Excel's "CSV" in locales whose decimal mark is a comma (German, French, ...) separates with
+# semicolons; a header without commas but with one of these gives the table's separator
+SEPARATORS = {";": "semicolons", "\t": "tabs"}
 
 
 @dataclass
@@ -867,17 +869,24 @@ def _table_text(path: Path) -> tuple[str, str | None]:
     )
 
 
-def _table_rows(path: Path) -> tuple[list[list[str]], bool, str | None]:
-    """A table's rows, whether it is tab-separated (``.tsv``, as BIDS's participants.tsv),
-    and the note on its encoding."""
+def _table_rows(path: Path) -> tuple[list[list[str]], str, list[str]]:
+    """A table's rows, its separator and notes on how it was read: its encoding, and semicolons
+    or tabs taken for the separator of a CSV whose header has no comma."""
     text, encoding_note = _table_text(path)
-    tsv = path.suffix.lower() in (".tsv", ".tab")
-    # a TSV quotes nothing (BIDS): a field starting with " is text, not the start of a quote
-    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    notes = [encoding_note] if encoding_note else []
+    if path.suffix.lower() in (".tsv", ".tab"):  # BIDS's participants.tsv quotes nothing: a
+        dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}  # leading " is text
+    else:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        found = [c for c in SEPARATORS if c in first] if "," not in first else []
+        dialect = {"delimiter": found[0]} if len(found) == 1 else {}
+        if dialect:
+            notes.append(f"{path.name}: read as separated by {SEPARATORS[found[0]]}")
     try:
-        return list(csv.reader(io.StringIO(text, newline=""), **dialect)), tsv, encoding_note
+        rows = list(csv.reader(io.StringIO(text, newline=""), **dialect))
     except csv.Error as exc:
         raise HydranetError(f"{path}: not a readable CSV file ({exc})") from None
+    return rows, dialect.get("delimiter", ","), notes
 
 
 def table_rows(path: Path) -> list[list[str]]:
@@ -885,6 +894,15 @@ def table_rows(path: Path) -> list[list[str]]:
     (encodings, .tsv); at least the header (empty for an empty file)."""
     rows, _, _ = _table_rows(path)
     return [[h.strip() for h in rows[0]], *rows[1:]] if rows else [[]]
+
+
+def column_index(header: Sequence[str], name: str) -> int | None:
+    """Where the column ``name`` is in ``header``: by its exact name, else by the one name
+    equal to it but for case ("Scan" for scan); None if neither."""
+    if name in header:
+        return list(header).index(name)
+    folded = [i for i, h in enumerate(header) if h.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def table_header(path: str | os.PathLike) -> list[str]:
@@ -903,7 +921,7 @@ SCAN_COLUMNS = ("scan", "participant_id", "subject", "file")
 def scan_column_of(path: str | os.PathLike) -> str:
     """The first of ``SCAN_COLUMNS`` in the table's header ("scan" when none is)."""
     header = table_header(path)
-    return next((name for name in SCAN_COLUMNS if name in header), "scan")
+    return next((name for name in SCAN_COLUMNS if column_index(header, name) is not None), "scan")
 
 
 def read_labels(
@@ -927,35 +945,28 @@ def read_labels(
     if scans_dir is not None and not Path(scans_dir).is_dir():
         raise HydranetError(f"{scans_dir}: no such scans folder")
     entries = sorted(os.listdir(scans_dir)) if scans_dir is not None else []
-    rows, tsv, encoding_note = _table_rows(path)
+    rows, separator, notes = _table_rows(path)
     if not rows:
         raise HydranetError(f"{path}: empty file")
     header = [h.strip() for h in rows[0]]
     for col in (scan_column, label_column):
-        if col not in header:
-            separator = next(
-                (n for c, n in SEPARATORS.items() if len(header) == 1 and c in header[0] and not tsv), None
-            )
-            if separator:
-                raise HydranetError(
-                    f"{path}: the columns are separated by {separator}; save the table as "
-                    "comma-separated CSV (scan,label), with decimal points (3.5, not 3,5)"
-                    + (" or, tab-separated, name it .tsv" if separator == "tabs" else "")
-                )
+        if column_index(header, col) is None:
             bids = "participant_id" in header and col == scan_column
             bids = " (a participants.tsv names its scans in participant_id)" if bids else ""
             raise HydranetError(f"{path}: no column '{col}' in the header {header} ({columns_hint}){bids}")
-    for col in dict.fromkeys((scan_column, label_column)):
-        if header.count(col) > 1:
+    si, li = column_index(header, scan_column), column_index(header, label_column)
+    for at in dict.fromkeys((si, li)):
+        same = [h for h in header if h == header[at]]
+        if len(same) > 1:
             raise HydranetError(
-                f"{path}: the header has {header.count(col)} columns named '{col}'; "
+                f"{path}: the header has {len(same)} columns named '{header[at]}'; "
                 "rename or delete the ones not meant"
             )
-    si, li = header.index(scan_column), header.index(label_column)
+    label_column = header[li]  # as the table names it, in what is said about its rows
+    decimal_commas = 0  # 3,5 for 3.5, in a table separated by semicolons
     values: dict[str, float] = {}
     seen: dict = {}  # labelled or not, a scan may be listed once: its row
     listed: set[str] = set()
-    notes: list[str] = [encoding_note] if encoding_note else []
     errors: list[str] = []
     unlabelled: list[tuple[str, str]] = []  # rows without a label: ("row 27: 'sub-026'", " (n/a)")
     not_found = 0
@@ -984,6 +995,9 @@ def read_labels(
         if raw == "" or raw.lower() in MISSING:
             unlabelled.append((f"row {rownum}: '{scan}'", f" ({raw})" if raw else ""))
             continue
+        if separator == ";" and "," in raw and "." not in raw:
+            raw = raw.replace(",", ".")
+            decimal_commas += 1
         try:
             value = float(raw)
         except ValueError:
@@ -1023,6 +1037,8 @@ def read_labels(
             f"none of its {not_found} scans is in {scans_dir}, which holds "
             + (first_of(held, 3) if held else "no NIfTI files (folders are not searched)"),
         )
+    if decimal_commas:
+        notes.append(f"{plural(decimal_commas, 'label')} written with a decimal comma (3,5) read as 3.5")
     if errors:
         raise HydranetError(f"{path}: {first_of(errors)}", errors)
     if not values:

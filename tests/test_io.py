@@ -11,7 +11,15 @@ import pytest
 from conftest import NIBABEL_DATA
 
 from napari_hydranet.errors import HydranetError
-from napari_hydranet.io import find_scans, read_labels, read_scan, unlisted_scans, write_csv, write_volume
+from napari_hydranet.io import (
+    find_scans,
+    read_labels,
+    read_scan,
+    table_header,
+    unlisted_scans,
+    write_csv,
+    write_volume,
+)
 
 
 def test_reads_big_endian_and_keeps_affine():
@@ -221,9 +229,8 @@ def test_scans_the_labels_do_not_name_are_found_in_the_folder_only(tmp_path):
         ("scan,label\ns1.nii.gz,3\n./s1.nii.gz,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,\ns1,4\n", "row 3: scan 's1.nii.gz' is listed twice"),
         ("scan,label\ns1.nii.gz,3\ns1.nii.gz,\n", "row 3: scan 's1.nii.gz' is listed twice"),
-        ("scan;label\ns1.nii.gz;3\n", "separated by semicolons; save the table as comma-separated"),
-        ("scan\tlabel\ns1.nii.gz\t3\n", "separated by tabs"),
-        ("scan;label\ns1.nii.gz;3,5\n", r"as comma-separated CSV \(scan,label\), with decimal points"),
+        ("scan;label\ns1.nii.gz;2.337,2\n", r"label '2.337,2' .* not a number \(write numbers without"),
+        ("scan|label\ns1.nii.gz|3\n", r"no column 'scan' in the header \['scan\|label'\]"),
         ('scan,label\ns1.nii.gz,"3,5"\n', r"label '3,5' .* not a number \(write decimals with a point"),
         ('scan,label\ns1.nii.gz,"2,337.2"\n', r"not a number \(write numbers without thousands separators"),
         ("scan,label,label\ns1.nii.gz,3,5\n", "2 columns named 'label'"),
@@ -232,6 +239,28 @@ def test_scans_the_labels_do_not_name_are_found_in_the_folder_only(tmp_path):
 def test_labels_errors_name_the_row(tmp_path, text, message):
     with pytest.raises(HydranetError, match=message):
         _labels(tmp_path, text)
+
+
+def test_labels_saved_by_excel_in_a_decimal_comma_locale(tmp_path):
+    """German or French Excel's "CSV": semicolons, decimal commas, a BOM, CRLF, a last empty
+    row, headers capitalised as typed."""
+    (tmp_path / "s1.nii.gz").write_bytes(b"")
+    (tmp_path / "s2.nii").write_bytes(b"")
+    table = tmp_path / "volumen.csv"
+    table.write_bytes("Scan;Volumen (mm³)\r\ns1.nii.gz;1234,5\r\ns2.nii;87\r\n;\r\n".encode("utf-8-sig"))
+    found = read_labels(table, tmp_path, label_column="Volumen (mm³)")
+    assert found.values == {"s1.nii.gz": 1234.5, "s2.nii": 87.0}
+    assert found.notes == [
+        "volumen.csv: read as separated by semicolons",
+        "1 label written with a decimal comma (3,5) read as 3.5",
+    ]
+    assert table_header(table) == ["Scan", "Volumen (mm³)"]
+    (tmp_path / "t.csv").write_text("scan\tlabel\ns1.nii.gz\t3.5\n")  # a tab-separated .csv
+    assert read_labels(tmp_path / "t.csv", tmp_path).values == {"s1.nii.gz": 3.5}
+    # a comma CSV keeps its decimal commas an error: "3,5" in quotes may be two numbers joined
+    (tmp_path / "c.csv").write_text('scan,label\ns1.nii.gz,"3,5"\n')
+    with pytest.raises(HydranetError, match="write decimals with a point"):
+        read_labels(tmp_path / "c.csv", tmp_path)
 
 
 def test_a_scan_named_twice_by_other_paths_is_listed_twice(tmp_path):

@@ -599,12 +599,21 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     assert any("row 3" in p and "missing.nii.gz" in p for p in problems)
     assert any("row 4" in p and "many" in p for p in problems)
     assert len(problems) == 2 and all(p.startswith("✗ row ") for p in problems)  # one per bad row
-    bad.write_text("scan;label\nsub-000.nii.gz;3\n")  # one problem, whose text holds a semicolon
-    assert not widget.set_inputs(data / "scans", bad, data / "masks")
-    problems = [widget.problems.item(i).text() for i in range(widget.problems.count())]
-    assert len(problems) == 1 and "separated by semicolons; save the table as comma-separated" in problems[0]
-    # a scan of the folder that the table forgot is named before Start
+    # a German Excel's "CSV": semicolons, decimal commas, "Scan" for scan
     lines = (data / "labels.csv").read_text().splitlines()
+    german = tmp_path / "german.csv"
+    german.write_text(
+        "Scan;Label\n" + "".join(f"{ln.split(',')[0]};{i},5\n" for i, ln in enumerate(lines[1:]))
+    )
+    assert widget.set_inputs(data / "scans", german, data / "masks")
+    assert widget.columns.columns() == ("Scan", "Label")
+    problems = [widget.problems.item(i).text() for i in range(widget.problems.count())]
+    assert problems == [
+        "✓ 8 labelled scans",
+        "note: german.csv: read as separated by semicolons",
+        "note: 8 labels written with a decimal comma (3,5) read as 3.5",
+    ]
+    # a scan of the folder that the table forgot is named before Start
     (tmp_path / "seven.csv").write_text("\n".join(lines[:-1]) + "\n")
     assert widget.set_inputs(data / "scans", tmp_path / "seven.csv", data / "masks")
     forgotten = lines[-1].split(",")[0]
