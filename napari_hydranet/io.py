@@ -455,6 +455,13 @@ def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, fl
     return {n: v for n, v in found.items() if v is not None}
 
 
+def unmatched_labels(names: Iterable[str], labels: dict[str, float]) -> list[str]:
+    """The scans of ``labels`` that none of the scan ``names`` is, as ``match_labels``
+    matches them."""
+    names = list(names)
+    return [k for k, v in labels.items() if not match_labels(names, {k: v})]
+
+
 def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence[Path]) -> None:
     """Refuse a masks folder that is missing, or that holds the scans themselves (each scan
     would be its own ROI mask)."""

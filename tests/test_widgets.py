@@ -1039,6 +1039,18 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert widget.export(tmp_path / "mine.csv") is None and not (tmp_path / "mine.csv").exists()
     assert "mine.json: exists and is not the record" in errors.pop()
     assert (tmp_path / "mine.json").read_text() == "{}"
+    # the save dialog's "replace?" aside, no export overwrites a file not of its kind: her labels
+    theirs = folder / "labels.csv"
+    before = theirs.read_text()
+    for export, what in ((widget.export, "counts table"), (widget.export_detections, "detections table")):
+        assert export(theirs) is None
+        assert errors.pop() == (
+            f"Cohort: {theirs}: exists and is not a {what} written by hydranet; choose another file, "
+            "or delete it (only a previous output is overwritten)"
+        )
+    assert widget.send_to_train(theirs) is None  # a labels table, but the one loaded
+    assert errors.pop().startswith(f"Cohort: {theirs} is the labels file loaded; save the corrected labels")
+    assert theirs.read_text() == before and not theirs.with_suffix(".json").exists()
     model = load_model(tiny_model)
     with open(widget.export_detections(tmp_path / "detections.csv"), newline="") as fh:  # as predict writes
         detections = list(csv.DictReader(fh))
@@ -1127,7 +1139,7 @@ def test_cohort_predicts_exports_and_sends_corrections(
     # the export lists the skipped scans too, without a count, as `hydranet predict` does
     skipped = [(r[0], r[7].split(": ")[0]) for r in widget.rows() if r[1] == ""]
     assert skipped == [("blank.nii.gz", "not counted"), ("blank2.nii.gz", "not counted")]
-    assert "1 of the 3 labelled scans is not in the scans folder" in widget.stats.text()
+    assert "1 of the 3 labelled scans is not in the scans folder: elsewhere.nii.gz" in widget.stats.text()
     width = widget.minimumSizeHint().width()
     deep = tmp_path / ("a folder named at length by a study's data manager " * 4).strip()
     deep.mkdir()

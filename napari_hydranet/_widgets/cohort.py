@@ -21,7 +21,17 @@ from .._layers import brain_view, detections_layer, heatmap_layer, scan_layer
 from ..device import select_device
 from ..errors import HydranetError
 from ..infer import DETECTION_COLUMNS, NOT_COUNTED, predict_file
-from ..io import check_masks_folder, find_scans, match_labels, read_labels, read_scan, scan_stem, write_csv
+from ..io import (
+    check_masks_folder,
+    check_table_output,
+    find_scans,
+    match_labels,
+    read_labels,
+    read_scan,
+    scan_stem,
+    unmatched_labels,
+    write_csv,
+)
 from ..models import load_model
 from ..provenance import (
     COHORT_COLUMNS,
@@ -33,7 +43,7 @@ from ..provenance import (
     start_record,
     write_record,
 )
-from ..text import plural
+from ..text import first_of, plural
 from ._agreement import AgreementPlots
 from ._cohort_table import COLUMNS, CohortTable
 from ._common import COLUMNS_HINT, ColumnPicker, Dock, ModelPicker, PathPicker, error_text, scrolling_layout
@@ -81,10 +91,16 @@ def _named(name: str, reason: str) -> str:
     return reason if name in reason else f"{name}: {reason}"
 
 
-def _write_table(path, header, rows) -> bool:
-    """Write a CSV; False, with the reason shown, when the path cannot be written."""
+def _write_table(path, header, rows, what: str) -> bool:
+    """Write a CSV; False, with the reason shown, when the path cannot be written or holds a
+    file other than an earlier table of this kind (the save dialog's "replace?" would
+    otherwise let a labels file or a spreadsheet go)."""
     try:
+        check_table_output(path, what, (), header)
         write_csv(path, header, rows)
+    except HydranetError as exc:
+        show_error(f"Cohort: {exc}")
+        return False
     except OSError as exc:
         show_error(f"Cohort: cannot write {path} ({exc.strerror or exc})")
         return False
@@ -278,9 +294,12 @@ class CohortWidget(Dock):
             self.labels, self.labels_note = {}, note
         else:
             self.labels = match_labels(self._scan_names(), listed)  # rows may omit .nii.gz
-            missing = len(listed) - len(self.labels)  # a labels file of a larger cohort is fine
-            verb = "is" if missing == 1 else "are"
-            note = f"{missing} of the {plural(len(listed), 'labelled scan')} {verb} not in the scans folder"
+            missing = unmatched_labels(self._scan_names(), listed)  # a larger cohort's file is fine
+            verb = "is" if len(missing) == 1 else "are"
+            note = (
+                f"{len(missing)} of the {plural(len(listed), 'labelled scan')} {verb} not in the "
+                f"scans folder: {first_of(missing, 3)}"
+            )
             self.labels_note = note if missing and self._shown_folder() else ""
         self.table.set_labels(self.labels)
         self._draw()
@@ -357,7 +376,7 @@ class CohortWidget(Dock):
             show_error(f"Cohort: {exc}")
             return None
         rows = self.rows()
-        if not _write_table(path, EXPORT_COLUMNS, rows):
+        if not _write_table(path, EXPORT_COLUMNS, rows, "counts table"):
             return None
         record = dict(self._record, labels=str(self.labels_csv.path() or "") or None)
         record.update(corrected=sum(row[5] for row in rows), exported=now_utc())
@@ -390,7 +409,7 @@ class CohortWidget(Dock):
             if not path:
                 return None
         rows = [row for _, pred, affine in found for row in pred.detection_rows(affine)]
-        if not _write_table(path, DETECTION_COLUMNS, rows):
+        if not _write_table(path, DETECTION_COLUMNS, rows, "detections table"):
             return None
         written = f"{plural(len(rows), 'detection')} of {plural(len(found), 'scan')}"
         show_info(f"Cohort: {written} written to {path}")
@@ -410,7 +429,14 @@ class CohortWidget(Dock):
             path, _ = QFileDialog.getSaveFileName(self, "Save the labels for training", start, "CSV (*.csv)")
             if not path:
                 return None
-        if not _write_table(path, ["scan", "label"], labelled):
+        loaded = self.labels_csv.path()
+        if loaded is not None and Path(path).resolve() == loaded.resolve():
+            show_error(
+                f"Cohort: {path} is the labels file loaded; save the corrected labels to a new "
+                "file (it holds only this folder's scans, and yours stays as it is)"
+            )
+            return None
+        if not _write_table(path, ["scan", "label"], labelled, "labels table"):
             return None
         trainer = self._train_widget()
         if trainer is not None:
