@@ -187,18 +187,23 @@ def predict_scan(
     """Prepare and predict one scan (the CLI's files and the Predict dock's layers alike)."""
     prepared = prepare(scan, model.preprocess, mask)
     pred = predict_prepared(model, prepared, device, path=scan.path, **kwargs)
-    pred.notes += spacing_notes(model, prepared) + texture_notes(model, prepared) + negative_notes(pred)
+    pred.notes += (
+        spacing_notes(model, prepared)
+        + texture_notes(model, prepared)
+        + negative_notes(pred, model.label.get("unit", ""))
+    )
     return pred
 
 
-def negative_notes(pred: Prediction) -> list[str]:
-    """A regressor's output is unbounded: a count below 0 is kept as it is (for statistics
-    over a cohort) and said to be read as 0."""
+def negative_notes(pred: Prediction, unit: str = "") -> list[str]:
+    """A regressor's output is unbounded: a value below 0 (a count, a volume) is kept as it is
+    (for statistics over a cohort) and said to be read as 0."""
     if not format_count(pred.count).startswith("-"):  # -0.03 reads as 0.0
         return []
+    value = f"{format_count(pred.count)} {unit}".strip()
     return [
-        f"{pred.prepared.name}: count below 0 ({format_count(pred.count)}): the regressor "
-        "extrapolates below its training labels; read it as 0"
+        f"{pred.prepared.name}: predicted {value}, below 0: the regressor extrapolates below its "
+        "training labels; read it as 0"
     ]
 
 

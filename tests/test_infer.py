@@ -63,11 +63,15 @@ def test_a_regressors_count_below_zero_is_kept_and_noted():
     with torch.no_grad():
         net.fc.weight.zero_()
         net.fc.bias.fill_(-1.3)
-    model = Model(net, {"preprocess": {"crop_shape": [16, 16, 16]}}, None)
+    model = Model(
+        net,
+        {"preprocess": {"crop_shape": [16, 16, 16]}, "label": {"name": "WMH volume", "unit": "mm3"}},
+        None,
+    )
     scan = Scan(np.random.default_rng(0).random((20, 20, 20), dtype=np.float32), np.eye(4))
     pred = predict_scan(model, scan, torch.device("cpu"), flips=1)
     assert pred.count == pytest.approx(-1.3)
-    assert any("count below 0 (-1.3): the regressor extrapolates" in note for note in pred.notes)
+    assert any(": predicted -1.3 mm3, below 0: the regressor extrapolates" in note for note in pred.notes)
     with torch.no_grad():
         net.fc.bias.fill_(-0.03)  # shown as 0.0: nothing to say
     notes = predict_scan(model, scan, torch.device("cpu"), flips=1).notes

@@ -1159,15 +1159,16 @@ def test_cohort_predicts_exports_and_sends_corrections(
     }
 
 
-def _accent_pixels(widget) -> int:
-    """How many pixels of ``widget`` are drawn in the plots' data colour (light blue; the
-    background and axes are grey)."""
+def _accent_pixels(widget, width: int | None = None) -> int:
+    """How many pixels of ``widget`` (its left ``width`` pixels) are drawn in the plots' data
+    colour (light blue; the background and axes are grey)."""
     image = widget.grab().toImage()
-    colours = (image.pixelColor(x, y) for x in range(image.width()) for y in range(image.height()))
+    columns = range(width or image.width())
+    colours = (image.pixelColor(x, y) for x in columns for y in range(image.height()))
     return sum(c.blue() - c.red() > 80 for c in colours)
 
 
-def test_agreement_plots_draw_each_scan_and_tell_the_figures():
+def test_agreement_plots_draw_each_scan_and_tell_the_figures(qtbot):
     from napari_hydranet._widgets._agreement import EMPTY, AgreementPlots
 
     plots = AgreementPlots()
@@ -1178,6 +1179,11 @@ def test_agreement_plots_draw_each_scan_and_tell_the_figures():
     one = _accent_pixels(plots)
     plots.set_pairs([(2.0, 2.5), (5.0, 4.0), (9.5, 10.0), (0.0, 0.0)])  # a point in the corner too
     assert one > 0 and _accent_pixels(plots) > one
+    # a regressor's negative prediction (a volume below 0) is drawn in the scatter, not off it
+    plots.set_pairs([(10.0, 10.0), (20.0, 20.0)])
+    two = _accent_pixels(plots, 200)  # the scatter: the left half
+    plots.set_pairs([(10.0, 10.0), (20.0, 20.0), (-30.0, 5.0)])
+    assert _accent_pixels(plots, 200) > two * 1.3
     # as `hydranet evaluate`: under 10 scans an ICC is too uncertain to read
     assert "too few" in plots.set_pairs([(i, i + 0.5) for i in range(9)])
     assert "too few" not in plots.set_pairs([(i, i + 0.5) for i in range(10)])

@@ -30,6 +30,13 @@ def agreement_text(pred: np.ndarray, label: np.ndarray, unit: str = "") -> str:
     )
 
 
+def scatter_ends(pred: np.ndarray, label: np.ndarray) -> tuple[float, float]:
+    """The scatter's range on both axes: from 0 (or the lowest value, as a regressor's
+    negative volume) to the highest, with a margin."""
+    low = min(pred.min(initial=0), label.min(initial=0))
+    return low * 1.08, max(pred.max(initial=0), label.max(initial=0), 1.0) * 1.08
+
+
 class AgreementPlots(QWidget):
     """Predicted against label (with the identity line) beside the Bland–Altman plot (bias
     and 95 % limits of agreement); ``set_pairs`` replaces the data and returns the stats line."""
@@ -52,7 +59,7 @@ class AgreementPlots(QWidget):
         height = self.height() - top - bottom
         boxes = QRectF(left, top, width, height), QRectF(left + width + gap, top, width, height)
         pred, label = self.pred, self.label
-        ends = (0.0, max(pred.max(initial=0), label.max(initial=0), 1.0) * 1.08)
+        ends = scatter_ends(pred, label)
         scatter = Frame(boxes[0], ends, ends)
         scatter.draw_axes(p, "predicted vs label", "label", "predicted")
         mean, diff = (pred + label) / 2, pred - label
