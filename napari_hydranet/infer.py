@@ -317,7 +317,7 @@ def predict_files(
         )
     check_roi_masks(model, masks_dir, whole_volume)
     record_at = check_record_output(out_csv, detections_csv, heatmaps_dir)
-    record = start_record(model, len(paths), run_settings(masks_dir, whole_volume, device, **kwargs), command)
+    record = start_record(model, len(paths), run_settings(masks_dir, device, **kwargs), command)
     write_record(record_at, record)
     unit = model.label.get("unit", "")
     count_rows, det_rows = [], []

@@ -113,13 +113,12 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_settings(
-    masks_dir, whole_volume: bool, device, flips: int = 8, intensity_weight: float = 0.0
-) -> dict:
-    """The settings a run's counts depend on, for its record (``predict_file``'s defaults)."""
+def run_settings(masks_dir, device, flips: int = 8, intensity_weight: float = 0.0) -> dict:
+    """The settings a run's counts depend on, for its record (``predict_file``'s defaults);
+    without ROI masks, whole volumes are counted."""
     return {
         "masks": str(masks_dir) if masks_dir else None,
-        "whole_volume": whole_volume,
+        "whole_volume": masks_dir is None,
         "device": str(device),
         "flips": flips,
         "intensity_weight": intensity_weight,

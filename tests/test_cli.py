@@ -15,6 +15,7 @@ import pytest
 from synth import save_stored_otherwise, stored_otherwise
 
 from napari_hydranet.cli import build_parser, main, train_config
+from napari_hydranet.models import load_model, save_model
 from napari_hydranet.sample import load_sample
 
 
@@ -283,6 +284,16 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "m"), str(scan), "--out", str(tmp_path / "c.csv"), *masks]) == 0
     ((row),) = _rows(tmp_path / "c.csv")
     assert row["count"] != "" and row["detections"] == "" and row["threshold"] == ""
+    assert not json.loads((tmp_path / "c.json").read_text())["settings"]["whole_volume"]
+    # a model trained without ROI masks counts whole volumes; its record says so, as the Cohort dock's
+    model = load_model(tmp_path / "m")
+    save_model(
+        tmp_path / "free",
+        model.net,
+        dict(model.config, preprocess=dict(model.preprocess.to_dict(), use_mask=False)),
+    )
+    assert main(["predict", str(tmp_path / "free"), str(scan), "--out", str(tmp_path / "f.csv")]) == 0
+    assert json.loads((tmp_path / "f.json").read_text())["settings"]["whole_volume"]
     # out of time before the first epoch finished: no model, and the command says so
     assert main([*common, "--out", str(tmp_path / "n"), "--time-limit", "0.00001"]) == 1
     captured = capsys.readouterr()

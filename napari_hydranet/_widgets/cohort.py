@@ -64,7 +64,7 @@ def _cohort_job(model_dir, scans_dir, masks_dir):
     except Exception as exc:
         yield ("fatal", error_text(exc))
         return
-    settings = {"scans": str(scans_dir), **run_settings(masks_dir, masks_dir is None, device)}
+    settings = {"scans": str(scans_dir), **run_settings(masks_dir, device)}
     record = start_record(model, len(paths), settings, written_by=COHORT_WRITTEN_BY, columns=COHORT_COLUMNS)
     yield ("total", len(paths), model.label.get("unit", ""), record)
     for path in paths:
