@@ -641,6 +641,7 @@ def test_train_start_stop_registers_the_model(qtbot, make_napari_viewer, tmp_pat
     widget.start_from.setCurrentText("default model")
     refused = widget.problems.item(0).text()
     assert refused.startswith("✗ a fine-tune of this model cannot learn these labels: they average 2004 ")
+    assert refused.endswith("(for volumes, a regressor: Architecture regressor, with Labels are and unit)")
     assert widget.set_inputs(data / "scans", data / "labels.csv", data / "masks")
     assert widget.problems.count() == 1
     widget.out.set_path(tmp_path / "model")

@@ -252,7 +252,7 @@ class TrainWidget(Dock):
             check_masks_folder(self.masks.path(), [scans / name for name in found.values])
             self._check_base(list(found.values.values()))
         except HydranetError as exc:
-            self.problems.addItem(f"✗ {exc}")
+            self.problems.addItem(f"✗ {for_dock(str(exc))}")  # the fields' names, not the options'
             return False
         self.problems.addItem(f"✓ {plural(n, 'labelled scan')}")
         unlisted = unlisted_scans(scans, found.listed)
