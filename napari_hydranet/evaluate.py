@@ -35,7 +35,7 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
     _one_row_per_scan(labels_csv, {k: v for k, v in labels.items() if scan_stem(k) in used})
     found = match_labels(counts, labels)
     pred, ref, notes = [], [], [f"{counts_csv}: {note}" for note in read.notes]  # rows without a count
-    notes += [f"{labels_csv}: {note}" for note in labels_read.notes if "not UTF-8" in note]
+    notes += [f"{labels_csv}: {note}" for note in labels_read.read_as]
     for scan, value in counts.items():
         if scan in found:
             pred.append(value)

@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import unicodedata
@@ -437,13 +438,11 @@ def _same_form(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, float]:
-    """The label of each scan name that has one: by its name, else by its name without
-    .nii/.nii.gz (tables may differ in suffixes), else by its BIDS subject when it is that
-    subject's only scan (a participants.tsv's ``sub-01`` for ``sub-01_T2w.nii.gz``)."""
-    names = list(names)
-    by_stem = {_same_form(scan_stem(k)): v for k, v in labels.items()}
-    found = {n: labels[n] if n in labels else by_stem.get(_same_form(scan_stem(n))) for n in names}
+def _label_keys(names: list[str], labels: dict[str, float]) -> dict[str, str]:
+    """The row of ``labels`` (its key) that each scan name takes its label from, for the
+    names that have one (see ``match_labels``)."""
+    by_stem = {_same_form(scan_stem(k)): k for k in labels}
+    found = {n: n if n in labels else by_stem.get(_same_form(scan_stem(n))) for n in names}
     scans_of: dict[str, list[str]] = {}
     for n in names:
         subject = bids_subject(_same_form(scan_stem(n)))
@@ -452,14 +451,21 @@ def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, fl
     for subject, scans in scans_of.items():
         if len(scans) == 1 and found[scans[0]] is None:
             found[scans[0]] = by_stem.get(subject)
-    return {n: v for n, v in found.items() if v is not None}
+    return {n: k for n, k in found.items() if k is not None}
+
+
+def match_labels(names: Iterable[str], labels: dict[str, float]) -> dict[str, float]:
+    """The label of each scan name that has one: by its name, else by its name without
+    .nii/.nii.gz (tables may differ in suffixes), else by its BIDS subject when it is that
+    subject's only scan (a participants.tsv's ``sub-01`` for ``sub-01_T2w.nii.gz``)."""
+    return {n: labels[k] for n, k in _label_keys(list(names), labels).items()}
 
 
 def unmatched_labels(names: Iterable[str], labels: dict[str, float]) -> list[str]:
-    """The scans of ``labels`` that none of the scan ``names`` is, as ``match_labels``
+    """The rows of ``labels`` that none of the scan ``names`` takes, as ``match_labels``
     matches them."""
-    names = list(names)
-    return [k for k, v in labels.items() if not match_labels(names, {k: v})]
+    used = set(_label_keys(list(names), labels).values())
+    return [k for k in labels if k not in used]
 
 
 def check_masks_folder(masks_dir: str | os.PathLike | None, scan_paths: Sequence[Path]) -> None:
@@ -768,13 +774,16 @@ class Labels:
     """Global labels per scan, read from a CSV.
 
     ``values`` maps the scan file (relative to the scans folder) to its label; ``notes``
-    lists scans left out (no label) so callers can report them; ``listed`` holds the file of
-    every row found in the scans folder, labelled or not (see ``unlisted_scans``).
+    lists scans left out (no label) and how the table was read, so callers can report them;
+    ``listed`` holds the file of every row found in the scans folder, labelled or not (see
+    ``unlisted_scans``); ``read_as``: the notes on how the table was read (its encoding,
+    separator and decimal mark).
     """
 
     values: dict[str, float]
     notes: list[str] = field(default_factory=list)
     listed: frozenset[str] = frozenset()
+    read_as: list[str] = field(default_factory=list)
 
 
 def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str | None:
@@ -885,6 +894,7 @@ def _table_rows(path: Path) -> tuple[list[list[str]], str, list[str]]:
         dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}  # leading " is text
     else:
         first = next((line for line in text.splitlines() if line.strip()), "")
+        first = re.sub(r'"[^"]*"', "", first)  # a quoted name may hold a comma: "Volume, mm3"
         found = [c for c in SEPARATORS if c in first] if "," not in first else []
         dialect = {"delimiter": found[0]} if len(found) == 1 else {}
         if dialect:
@@ -931,6 +941,33 @@ def scan_column_of(path: str | os.PathLike) -> str:
     return next((name for name in SCAN_COLUMNS if column_index(header, name) is not None), "scan")
 
 
+GROUPED = re.compile(r"[-+]?\d{1,3}(\.\d{3})+(,\d+)?")  # 1.234 or 1.234,5: thousands grouped by points
+
+
+def _point_decimal(raw: str, commas: bool | None) -> tuple[str, str]:
+    """A label as ``float`` reads it ("" where it must not be read), and what to say if it is
+    no number. ``commas``:
+    None where commas separate the fields (a comma in a quoted label is no decimal mark);
+    True where the table writes decimals with a comma, so points group thousands (1.234,5);
+    False where it writes them with a point."""
+    if commas is None:
+        if "," in raw:
+            thousands = "." in raw
+            return raw, (
+                " (write numbers without thousands separators: 2337.2, not 2,337.2)"
+                if thousands
+                else " (write decimals with a point: 3.5, not 3,5)"
+            )
+        return raw, ""
+    if not commas:
+        return raw, ""
+    if GROUPED.fullmatch(raw):
+        return raw.replace(".", "").replace(",", "."), ""
+    if "." in raw:
+        return "", " (other rows write decimals with a comma: write this one so too, without a point)"
+    return raw.replace(",", "."), ""
+
+
 def read_labels(
     path: str | os.PathLike,
     scans_dir: str | os.PathLike | None = None,
@@ -952,7 +989,7 @@ def read_labels(
     if scans_dir is not None and not Path(scans_dir).is_dir():
         raise HydranetError(f"{scans_dir}: no such scans folder")
     entries = sorted(os.listdir(scans_dir)) if scans_dir is not None else []
-    rows, separator, notes = _table_rows(path)
+    rows, separator, read_as = _table_rows(path)  # and notes on its encoding and separator
     if not rows:
         raise HydranetError(f"{path}: empty file")
     header = [h.strip() for h in rows[0]]
@@ -970,11 +1007,15 @@ def read_labels(
                 "rename or delete the ones not meant"
             )
     label_column = header[li]  # as the table names it, in what is said about its rows
-    decimal_commas = 0  # 3,5 for 3.5, in a table separated by semicolons
+    # where a comma cannot separate fields (semicolons, tabs), labels with one make it the
+    # decimal mark of the table (Excel's "CSV" in German, French, ...); None: commas separate
+    commas = any("," in row[li] for row in rows[1:] if len(row) > li) if separator in (";", "\t") else None
+    decimal_commas = grouped_points = 0
     values: dict[str, float] = {}
     seen: dict = {}  # labelled or not, a scan may be listed once: its row
     listed: set[str] = set()
     errors: list[str] = []
+    notes: list[str] = []
     unlabelled: list[tuple[str, str]] = []  # rows without a label: ("row 27: 'sub-026'", " (n/a)")
     not_found = 0
     suffixed = by_subject = 0  # scans named without their .nii/.nii.gz; by their BIDS subject
@@ -1002,21 +1043,14 @@ def read_labels(
         if raw == "" or raw.lower() in MISSING:
             unlabelled.append((f"row {rownum}: '{scan}'", f" ({raw})" if raw else ""))
             continue
-        if separator == ";" and "," in raw and "." not in raw:
-            raw = raw.replace(",", ".")
-            decimal_commas += 1
+        text, why = _point_decimal(raw, commas)
         try:
-            value = float(raw)
+            value = float(text)
         except ValueError:
-            point = (
-                " (write numbers without thousands separators: 2337.2, not 2,337.2)"
-                if "," in raw and "." in raw
-                else " (write decimals with a point: 3.5, not 3,5)"
-                if "," in raw
-                else ""
-            )
-            errors.append(f"row {rownum}: {label_column} '{raw}' of '{scan}' is not a number{point}")
+            errors.append(f"row {rownum}: {label_column} '{raw}' of '{scan}' is not a number{why}")
             continue
+        decimal_commas += commas is True and "," in raw
+        grouped_points += commas is False and bool(GROUPED.fullmatch(raw))
         if not abs(value) <= FLOAT32_MAX:
             errors.append(f"row {rownum}: {label_column} {raw} of '{scan}' is beyond ±3.4e38")
             continue
@@ -1045,7 +1079,12 @@ def read_labels(
             + (first_of(held, 3) if held else "no NIfTI files (folders are not searched)"),
         )
     if decimal_commas:
-        notes.append(f"{plural(decimal_commas, 'label')} written with a decimal comma (3,5) read as 3.5")
+        read_as.append(f"{plural(decimal_commas, 'label')} written with a decimal comma (3,5) read as 3.5")
+    if grouped_points:
+        read_as.append(
+            f"{plural(grouped_points, 'label')} such as 1.234 read with a decimal point (1.234); "
+            "if the point groups thousands (1234), write the labels without it"
+        )
     if errors:
         raise HydranetError(f"{path}: {first_of(errors)}", errors)
     if not values:
@@ -1060,4 +1099,4 @@ def read_labels(
             f"{plural(by_subject, 'scan')} named by their BIDS subject (sub-01), each matched to the one "
             "scan named after it (sub-01_T2w.nii.gz)"
         )
-    return Labels(values, notes, frozenset(listed))
+    return Labels(values, read_as + notes, frozenset(listed), read_as)

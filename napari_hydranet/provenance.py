@@ -118,7 +118,7 @@ def run_settings(masks_dir, device, flips: int = 8, intensity_weight: float = 0.
     without ROI masks, whole volumes are counted."""
     return {
         "masks": str(masks_dir) if masks_dir else None,
-        "whole_volume": masks_dir is None,
+        "whole_volume": not masks_dir,
         "device": str(device),
         "flips": flips,
         "intensity_weight": intensity_weight,

@@ -354,7 +354,8 @@ def train(
         notes.append(f"{exc}; --intensity-reference auto took the 99th percentile instead")
     if base is not None:
         labels = np.concatenate([train_set.labels, val_set.labels])
-        check_labels_for_base(base.config, labels, f"{cfg.labels}: ")
+        where = "" if cfg.val_labels else f"{cfg.labels}: "  # with --val-labels, both files
+        notes += check_labels_for_base(base.config, labels, where)
     labels_seen = _labels_seen(train_set, val_set)
     if resume:
         _check_same_labels(state.get("labels"), labels_seen, out)
@@ -695,27 +696,35 @@ def _stop_message(reason: str, patience: int) -> str:
     }.get(reason, reason)
 
 
-def check_labels_for_base(config: dict, labels: np.ndarray, where: str = "") -> None:
+def check_labels_for_base(config: dict, labels: np.ndarray, where: str = "") -> list[str]:
     """Refuse labels that a fine-tune of the model ``config`` describes cannot learn: a GP-UNet
     keeps what its heatmap responds to and refits only the count's scale, so labels whose mean
-    lies ``SCALE_APART`` times or more from its training labels' (another finding, a volume
-    against counts) would give a model that still counts what it counted, under their name."""
+    is ``SCALE_APART`` times its training labels' or more (a volume against counts) would give
+    a model that still counts what it counted, under their name. Labels that many times lower
+    may be a cohort with few lesions: a note, not a refusal."""
     arch = ARCHITECTURES.get(config.get("architecture", {}).get("name"))
     if arch is None or not arch.has_heatmap:  # a regressor's refit can take another unit
-        return
+        return []
     seen = config.get("training") or {}
     theirs, ours = seen.get("label_mean"), float(np.mean(labels)) if len(labels) else 0.0
     if not theirs or theirs <= 0 or ours <= 0 or 1 / SCALE_APART < ours / theirs < SCALE_APART:
-        return
+        return []
     low, high = seen.get("label_range", [0, 0])
     label = config.get("label", {})
+    apart = (
+        f"they average {ours:.4g} ({labels.min():.4g}–{labels.max():.4g}), about "
+        f"{max(ours / theirs, theirs / ours):.0f}× apart from those it was trained on "
+        f"({label.get('name', 'count')}, mean {theirs:.4g}, {low:.4g}–{high:.4g} {label.get('unit', '')})"
+    )
+    if ours < theirs:
+        return [
+            f"these labels are far lower than the model's: {apart}. A fine-tune keeps what the "
+            "model responds to: labels of another finding or unit need a training from scratch"
+        ]
     raise HydranetError(
-        f"{where}a fine-tune of this model cannot learn these labels: they average {ours:.4g} "
-        f"({labels.min():.4g}–{labels.max():.4g}), about {max(ours / theirs, theirs / ours):.0f}× "
-        f"apart from those it was trained on ({label.get('name', 'count')}, mean {theirs:.4g}, "
-        f"{low:.4g}–{high:.4g} {label.get('unit', '')}). A fine-tune keeps what the model "
-        "responds to, so it cannot learn another finding or a volume; train from scratch instead "
-        "(for volumes, a regressor: --arch regressor, with --label-name and --unit)"
+        f"{where}a fine-tune of this model cannot learn these labels: {apart}. A fine-tune keeps "
+        "what the model responds to, so it cannot learn another finding or a volume; train from "
+        "scratch instead (for volumes, a regressor: --arch regressor, with --label-name and --unit)"
     )
 
 

@@ -16,6 +16,7 @@ from synth import save_stored_otherwise, stored_otherwise
 
 from napari_hydranet.cli import build_parser, main, train_config
 from napari_hydranet.models import load_model, save_model
+from napari_hydranet.provenance import run_settings
 from napari_hydranet.sample import load_sample
 
 
@@ -114,6 +115,13 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "c2.csv").write_text("scan,count\nsub-000,1\nsub-000.nii.gz,1\nsub-001.nii.gz,5\n")
     assert main(["evaluate", str(tmp_path / "c2.csv"), str(tmp_path / "l.csv")]) == 2
     assert "c2.csv: 2 rows name one scan" in capsys.readouterr().err
+    # a German Excel's labels: read, and evaluate says how (as train and the docks do)
+    (tmp_path / "de.csv").write_text("Scan;Label\nsub-000.nii.gz;2,5\nsub-001.nii.gz;6\n")
+    assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "de.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 2 and out["mae"] == pytest.approx(1.25)
+    assert f"{tmp_path / 'de.csv'}: de.csv: read as separated by semicolons" in out["notes"]
+    assert f"{tmp_path / 'de.csv'}: 1 label written with a decimal comma (3,5) read as 3.5" in out["notes"]
     # a master labels file naming another site's scan like one not predicted here is fine
     (tmp_path / "l.csv").write_text("scan,label\na/x.nii.gz,1\nb/x.nii.gz,2\nsub-000,2\nsub-001,6\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "l.csv")]) == 0
@@ -294,6 +302,7 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     )
     assert main(["predict", str(tmp_path / "free"), str(scan), "--out", str(tmp_path / "f.csv")]) == 0
     assert json.loads((tmp_path / "f.json").read_text())["settings"]["whole_volume"]
+    assert run_settings("", "cpu")["whole_volume"]  # an empty masks path gives no masks either
     # out of time before the first epoch finished: no model, and the command says so
     assert main([*common, "--out", str(tmp_path / "n"), "--time-limit", "0.00001"]) == 1
     captured = capsys.readouterr()

@@ -374,6 +374,14 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
         refused.value
     )
     assert not (tmp_path / "e").exists()
+    # far lower labels may be a cohort with few lesions: a note, and the fine-tune goes on
+    volumes.write_text(
+        "\n".join([lines[0]] + [f"{s},{0.02 * float(v)}" for s, v in (ln.split(",") for ln in lines[1:])])
+    )
+    start = next(e for e in fine_tune("default", "f") if e["event"] == "start")
+    assert any(
+        n.startswith("these labels are far lower than the model's: they average ") for n in start["notes"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -1052,6 +1052,10 @@ def test_cohort_predicts_exports_and_sends_corrections(
     assert widget.send_to_train(theirs) is None  # a labels table, but the one loaded
     assert errors.pop().startswith(f"Cohort: {theirs} is the labels file loaded; save the corrected labels")
     assert theirs.read_text() == before and not theirs.with_suffix(".json").exists()
+    older = tmp_path / "exported_by_0.3.0.csv"  # an earlier version's export is overwritten, as predict's
+    older.write_text("scan,count,count_sd,detections,label,corrected\na.nii.gz,1,0,1,,0\n")
+    header = "scan,count,count_sd,detections,label,corrected,unit,notes"
+    assert widget.export(older) == older and older.read_text().startswith(header)
     model = load_model(tiny_model)
     with open(widget.export_detections(tmp_path / "detections.csv"), newline="") as fh:  # as predict writes
         detections = list(csv.DictReader(fh))

@@ -49,6 +49,7 @@ from ._cohort_table import COLUMNS, CohortTable
 from ._common import COLUMNS_HINT, ColumnPicker, Dock, ModelPicker, PathPicker, error_text, scrolling_layout
 
 EXPORT_COLUMNS = ["scan", "count", "count_sd", "detections", "label", "corrected", "unit", "notes"]
+OLD_EXPORT_COLUMNS = (EXPORT_COLUMNS[:6], EXPORT_COLUMNS[:6] + ["notes"])  # 0.3.0's exports: overwritten too
 
 
 def _cohort_job(model_dir, scans_dir, masks_dir):
@@ -91,12 +92,12 @@ def _named(name: str, reason: str) -> str:
     return reason if name in reason else f"{name}: {reason}"
 
 
-def _write_table(path, header, rows, what: str) -> bool:
+def _write_table(path, header, rows, what: str, *older) -> bool:
     """Write a CSV; False, with the reason shown, when the path cannot be written or holds a
-    file other than an earlier table of this kind (the save dialog's "replace?" would
-    otherwise let a labels file or a spreadsheet go)."""
+    file other than an earlier table of this kind (``header``, or one of the ``older``
+    headers): the save dialog's "replace?" would otherwise let a labels file go."""
     try:
-        check_table_output(path, what, (), header)
+        check_table_output(path, what, (), header, *older)
         write_csv(path, header, rows)
     except HydranetError as exc:
         show_error(f"Cohort: {exc}")
@@ -376,7 +377,7 @@ class CohortWidget(Dock):
             show_error(f"Cohort: {exc}")
             return None
         rows = self.rows()
-        if not _write_table(path, EXPORT_COLUMNS, rows, "counts table"):
+        if not _write_table(path, EXPORT_COLUMNS, rows, "counts table", *OLD_EXPORT_COLUMNS):
             return None
         record = dict(self._record, labels=str(self.labels_csv.path() or "") or None)
         record.update(corrected=sum(row[5] for row in rows), exported=now_utc())

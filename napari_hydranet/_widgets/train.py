@@ -250,13 +250,14 @@ class TrainWidget(Dock):
         try:
             check_split(n, self.val_fraction.value())
             check_masks_folder(self.masks.path(), [scans / name for name in found.values])
-            self._check_base(list(found.values.values()))
+            base_notes = self._check_base(list(found.values.values()))
         except HydranetError as exc:
             self.problems.addItem(f"✗ {for_dock(str(exc))}")  # the fields' names, not the options'
             return False
         self.problems.addItem(f"✓ {plural(n, 'labelled scan')}")
         unlisted = unlisted_scans(scans, found.listed)
-        self.problems.addItems([f"note: {note}" for note in found.notes + ([unlisted] if unlisted else [])])
+        notes = found.notes + ([unlisted] if unlisted else []) + base_notes
+        self.problems.addItems([f"note: {note}" for note in notes])
         return True
 
     def _base_config(self) -> dict | None:
@@ -271,19 +272,20 @@ class TrainWidget(Dock):
         except HydranetError:
             return None
 
-    def _check_base(self, labels) -> None:
-        """What the training refuses after its start about the model it starts from, said
-        beside the labels before Start: ROI masks it needs, labels it cannot learn."""
+    def _check_base(self, labels) -> list[str]:
+        """What the training refuses or notes after its start about the model it starts
+        from, said beside the labels before Start: ROI masks it needs, labels it cannot learn."""
         config = self._base_config()
         if config is None:
-            return
-        check_labels_for_base(config, np.asarray(labels, dtype=float))
+            return []
+        notes = check_labels_for_base(config, np.asarray(labels, dtype=float))
         if self.masks.path() is None and Model(None, config, None).preprocess.use_mask:
             default = self.start_from.currentText() == "default model"
             raise HydranetError(
                 f"the {'default model' if default else 'model'} counts inside ROI masks: "
                 "choose the Masks folder (ROI masks named like the scans)"
             )
+        return notes
 
     def _update_enabled(self) -> None:
         choice = self.start_from.currentText()
