@@ -426,6 +426,7 @@ def train(
         "start_epoch": start_epoch,
         "notes": notes,
         "label_mean": float(train_set.labels.mean()),
+        "unit": meta["label"].get("unit", ""),
         "patience": patience,
         "best_epoch": best["epoch"] if best else None,
     }

@@ -379,6 +379,7 @@ def test_recalibrate_only_refits_level_and_scale_and_keeps_the_ranking(cohort, t
         "\n".join([lines[0]] + [f"{s},{0.02 * float(v)}" for s, v in (ln.split(",") for ln in lines[1:])])
     )
     start = next(e for e in fine_tune("default", "f") if e["event"] == "start")
+    assert start["unit"] == "lesions"  # the base's, inherited; the Train dock gives the MAE in it
     assert any(
         n.startswith("these labels are far lower than the model's: they average ") for n in start["notes"]
     )

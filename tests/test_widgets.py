@@ -1317,6 +1317,10 @@ def test_train_dock_draws_and_tells_undefined_figures(make_napari_viewer, errors
     widget.handle_event({"event": "epoch", "epoch": 1, "loss": 2.0, "val_icc21": 0.5, "val_mae": 1.0})
     widget.handle_event({"event": "checkpoint", "epoch": 0, "path": "m", "val_icc21": None, "val_mae": 1.5})
     assert widget.status.text() == "best so far: epoch 0 (val ICC(2,1) –, MAE 1.50) saved in m"
+    start = {"event": "start", "device": "cpu", "train": 20, "val": 5, "steps_per_epoch": 3, "epochs": 9}
+    widget.handle_event({**start, "start_epoch": 1, "notes": [], "unit": "mm3"})  # the MAE in its unit
+    widget.handle_event({"event": "checkpoint", "epoch": 1, "path": "m", "val_icc21": 0.5, "val_mae": 1.0})
+    assert widget.status.text() == "best so far: epoch 1 (val ICC(2,1) 0.50, MAE 1.00 mm3) saved in m"
     widget.close()
 
 

@@ -88,6 +88,7 @@ class TrainWidget(Dock):
         self.history: list[dict] = []
         self.last_event: dict | None = None
         self._plan = (1, 1, 1)  # start epoch, last epoch, steps per epoch
+        self._unit = ""  # of the labels, for the MAE
         self._patience, self._best_epoch = 0, None  # early stopping: epochs, best epoch so far
         self._checkpoint, self._killed = None, False  # the last saved best model; Kill pressed
         self._started = False  # the child reported its start: scans loaded and checked
@@ -417,6 +418,7 @@ class TrainWidget(Dock):
         elif kind == "start":
             self._started = True
             self._plan = (ev["start_epoch"], ev["epochs"], ev["steps_per_epoch"])
+            self._unit = f" {ev['unit']}" if ev.get("unit") else ""
             if self.resume.isChecked():  # the curves go on from the epochs run before
                 self.history = _earlier_epochs(self.out.path(), ev["start_epoch"])
                 self._draw()
@@ -449,7 +451,7 @@ class TrainWidget(Dock):
             self._best_epoch, self._checkpoint = ev["epoch"], ev["path"]
             self.status.setText(
                 f"best so far: epoch {ev['epoch']} (val ICC(2,1) {figure(ev['val_icc21'])}, "
-                f"MAE {figure(ev['val_mae'])}) saved in {ev['path']}"
+                f"MAE {figure(ev['val_mae'])}{self._unit}) saved in {ev['path']}"
             )
         elif kind == "done":
             saved = (Path(ev["path"]) / WEIGHTS).is_file()
