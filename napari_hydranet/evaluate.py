@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import numpy as np
 from .errors import HydranetError
 from .io import bids_subject, column_index, match_labels, read_labels, scan_stem, table_rows
 from .metrics import FEW_FOR_ICC, SCALE_APART, agreement_report
+from .models import WEIGHTS, read_config
+from .provenance import file_sha256
 from .text import first_of, plural
 
 
@@ -41,9 +44,27 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
             pred.append(value)
             ref.append(found[scan])
     listed = _named(labels_csv, scan_column, subjects=False)  # with a label or a blank (NaN, n/a) one
-    named = [s for s in counts if s not in found and _nfc(scan_stem(s)) in listed]  # its own row
-    unlabelled = [s for s in counts if s not in found and s not in named]
-    blank = named
+    scans_of: dict[str, list[str]] = {}  # a subject's predicted scans: its row names one of them only
+    for scan in counts:
+        scans_of.setdefault(bids_subject(_nfc(scan_stem(scan))), []).append(scan)
+    scans_of.pop(None, None)
+    several = {s: subject for subject, scans in scans_of.items() if len(scans) > 1 for s in scans}
+    left = [s for s in counts if s not in found]
+    shared = [s for s in left if _nfc(scan_stem(s)) not in listed and several.get(s) in listed]
+    blank = [
+        s
+        for s in left
+        if _nfc(scan_stem(s)) in listed or (s not in shared and bids_subject(_nfc(scan_stem(s))) in listed)
+    ]  # its own row or its subject's
+    unlabelled = [s for s in left if s not in blank and s not in shared]
+    if shared:
+        subjects = sorted({several[s] for s in shared})
+        notes.append(
+            f"{plural(len(shared), 'predicted scan')} of {plural(len(subjects), 'subject')} named by one "
+            f"row each in {labels_csv} left out, as several scans share that row "
+            f"({first_of([f'{x}: {len(scans_of[x])} scans' for x in subjects], 3)}): name each scan "
+            "in a row of its own"
+        )
     if unlabelled:
         notes.append(
             f"{plural(len(unlabelled), 'predicted scan')} without a label, left out: "
@@ -56,9 +77,13 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
         )
     matched = {scan_stem(s) for s in counts} | {bids_subject(scan_stem(s)) for s in found}  # sub-01 too
     matched |= _named(counts_csv, "scan")  # a row without a count is noted above, not "not predicted"
+    matched |= {several[s] for s in shared}  # and so is a subject of several scans
     missing = [s for s in labels if scan_stem(s) not in matched]
     if missing:
         notes.append(f"{plural(len(missing), 'labelled scan')} not predicted: {first_of(missing, 3)}")
+    trained = _trained_on(counts_csv, [s for s in counts if s in found])
+    if trained:
+        notes.append(trained)
     if len(pred) < 2:
         raise HydranetError(
             f"{counts_csv} and {labels_csv} share {plural(len(pred), 'scan')}; need at least 2"
@@ -91,6 +116,30 @@ def _named(table, column: str, subjects: bool = True) -> set[str]:
     at = column_index(header, column) or 0
     stems = {_nfc(scan_stem(row[at].strip())) for row in rows if len(row) > at and row[at].strip()}
     return stems | {bids_subject(s) for s in stems} - {None} if subjects else stems
+
+
+def _trained_on(counts_csv, scans: list[str]) -> str | None:
+    """A note when the model that made the counts (the run's record beside the table names
+    it; its config lists the scans it was trained and validated on) has seen some of
+    ``scans``: their agreement is optimistic."""
+    try:
+        model = json.loads(Path(counts_csv).with_suffix(".json").read_text())["model"]
+        config = read_config(model["path"])
+    except (OSError, ValueError, KeyError, TypeError, HydranetError):
+        return None  # no record, or its model has gone
+    if file_sha256(Path(model["path"]) / WEIGHTS) != model.get("weights_sha256"):
+        return None  # the folder now holds another model
+    split = (config.get("training") or {}).get("split") or {}
+    parts = {_nfc(scan_stem(name)): part for part, names in split.items() for name in names}
+    seen = [s for s in scans if _nfc(scan_stem(s)) in parts]
+    if not seen:
+        return None
+    validation = sum(parts[_nfc(scan_stem(s))] == "validation" for s in seen)
+    return (
+        f"{len(seen)} of the {plural(len(scans), 'scan')} compared trained the model that counted them "
+        f"({model['path']}; {validation} of them chose its epoch): its agreement on them is "
+        f"optimistic; compare scans it has not seen: {first_of(seen, 3)}"
+    )
 
 
 def _unit(counts_csv) -> str:

@@ -304,8 +304,10 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             entries = list(p.iterdir())
-            if not bids and any(q.is_dir() and q.name.startswith("sub-") for q in entries):
-                example = p / "sub-*" / "anat" / "*_T2w.nii.gz"
+            subjects = [q for q in entries if q.is_dir() and q.name.startswith("sub-")]
+            if not bids and subjects:
+                sessions = any(q.is_dir() and q.name.startswith("ses-") for q in subjects[0].iterdir())
+                example = p.joinpath("sub-*", *(["ses-*"] if sessions else []), "anat", "*_T2w.nii.gz")
                 bids = f"; {p} looks like a BIDS dataset: give its scans, e.g. {example}"
             files = sorted(q for q in entries if q.is_file() and is_nifti(q))
             kept = [q for q in files if _is_scan_name(q)]

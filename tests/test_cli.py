@@ -115,6 +115,24 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
     (tmp_path / "c2.csv").write_text("scan,count\nsub-000,1\nsub-000.nii.gz,1\nsub-001.nii.gz,5\n")
     assert main(["evaluate", str(tmp_path / "c2.csv"), str(tmp_path / "l.csv")]) == 2
     assert "c2.csv: 2 rows name one scan" in capsys.readouterr().err
+    # a participants.tsv rates subjects; a subject with two sessions cannot take its one rating
+    (tmp_path / "participants.tsv").write_text(
+        "participant_id\tepvs\nsub-01\t3\nsub-02\tn/a\nsub-03\t4\nsub-04\t6\n"
+    )
+    sessions = ["sub-01_ses-01", "sub-01_ses-02", "sub-02_ses-01", "sub-03_ses-01", "sub-04_ses-01"]
+    (tmp_path / "cs.csv").write_text(
+        "scan,count\n" + "".join(f"{x}_T2w.nii.gz,{i}\n" for i, x in enumerate(sessions))
+    )
+    args = [str(tmp_path / "cs.csv"), str(tmp_path / "participants.tsv"), "--scan-column", "participant_id"]
+    assert main(["evaluate", *args, "--label-column", "epvs", "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    tsv = tmp_path / "participants.tsv"
+    assert notes[:2] == [
+        f"2 predicted scans of 1 subject named by one row each in {tsv} left out, as several scans "
+        "share that row (sub-01: 2 scans): name each scan in a row of its own",
+        f"1 predicted scan whose label is blank or not a number in {tsv}, left out: sub-02_ses-01_T2w.nii.gz",
+    ]
+    assert not any("without a label" in n or "not predicted" in n for n in notes)
     # a German Excel's labels: read, and evaluate says how (as train and the docks do)
     (tmp_path / "de.csv").write_text("Scan;Label\nsub-000.nii.gz;2,5\nsub-001.nii.gz;6\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "de.csv"), "--json"]) == 0
@@ -293,6 +311,22 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     ((row),) = _rows(tmp_path / "c.csv")
     assert row["count"] != "" and row["detections"] == "" and row["threshold"] == ""
     assert not json.loads((tmp_path / "c.json").read_text())["settings"]["whole_volume"]
+    # scored on scans it was trained on: evaluate says so (the run's record names the model)
+    two = [str(cohort / "scans" / f"sub-00{i}.nii.gz") for i in (0, 1)]
+    assert main(["predict", str(tmp_path / "m"), *two, "--out", str(tmp_path / "t.csv"), *masks]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "t.csv"), str(cohort / "train.csv"), "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    seen = [n for n in notes if "trained the model that counted them" in n]
+    assert len(seen) == 1 and seen[0].startswith(
+        f"2 of the 2 scans compared trained the model that counted them ({tmp_path / 'm'}; "
+    )
+    weights = tmp_path / "m" / "weights.safetensors"
+    kept = weights.read_bytes()
+    weights.write_bytes(b"other")  # the folder holds another model now: its split says nothing
+    assert main(["evaluate", str(tmp_path / "t.csv"), str(cohort / "train.csv"), "--json"]) == 0
+    assert not any("trained the model" in n for n in json.loads(capsys.readouterr().out)["notes"])
+    weights.write_bytes(kept)
     # a model trained without ROI masks counts whole volumes; its record says so, as the Cohort dock's
     model = load_model(tmp_path / "m")
     save_model(

@@ -576,8 +576,13 @@ def test_a_bids_root_given_as_a_folder_of_scans_says_how_to_give_its_scans(tmp_p
     (tmp_path / "bids" / "sub-01" / "anat").mkdir(parents=True)
     (tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T2w.nii.gz").touch()
     (tmp_path / "bids" / "participants.tsv").touch()
-    with pytest.raises(HydranetError, match=r"a BIDS dataset: give its scans, e.g. .*sub-\*/anat/\*_T2w"):
+    with pytest.raises(
+        HydranetError, match=r"a BIDS dataset: give its scans, e.g. .*bids/sub-\*/anat/\*_T2w"
+    ):
         find_scans([tmp_path / "bids"])
+    (tmp_path / "ses" / "sub-01" / "ses-1" / "anat").mkdir(parents=True)  # with sessions: their level too
+    with pytest.raises(HydranetError, match=r"e.g. .*ses/sub-\*/ses-\*/anat/\*_T2w.nii.gz\)"):
+        find_scans([tmp_path / "ses"])
 
 
 def test_labels_match_scan_names_by_name_stem_or_bids_subject():
