@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from pathlib import Path
 
@@ -75,10 +76,10 @@ def evaluate_tables(counts_csv, labels_csv, scan_column: str = "scan", label_col
             f"{plural(len(blank), 'predicted scan')} whose label is blank or not a number in "
             f"{labels_csv}, left out: {first_of(blank, 3)}"
         )
-    matched = {scan_stem(s) for s in counts} | {bids_subject(scan_stem(s)) for s in found}  # sub-01 too
+    matched = {_nfc(scan_stem(s)) for s in counts} | {bids_subject(_nfc(scan_stem(s))) for s in found}
     matched |= _named(counts_csv, "scan")  # a row without a count is noted above, not "not predicted"
     matched |= {several[s] for s in shared}  # and so is a subject of several scans
-    missing = [s for s in labels if scan_stem(s) not in matched]
+    missing = [s for s in labels if _nfc(scan_stem(s)) not in matched]  # NFC: macOS writes NFD names
     if missing:
         notes.append(f"{plural(len(missing), 'labelled scan')} not predicted: {first_of(missing, 3)}")
     trained = _trained_on(counts_csv, [s for s in counts if s in found])
@@ -119,26 +120,37 @@ def _named(table, column: str, subjects: bool = True) -> set[str]:
 
 
 def _trained_on(counts_csv, scans: list[str]) -> str | None:
-    """A note when the model that made the counts (the run's record beside the table names
-    it; its config lists the scans it was trained and validated on) has seen some of
-    ``scans``: their agreement is optimistic."""
+    """A note when the model that made the counts has seen some of ``scans``: the run's
+    record beside the table names the model, whose config lists the files it was trained and
+    validated on (``training.split``, relative to ``training.scans_dir``), matched to the
+    table's ``path`` column, so a scan of another cohort with the same name is not one."""
     try:
         model = json.loads(Path(counts_csv).with_suffix(".json").read_text())["model"]
-        config = read_config(model["path"])
-    except (OSError, ValueError, KeyError, TypeError, HydranetError):
-        return None  # no record, or its model has gone
-    if file_sha256(Path(model["path"]) / WEIGHTS) != model.get("weights_sha256"):
+        folder = Path(model["path"])
+        training = read_config(folder)["training"]
+        split, scans_dir = dict(training["split"]), Path(training["scans_dir"])
+        parts = {(scans_dir / name).resolve(): part for part, names in split.items() for name in dict(names)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, HydranetError):
+        return None  # no record, its model has gone, or its config does not list its files
+    if file_sha256(folder / WEIGHTS) != model.get("weights_sha256"):
         return None  # the folder now holds another model
-    split = (config.get("training") or {}).get("split") or {}
-    parts = {_nfc(scan_stem(name)): part for part, names in split.items() for name in names}
-    seen = [s for s in scans if _nfc(scan_stem(s)) in parts]
+    header, *rows = table_rows(Path(counts_csv))
+    si, at = column_index(header, "scan"), column_index(header, "path")
+    if si is None or at is None:
+        return None
+    files = {
+        os.path.normpath(row[si].strip()): Path(row[at].strip()).resolve()
+        for row in rows
+        if len(row) > max(si, at) and row[at].strip()
+    }  # keyed as read_labels keys the counts
+    seen = [s for s in scans if files.get(s) in parts]
     if not seen:
         return None
-    validation = sum(parts[_nfc(scan_stem(s))] == "validation" for s in seen)
+    validation = sum(parts[files[s]] == "validation" for s in seen)
     return (
         f"{len(seen)} of the {plural(len(scans), 'scan')} compared trained the model that counted them "
-        f"({model['path']}; {validation} of them chose its epoch): its agreement on them is "
-        f"optimistic; compare scans it has not seen: {first_of(seen, 3)}"
+        f"({folder}; {validation} of them chose its epoch), e.g. {first_of(seen, 3)}: its agreement on "
+        "them is optimistic; compare scans it has not seen"
     )
 
 

@@ -291,6 +291,23 @@ def _is_scan_name(path: Path) -> bool:
     return is_nifti(path) and not is_heatmap(path) and not path.name.startswith(".")
 
 
+def _bids_hint(subjects: list[Path]) -> str:
+    """How to give the scans of the BIDS dataset whose subjects' folders are ``subjects``
+    (none: ""), with its sessions' level where any subject has one."""
+    if not subjects:
+        return ""
+
+    def sessions(folder: Path) -> bool:
+        try:
+            return any(q.is_dir() and q.name.startswith("ses-") for q in folder.iterdir())
+        except OSError:  # an unreadable subject tells nothing
+            return False
+
+    levels = ["sub-*", *(["ses-*"] if any(sessions(q) for q in subjects) else []), "anat", "*_T2w.nii.gz"]
+    root = subjects[0].parent
+    return f"; {root} looks like a BIDS dataset: give its scans, e.g. {root.joinpath(*levels)}"
+
+
 def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand a mix of NIfTI files and folders (not recursive) into a list of files.
 
@@ -299,16 +316,12 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """
     found: list[Path] = []
     skipped = pairs = 0
-    bids = ""  # a BIDS dataset's root given as a folder of scans
+    bids: list[Path] = []  # the subjects' folders of a BIDS dataset's root given as a folder of scans
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             entries = list(p.iterdir())
-            subjects = [q for q in entries if q.is_dir() and q.name.startswith("sub-")]
-            if not bids and subjects:
-                sessions = any(q.is_dir() and q.name.startswith("ses-") for q in subjects[0].iterdir())
-                example = p.joinpath("sub-*", *(["ses-*"] if sessions else []), "anat", "*_T2w.nii.gz")
-                bids = f"; {p} looks like a BIDS dataset: give its scans, e.g. {example}"
+            bids = bids or [q for q in entries if q.is_dir() and q.name.startswith("sub-")]
             files = sorted(q for q in entries if q.is_file() and is_nifti(q))
             kept = [q for q in files if _is_scan_name(q)]
             skipped += len(files) - len(kept)
@@ -328,7 +341,7 @@ def find_scans(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     if not found:
         also = f"; {skipped} hidden or *{HEATMAP_SUFFIX} files are not scans" if skipped else ""
         also += f"; {pairs} .hdr/.img pairs: convert them to .nii.gz first" if pairs else ""
-        also += bids
+        also += _bids_hint(bids)
         raise HydranetError(
             f"no NIfTI files (.nii, .nii.gz) found in the inputs (folders are not searched recursively{also})"
         )

@@ -142,7 +142,7 @@ def start_record(
         "started": now_utc(),
         "finished": None,
         "model": {
-            "path": str(model.path) if model.path else None,
+            "path": str(Path(model.path).resolve()) if model.path else None,
             "weights_sha256": weights_digest(model),
             "name": model.config.get("name"),
             "created": model.config.get("created"),

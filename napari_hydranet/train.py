@@ -795,6 +795,7 @@ def _model_meta(cfg, arch, arch_args, pre, train_set: Cohort, val_set: Cohort) -
         "label": {"name": cfg.label_name, "unit": cfg.label_unit},
         "training": {
             "data": f"{len(train_set)} training and {len(val_set)} validation scans from {cfg.scans_dir}",
+            "scans_dir": str(cfg.scans_dir),  # the split's names are relative to it
             "labels_file": str(cfg.labels),
             "label_range": [float(labels.min()), float(labels.max())],
             "label_mean": float(labels.mean()),

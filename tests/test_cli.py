@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import nibabel as nib
@@ -133,6 +134,14 @@ def test_evaluate_text_and_json(cohort, tmp_path, capsys):
         f"1 predicted scan whose label is blank or not a number in {tsv}, left out: sub-02_ses-01_T2w.nii.gz",
     ]
     assert not any("without a label" in n or "not predicted" in n for n in notes)
+    nfd = unicodedata.normalize("NFD", "sub-José")  # a labels table typed on a Mac, scans named on Linux
+    (tmp_path / "nfd.csv").write_text(f"scan,label\n{nfd},3\nsub-03,4\nsub-04,6\n")
+    (tmp_path / "nfc.csv").write_text(
+        "scan,count\nsub-José_T2w.nii.gz,2\nsub-03_T2w.nii.gz,4\nsub-04_T2w.nii.gz,5\n"
+    )
+    assert main(["evaluate", str(tmp_path / "nfc.csv"), str(tmp_path / "nfd.csv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 3 and not any("not predicted" in n for n in out["notes"])
     # a German Excel's labels: read, and evaluate says how (as train and the docks do)
     (tmp_path / "de.csv").write_text("Scan;Label\nsub-000.nii.gz;2,5\nsub-001.nii.gz;6\n")
     assert main(["evaluate", str(tmp_path / "c.csv"), str(tmp_path / "de.csv"), "--json"]) == 0
@@ -321,6 +330,14 @@ def test_train_saves_a_model_or_says_it_saved_none(cohort, tmp_path, capsys):
     assert len(seen) == 1 and seen[0].startswith(
         f"2 of the 2 scans compared trained the model that counted them ({tmp_path / 'm'}; "
     )
+    other = tmp_path / "other_cohort"  # files of another cohort named alike: not the model's
+    other.mkdir()
+    for scan in two:
+        shutil.copy(scan, other)
+    assert main(["predict", str(tmp_path / "m"), str(other), "--out", str(tmp_path / "o.csv"), *masks]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "o.csv"), str(cohort / "train.csv"), "--json"]) == 0
+    assert not any("trained the model" in n for n in json.loads(capsys.readouterr().out)["notes"])
     weights = tmp_path / "m" / "weights.safetensors"
     kept = weights.read_bytes()
     weights.write_bytes(b"other")  # the folder holds another model now: its split says nothing

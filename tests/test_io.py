@@ -580,6 +580,7 @@ def test_a_bids_root_given_as_a_folder_of_scans_says_how_to_give_its_scans(tmp_p
         HydranetError, match=r"a BIDS dataset: give its scans, e.g. .*bids/sub-\*/anat/\*_T2w"
     ):
         find_scans([tmp_path / "bids"])
+    (tmp_path / "ses" / "sub-00").mkdir(parents=True)  # an empty subject listed first says nothing
     (tmp_path / "ses" / "sub-01" / "ses-1" / "anat").mkdir(parents=True)  # with sessions: their level too
     with pytest.raises(HydranetError, match=r"e.g. .*ses/sub-\*/ses-\*/anat/\*_T2w.nii.gz\)"):
         find_scans([tmp_path / "ses"])
