@@ -811,11 +811,13 @@ def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str |
 
     # by the file system's entry, not by spelling: macOS and Windows find 'Sub-1.nii.gz' for
     # 'sub-1.nii.gz', and an accent stored decomposed, which iterdir() spells otherwise
-    listed = {identity(p) for p in listed if os.path.lexists(p)}
+    listed = list(listed)
+    candidates = [*Path(scans_dir).iterdir(), *_bids_places(Path(scans_dir), listed)]
+    seen = {identity(p) for p in listed if os.path.lexists(p)}
     names = sorted(
-        f.name
-        for f in Path(scans_dir).iterdir()
-        if f.is_file() and _is_scan_name(f) and identity(f) not in listed
+        str(f.relative_to(scans_dir))
+        for f in dict.fromkeys(candidates)
+        if f.is_file() and is_nifti(f) and _is_scan_name(f) and identity(f) not in seen
     )
     if not names:
         return None
@@ -824,6 +826,22 @@ def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str |
         f"{plural(len(names), 'scan')} in {scans_dir} {have} no row in the labels and {be} "
         f"not used: {first_of(names, 3)}"
     )
+
+
+def _bids_places(scans_dir: Path, listed: list[str]) -> list[Path]:
+    """The files at the BIDS places of the listed scans under ``scans_dir``: for
+    ``sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz`` every ``sub-*/ses-*/anat/*_T2w.nii*``, so a
+    session or a subject that no row names is found (derivatives, other folders and other
+    modalities are not searched)."""
+    base = Path(scan_place(scans_dir))
+    patterns = set()
+    for path in listed:
+        parts = Path(path).parts[len(base.parts) :] if Path(path).is_relative_to(base) else ()
+        if len(parts) > 1 and parts[0].startswith("sub-"):
+            folders = [re.sub(r"^(sub|ses)-.*", r"\1-*", part) for part in parts[:-1]]
+            stem = scan_stem(parts[-1])  # its BIDS suffix (T2w): the other modalities are not scans
+            patterns.add("/".join([*folders, f"*_{stem.rsplit('_', 1)[1]}.nii*" if "_" in stem else "*"]))
+    return [f for pattern in sorted(patterns) for f in sorted(Path(scans_dir).glob(pattern))]
 
 
 def _scan_file(scans_dir: Path, scan: str, entries: list[str]) -> tuple[str, str | None]:

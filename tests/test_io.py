@@ -216,6 +216,20 @@ def test_scans_the_labels_do_not_name_are_found_in_the_folder_only(tmp_path):
     assert unlisted_scans(scans, read_labels(table, scans).listed) is None
 
 
+def test_a_bids_session_no_row_names_is_found_at_the_places_of_those_named(tmp_path):
+    bids = tmp_path / "bids"
+    files = ["sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz"]
+    files += ["sub-02/ses-1/anat/sub-02_ses-1_T2w.nii.gz", "derivatives/bg/sub-01/ses-1/anat/x_mask.nii.gz"]
+    files += ["sub-02/ses-1/anat/sub-02_ses-1_FLAIR.nii.gz"]  # another modality: not one of these scans
+    for name in files:
+        (bids / name).parent.mkdir(parents=True, exist_ok=True)
+        (bids / name).touch()
+    table = tmp_path / "labels.csv"
+    table.write_text(f"scan,label\n{files[0]},3\n{files[2]},2\n")
+    note = f"1 scan in {bids} has no row in the labels and is not used: {files[1]}"
+    assert unlisted_scans(bids, read_labels(table, bids).listed) == note  # not the mask nor the FLAIR
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
