@@ -817,7 +817,7 @@ def unlisted_scans(scans_dir: str | os.PathLike, listed: Iterable[str]) -> str |
     names = sorted(
         str(f.relative_to(scans_dir))
         for f in dict.fromkeys(candidates)
-        if f.is_file() and is_nifti(f) and _is_scan_name(f) and identity(f) not in seen
+        if f.is_file() and _is_scan_name(f) and identity(f) not in seen
     )
     if not names:
         return None
