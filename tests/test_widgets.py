@@ -957,6 +957,8 @@ def test_cohort_cancelled_at_once_or_exported_while_running_keeps_its_record_tru
 ):
     """Cancelled before the model was loaded, the finished run had no record to finish (the
     dock raised and stayed at "predicting…"); exported mid-run, the record described no scan."""
+    from napari.qt.threading import GeneratorWorker
+
     from napari_hydranet._widgets import CohortWidget
     from napari_hydranet._widgets import cohort as cohort_module
 
@@ -965,10 +967,17 @@ def test_cohort_cancelled_at_once_or_exported_while_running_keeps_its_record_tru
     widget.scans.set_path(folder / "scans")
     widget.masks.set_path(folder / "masks")
     widget.model_picker.select(tiny_model)
+    start = GeneratorWorker.start  # Cancel pressed before the thread began: run() then cancel()
+
+    def cancelled_first(worker):  # raced, and lost when the cores were busy
+        worker.quit()
+        start(worker)
+
+    monkeypatch.setattr(GeneratorWorker, "start", cancelled_first)
     widget.run()
-    widget.cancel()
     _wait_worker(qtbot, widget)
     assert widget.status.text() == "cancelled before any scan was predicted"
+    monkeypatch.setattr(GeneratorWorker, "start", start)
 
     slow = cohort_module.predict_file
     started = []
