@@ -194,7 +194,7 @@ def _scan_column(labels) -> str:
     from .io import scan_column_of
 
     column = scan_column_of(labels)
-    if column != "scan":
+    if column.casefold() != "scan":  # "Scan" is the scan column
         print(f"note: {labels}: no 'scan' column; the scans are named by '{column}'", file=sys.stderr)
     return column
 

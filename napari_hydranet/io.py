@@ -968,10 +968,15 @@ def table_header(path: str | os.PathLike) -> list[str]:
 SCAN_COLUMNS = ("scan", "participant_id", "subject", "file")
 
 
+def first_column(header: list[str], names: Sequence[str]) -> str | None:
+    """The header's own spelling of the first of ``names`` it has (``column_index``), or None."""
+    at = next((i for i in (column_index(header, n) for n in names) if i is not None), None)
+    return None if at is None else header[at]
+
+
 def scan_column_of(path: str | os.PathLike) -> str:
     """The first of ``SCAN_COLUMNS`` in the table's header ("scan" when none is)."""
-    header = table_header(path)
-    return next((name for name in SCAN_COLUMNS if column_index(header, name) is not None), "scan")
+    return first_column(table_header(path), SCAN_COLUMNS) or "scan"
 
 
 GROUPED = re.compile(r"[-+]?\d{1,3}(\.\d{3})+(,\d+)?")  # 1.234 or 1.234,5: thousands grouped by points
@@ -979,10 +984,9 @@ GROUPED = re.compile(r"[-+]?\d{1,3}(\.\d{3})+(,\d+)?")  # 1.234 or 1.234,5: thou
 
 def _point_decimal(raw: str, commas: bool | None) -> tuple[str, str]:
     """A label as ``float`` reads it ("" where it must not be read), and what to say if it is
-    no number. ``commas``:
-    None where commas separate the fields (a comma in a quoted label is no decimal mark);
-    True where the table writes decimals with a comma, so points group thousands (1.234,5);
-    False where it writes them with a point."""
+    no number. ``commas`` is None where commas separate the fields (a comma in a quoted label
+    is no decimal mark), True where the table writes decimals with a comma (so points group
+    thousands: 1.234,5) and False where it writes them with a point."""
     if commas is None:
         if "," in raw:
             thousands = "." in raw

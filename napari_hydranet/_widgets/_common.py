@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import display_affine, display_shape, file_volume, from_display, layer_transform, shown_affine
 from ..errors import HydranetError
-from ..io import SCAN_COLUMNS, Scan, column_index, finite, table_header
+from ..io import SCAN_COLUMNS, Scan, finite, first_column, table_header
 from ..models import DEFAULT_NAME, Model, read_config, resolve_model_dir
 from ..nets import ARCHITECTURES
 from ._registry import model_registry
@@ -234,12 +234,6 @@ class PathPicker(QWidget):
 COLUMNS_HINT = "choose its columns beside Columns"  # ends a labels error that names no column
 
 
-def _present(header: list[str], names) -> str | None:
-    """The header's name of the first of ``names`` it has, case aside ("Scan" for scan)."""
-    at = next((i for i in (column_index(header, n) for n in names) if i is not None), None)
-    return None if at is None else header[at]
-
-
 class ColumnPicker(QWidget):
     """The scan and label columns of a labels table, chosen from its header (``load``):
     "scan" and "label" where the table has them; a BIDS participants.tsv names its scans in
@@ -264,8 +258,8 @@ class ColumnPicker(QWidget):
         are still there."""
         header = table_header(path) if path is not None else []
         for combo, default, fallback in (
-            (self.scan_combo, "scan", _present(header, SCAN_COLUMNS)),
-            (self.label_combo, "label", _present(header, ("label",))),
+            (self.scan_combo, "scan", first_column(header, SCAN_COLUMNS)),
+            (self.label_combo, "label", first_column(header, ("label",))),
         ):
             choice = next((c for c in (combo.currentText(), fallback) if c in header), None)
             combo.blockSignals(True)

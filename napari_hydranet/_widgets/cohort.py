@@ -294,8 +294,9 @@ class CohortWidget(Dock):
                 show_error(f"Cohort: {exc}")  # says it, and a column to choose is no error yet
             self.labels, self.labels_note = {}, note
         else:
-            self.labels = match_labels(self._scan_names(), listed)  # rows may omit .nii.gz
-            missing = unmatched_labels(self._scan_names(), listed)  # a larger cohort's file is fine
+            names = self._scan_names()  # the folder read once
+            self.labels = match_labels(names, listed)  # rows may omit .nii.gz
+            missing = unmatched_labels(names, listed)  # a larger cohort's file is fine
             verb = "is" if len(missing) == 1 else "are"
             note = (
                 f"{len(missing)} of the {plural(len(listed), 'labelled scan')} {verb} not in the "
